@@ -1,0 +1,51 @@
+# Set-up and checks. `make quickstart` and `make test` work on a fresh machine.
+#
+# torch: when the venv has no torch, TORCH_SPEC (a CPU build on the CPU machines) is installed before
+# anything else, so no dependency can pull a multi-GB CUDA build. On a GPU host that already has a CUDA
+# torch, reuse it: `make test VENV_FLAGS=--system-site-packages`, or install yours into .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+VENV_FLAGS ?=
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export MTA_HOME ?= $(CURDIR)/mta-runs
+
+.PHONY: install quickstart test test-all lint format bench data clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Corpora and other downloads the default jobs and the tests use (pinned by version and hash).
+data: install
+
+quickstart: install data
+	$(BIN)/mta-ablate bench attention --repeats 3
+
+test: install data lint
+	$(BIN)/python -m pytest -q
+
+test-all: install data
+	MTA_SLOW=1 $(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: install
+	$(BIN)/mta-ablate bench attention
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,213 @@
+"""Attention benchmark: SDPA vs a straightforward MTA reference vs `mta_attention`.
+
+    mta-ablate bench attention [--repeats 7] [--json]
+
+Every variant runs on the same tensors, interleaved round-robin in one process, so the ratios are
+comparable even on a noisy shared machine; times are medians in ms. "Saved" is the memory autograd keeps
+for the backward of one layer (unique storages seen by a saved-tensor hook).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mta_ablate.attention.functional import head_mix, key_padding, mta_attention
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    batch: int
+    heads: int
+    seq: int
+    head_dim: int
+    kernel: tuple[int, int] = (6, 11)
+
+
+SHAPES = (
+    Shape("paper layer", 8, 4, 256, 64),
+    Shape("tiny model", 16, 4, 128, 32),
+    Shape("wide heads", 4, 8, 256, 32),
+)
+
+
+# -- the straightforward reference: what the paper's code does -------------------------------------
+
+
+def reference_mta(q, k, v, pre_kernel, post_kernel, pre_mix, post_mix, pad_key="both"):
+    """A transcription of the reference code's forward: float additive (B, H, T, S) mask, boolean
+    index_put zeroing, NCHW conv2d, einsum head mixing. Same math as `mta_attention`, none of its layout care."""
+    b, h, t, d = q.shape
+    mask = torch.full((t, t), float("-inf"), device=q.device).triu(1).repeat(b, h, 1, 1)  # (B, H, T, S)
+    scores = torch.matmul(q, k.transpose(-2, -1)) / d**0.5
+    scores[mask == float("-inf")] = 0.0
+    scores = _nchw_conv(scores, pre_kernel, pad_key)
+    scores = torch.einsum("bhts,oh->bots", scores, pre_mix[0])  # full H x H mix
+    probs = torch.softmax((scores + mask).float(), dim=-1).to(q.dtype)
+    probs = _nchw_conv(probs, post_kernel, pad_key)
+    probs = probs.masked_fill(mask == float("-inf"), 0.0)
+    probs = torch.einsum("bhts,oh->bots", probs, post_mix[0])
+    return torch.matmul(probs, v)
+
+
+def _nchw_conv(x, kernel, pad_key):
+    c_q, c_k = kernel.shape[1:]
+    left, right = key_padding(c_k, pad_key)
+    return F.conv2d(F.pad(x, (left, right, c_q - 1, 0)), kernel.unsqueeze(1), groups=kernel.shape[0])
+
+
+# -- head-mix alternatives ---------------------------------------------------------------------------
+
+
+def _mix_einsum(x, w):
+    return torch.einsum("bhts,oh->bots", x, w[0])
+
+
+def _mix_linear(x, w):
+    return F.linear(x.permute(0, 2, 3, 1), w[0]).permute(0, 3, 1, 2)  # linear over a transposed tensor
+
+
+def _mix_axpy(x, w):
+    return torch.stack([sum(w[0, o, i] * x[:, i] for i in range(x.shape[1])) for o in range(x.shape[1])], 1)
+
+
+def _mix_conv_cl(x, w):
+    return head_mix(x, w)
+
+
+HEAD_MIXES = {
+    "einsum": _mix_einsum,
+    "linear (transposed)": _mix_linear,
+    "per-head axpy": _mix_axpy,
+    "1x1 grouped conv, channels-last": _mix_conv_cl,
+}
+
+
+# -- measurement ----------------------------------------------------------------------------------
+
+
+def _time_round_robin(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
+    for fn in fns.values():  # warm-up
+        fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
+    """Bytes of the unique storages autograd saves for the backward of fn()."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        st = t.untyped_storage()
+        storages[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
+def _inputs(shape: Shape, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    b, h, s, d = shape.batch, shape.heads, shape.seq, shape.head_dim
+    c_q, c_k = shape.kernel
+
+    def leaf(*size, scale=1.0):
+        return (torch.randn(*size, generator=g) * scale).requires_grad_()
+
+    q, k, v = (leaf(b, h, s, d) for _ in range(3))
+    pre, post = leaf(h, c_q, c_k, scale=0.2), leaf(h, c_q, c_k, scale=0.2)
+    pre_mix, post_mix = leaf(1, h, h, scale=0.5), leaf(1, h, h, scale=0.5)
+    return q, k, v, pre, post, pre_mix, post_mix
+
+
+def bench_shape(shape: Shape, repeats: int) -> dict:
+    q, k, v, pre, post, pre_mix, post_mix = _inputs(shape)
+    leaves = (q, k, v, pre, post, pre_mix, post_mix)
+    variants = {
+        "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+        "reference": lambda: reference_mta(q, k, v, pre, post, pre_mix, post_mix),
+        "mta_attention": lambda: mta_attention(
+            q, k, v, pre_kernel=pre, post_kernel=post, pre_head_mix=pre_mix, post_head_mix=post_mix
+        ),
+    }
+
+    def forward(fn):
+        def run():
+            with torch.no_grad():
+                fn()
+
+        return run
+
+    def forward_backward(fn):
+        def run():
+            for leaf in leaves:
+                leaf.grad = None
+            fn().sum().backward()
+
+        return run
+
+    fwd = _time_round_robin({n: forward(f) for n, f in variants.items()}, repeats)
+    fwd_bwd = _time_round_robin({n: forward_backward(f) for n, f in variants.items()}, repeats)
+    saved = {n: saved_bytes(f) for n, f in variants.items()}
+    rows = [
+        {
+            "variant": n,
+            "forward_ms": fwd[n],
+            "forward_backward_ms": fwd_bwd[n],
+            "saved_mib": saved[n] / 2**20,
+            "fwd_bwd_vs_reference": fwd_bwd["reference"] / fwd_bwd[n],
+            "fwd_bwd_vs_sdpa": fwd_bwd[n] / fwd_bwd["sdpa"],
+        }
+        for n in variants
+    ]
+    return {"shape": asdict(shape), "rows": rows}
+
+
+def bench_head_mix(shape: Shape, repeats: int) -> dict:
+    """Forward+backward of a full H x H head mix over a (B, H, S, S) map, each alternative."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(shape.batch, shape.heads, shape.seq, shape.seq, generator=g)
+    x_cl = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    x = x.requires_grad_()
+    w = (torch.randn(1, shape.heads, shape.heads, generator=g) * 0.5).requires_grad_()
+
+    def fwd_bwd(fn, inp):
+        def run():
+            inp.grad, w.grad = None, None
+            fn(inp, w).sum().backward()
+
+        return run
+
+    fns = {name: fwd_bwd(fn, x) for name, fn in HEAD_MIXES.items()}
+    # the op's own input after a conv is already channels-last; measure that case too
+    fns["1x1 grouped conv, channels-last input"] = fwd_bwd(_mix_conv_cl, x_cl)
+    times = _time_round_robin(fns, repeats)
+    base = times["einsum"]
+    return {
+        "shape": asdict(shape),
+        "rows": [{"variant": n, "forward_backward_ms": t, "vs_einsum": base / t} for n, t in times.items()],
+    }
+
+
+def run(repeats: int = 7, shapes: tuple[Shape, ...] = SHAPES) -> dict:
+    torch.manual_seed(0)
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": "cpu",
+        "repeats": repeats,
+        "ops": [bench_shape(s, repeats) for s in shapes],
+        "head_mix": bench_head_mix(shapes[0], repeats),
+    }

@@ -1,0 +1,187 @@
+"""`TransformerLM`: a LLaMA-style decoder-only language model whose attention is an `AttentionSpec`.
+
+    from mta_ablate.attention import preset
+    from mta_ablate.model import ModelConfig, TransformerLM
+    model = TransformerLM(ModelConfig(vocab_size=259, dim=128, n_layers=4, n_heads=4, max_seq_len=256,
+                                      attention=preset("mta_paper")))
+    logits = model(tokens)          # tokens: (B, T) long -> logits: (B, T, vocab_size)
+
+Pre-RMSNorm blocks, RoPE, SwiGLU feed-forward, tied embeddings, no biases (the MTA gate has one, as in the
+reference). Init as in the paper's lingua configs: truncated normal (+-3 sigma) with sigma = dim^-1/2, the
+feed-forward output with hidden^-1/2, norms at 1 (mta_reference.md 1.7).
+
+Layout legend: B batch, T positions, E model dim, V vocabulary, F feed-forward hidden.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mta_ablate.attention.module import MultiTokenAttention, rope_tables
+from mta_ablate.attention.spec import AttentionSpec
+from mta_ablate.errors import ConfigError
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Shape of the language model. `vocab_size` comes from the data, never from a constant."""
+
+    vocab_size: int
+    """Vocabulary size of the tokenizer."""
+    dim: int = 256
+    """Model width E."""
+    n_layers: int = 4
+    """Number of transformer blocks."""
+    n_heads: int = 4
+    """Attention heads; head_dim = dim // n_heads."""
+    max_seq_len: int = 512
+    """Longest sequence the RoPE tables cover."""
+    attention: AttentionSpec = field(default_factory=AttentionSpec)
+    """The attention variant (see `mta_ablate.attention.spec`)."""
+    ffn_hidden: int | None = None
+    """SwiGLU hidden size F; None = round_up(int(8 * dim / 3), multiple_of) as in LLaMA/lingua."""
+    multiple_of: int = 256
+    """Rounding of the default feed-forward hidden size."""
+    norm_eps: float = 1e-5
+    """RMSNorm epsilon."""
+    rope_theta: float = 10_000.0
+    """RoPE base (the paper's configs use 100,000)."""
+    init_std: float | None = None
+    """Std of the projection and embedding init; None = dim^-1/2."""
+
+    def __post_init__(self) -> None:
+        positive = ("vocab_size", "dim", "n_layers", "n_heads", "max_seq_len", "multiple_of")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"model.{name}={value!r}: expected an integer >= 1")
+        if self.dim % self.n_heads:
+            raise ConfigError(f"model.dim={self.dim}: must be divisible by model.n_heads={self.n_heads}")
+        if (self.dim // self.n_heads) % 2:
+            raise ConfigError(f"model.dim / model.n_heads = {self.dim // self.n_heads}: RoPE needs an even head dim")
+        if self.ffn_hidden is not None and (not isinstance(self.ffn_hidden, int) or self.ffn_hidden < 1):
+            raise ConfigError(f"model.ffn_hidden={self.ffn_hidden!r}: expected an integer >= 1 or None")
+        if not isinstance(self.attention, AttentionSpec):
+            raise ConfigError(f"model.attention={self.attention!r}: expected an AttentionSpec")
+        self.attention.resolve(self.n_heads, self.n_layers)  # raises ConfigError when it does not fit
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def hidden(self) -> int:
+        if self.ffn_hidden is not None:
+            return self.ffn_hidden
+        return -(-int(8 * self.dim / 3) // self.multiple_of) * self.multiple_of
+
+    @property
+    def std(self) -> float:
+        return self.init_std if self.init_std is not None else self.dim**-0.5
+
+    def replace(self, **changes) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, dim: int, hidden: int, std: float):
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden, bias=False)
+        self.w3 = nn.Linear(dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, dim, bias=False)
+        self.std_in, self.std_out = std, hidden**-0.5
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for lin, std in ((self.w1, self.std_in), (self.w3, self.std_in), (self.w2, self.std_out)):
+            nn.init.trunc_normal_(lin.weight, std=std, a=-3 * std, b=3 * std)
+
+    def forward(self, x_BTE: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x_BTE)) * self.w3(x_BTE))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + ffn(norm(x))."""
+
+    def __init__(self, config: ModelConfig, attention: MultiTokenAttention):
+        super().__init__()
+        self.attention_norm = nn.RMSNorm(config.dim, eps=config.norm_eps)
+        self.attention = attention
+        self.ffn_norm = nn.RMSNorm(config.dim, eps=config.norm_eps)
+        self.feed_forward = FeedForward(config.dim, config.hidden, config.std)
+
+    def forward(self, x_BTE, cos_TF, sin_TF):
+        x_BTE = x_BTE + self.attention(self.attention_norm(x_BTE), cos_TF, sin_TF)
+        return x_BTE + self.feed_forward(self.ffn_norm(x_BTE))
+
+
+class TransformerLM(nn.Module):
+    """Decoder-only LM: embeddings -> blocks -> RMSNorm -> tied output projection."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        plans = config.attention.resolve(config.n_heads, config.n_layers)
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
+        self.layers = nn.ModuleList(
+            Block(config, MultiTokenAttention(config.dim, config.n_heads, config.attention, plan, config.std))
+            for plan in plans
+        )
+        self.norm = nn.RMSNorm(config.dim, eps=config.norm_eps)
+        cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Embedding init (the output projection is tied to it); blocks init themselves."""
+        std = self.config.std
+        nn.init.trunc_normal_(self.tok_embeddings.weight, std=std, a=-3 * std, b=3 * std)
+
+    def forward(self, tokens_BT: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T) long -> logits (B, T, V) in the activation dtype."""
+        t = tokens_BT.shape[1]
+        if t > self.config.max_seq_len:
+            raise ValueError(f"sequence length {t} exceeds model.max_seq_len={self.config.max_seq_len}")
+        x_BTE = self.tok_embeddings(tokens_BT)
+        for layer in self.layers:
+            x_BTE = layer(x_BTE, self.rope_cos, self.rope_sin)
+        return F.linear(self.norm(x_BTE), self.tok_embeddings.weight)  # tied: (B, T, E) -> (B, T, V)
+
+    def count_params(self) -> dict[str, int]:
+        """Parameter counts: total, MTA-only (kernels, head mixes, group norm, gates) and the rest."""
+        total = sum(p.numel() for p in self.parameters())
+        mta = sum(p.numel() for name, p in self.named_parameters() if is_mta_param(name))
+        return {"total": total, "mta": mta, "non_mta": total - mta}
+
+
+def is_mta_param(name: str) -> bool:
+    """True for the parameters MTA adds on top of a standard transformer (named `mta_*`)."""
+    return any(part.startswith("mta_") for part in name.split("."))
+
+
+def lm_loss(logits_BTV: torch.Tensor, targets_BT: torch.Tensor, mask_BT: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean next-token cross-entropy (nats) over the positions where mask is true (all when None).
+
+    logits and targets are already aligned (logits[:, i] predicts targets[:, i]). One function serves
+    training and evaluation so perplexity cannot drift from the training loss.
+    """
+    nll_BT = F.cross_entropy(logits_BTV.float().flatten(0, 1), targets_BT.flatten(), reduction="none")
+    nll_BT = nll_BT.view_as(targets_BT)
+    if mask_BT is None:
+        return nll_BT.mean()
+    mask = mask_BT.to(nll_BT.dtype)
+    return (nll_BT * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def paper_mta_overhead(n_layers: int, n_heads: int, head_dim: int, c_q: int, c_k: int, c_h: int) -> int:
+    """The paper's MTA parameter overhead (Table 8, mta_reference.md 1.9):
+    2 L M (c_q c_k / 4 + c_h) + L (2 d + 1), for KQ convolutions in a quarter of the layers."""
+    return int(2 * n_layers * n_heads * (c_q * c_k / 4 + c_h) + n_layers * (2 * head_dim + 1))
