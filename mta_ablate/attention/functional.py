@@ -102,8 +102,9 @@ def mta_attention(
     if pre_head_mix is not None:
         scores_BHTS = head_mix(scores_BHTS, pre_head_mix)
     scores_BHTS = scores_BHTS.masked_fill(future_TS, float("-inf"))
-    # fp32 softmax over keys; .contiguous() puts the key axis back innermost (fast softmax, fast matmul).
-    weights_BHTS = torch.softmax(scores_BHTS.contiguous(), dim=-1, dtype=torch.float32).to(q.dtype)
+    # softmax over keys in fp32 (or wider); .contiguous() puts the key axis back innermost for speed.
+    softmax_dtype = torch.promote_types(q.dtype, torch.float32)
+    weights_BHTS = torch.softmax(scores_BHTS.contiguous(), dim=-1, dtype=softmax_dtype).to(q.dtype)
     if post_kernel is not None:
         weights_BHTS = kq_conv(weights_BHTS, post_kernel, pad_key).masked_fill(future_TS, 0.0)
     if post_head_mix is not None:

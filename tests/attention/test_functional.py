@@ -1,0 +1,158 @@
+"""`mta_attention` against a slow, obviously-correct transcription of mta_reference.md 1.2-1.4."""
+
+import math
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mta_ablate.attention import mta_attention
+from mta_ablate.bench.attention import reference_mta
+
+
+def slow_conv(maps, kernel, pad_key):
+    """new[i, j] = sum_{a, b} kernel[a, b] * maps0[i - (c_q - 1) + a, j - p_L + b], zero outside the matrix.
+
+    maps: (B, H, T, S) already zero where j > i. Explicit loops over output positions and kernel taps."""
+    _, _, t, s = maps.shape
+    _, c_q, c_k = kernel.shape
+    p_left = {"both": (c_k - 1) // 2, "left": c_k - 1, "right": 0}[pad_key]
+    rows = []
+    for i in range(t):
+        row = []
+        for j in range(s):
+            acc = torch.zeros_like(maps[:, :, 0, 0])
+            for a in range(c_q):
+                for b in range(c_k):
+                    ii, jj = i - (c_q - 1) + a, j - p_left + b
+                    if 0 <= ii < t and 0 <= jj < s:
+                        acc = acc + kernel[:, a, b] * maps[:, :, ii, jj]
+            row.append(acc)
+        rows.append(torch.stack(row, dim=-1))
+    return torch.stack(rows, dim=-2)
+
+
+def slow_head_mix(maps, mix):
+    """out[g*C + o] = sum_i mix[g, o, i] * maps[g*C + i], written as loops."""
+    groups, c, _ = mix.shape
+    out = []
+    for g in range(groups):
+        for o in range(c):
+            out.append(sum(mix[g, o, i] * maps[:, g * c + i] for i in range(c)))
+    return torch.stack(out, dim=1)
+
+
+def slow_mta(q, k, v, pre_kernel, post_kernel, pre_mix, post_mix, pad_key):
+    t = q.shape[2]
+    future = torch.tensor([[j > i for j in range(t)] for i in range(t)])
+    logits = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if pre_kernel is not None:
+        logits = slow_conv(torch.where(future, 0.0, logits), pre_kernel, pad_key)
+    if pre_mix is not None:
+        logits = slow_head_mix(logits, pre_mix)
+    weights = torch.softmax(torch.where(future, float("-inf"), logits), dim=-1)
+    if post_kernel is not None:
+        weights = torch.where(future, 0.0, slow_conv(weights, post_kernel, pad_key))
+    if post_mix is not None:
+        weights = slow_head_mix(weights, post_mix)
+    return weights @ v
+
+
+def random_case(seed):
+    rng = random.Random(seed)
+    b, h, t, d = rng.choice([1, 2]), rng.choice([1, 2, 4]), rng.randint(1, 7), rng.choice([2, 4])
+    pad_key = rng.choice(["both", "left", "right"])
+
+    def kernel():
+        if rng.random() < 0.25:
+            return None
+        c_q, c_k = rng.randint(1, 3), rng.randint(1, 5)
+        if pad_key == "both" and c_k % 2 == 0:
+            c_k += 1
+        return torch.randn(h, c_q, c_k, dtype=torch.float64) * 0.5
+
+    def mix():
+        if rng.random() < 0.3:
+            return None
+        c_h = rng.choice([c for c in range(1, h + 1) if h % c == 0])
+        return torch.randn(h // c_h, c_h, c_h, dtype=torch.float64) * 0.7
+
+    tensors = dict(pre_kernel=kernel(), post_kernel=kernel(), pre_head_mix=mix(), post_head_mix=mix())
+    q, k, v = (torch.randn(b, h, t, d, dtype=torch.float64) for _ in range(3))
+    return q, k, v, tensors, pad_key
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_matches_slow_transcription_forward_and_gradients(seed):
+    torch.manual_seed(seed)
+    q, k, v, tensors, pad_key = random_case(seed)
+    leaves = [q, k, v] + [x for x in tensors.values() if x is not None]
+    for x in leaves:
+        x.requires_grad_()
+    fast = mta_attention(q, k, v, pad_key=pad_key, **tensors)
+    slow = slow_mta(
+        q,
+        k,
+        v,
+        tensors["pre_kernel"],
+        tensors["post_kernel"],
+        tensors["pre_head_mix"],
+        tensors["post_head_mix"],
+        pad_key,
+    )
+    torch.testing.assert_close(fast, slow, rtol=1e-9, atol=1e-9)
+    upstream = torch.randn_like(fast)
+    grads_fast = torch.autograd.grad((fast * upstream).sum(), leaves)
+    grads_slow = torch.autograd.grad((slow * upstream).sum(), leaves)
+    for gf, gs in zip(grads_fast, grads_slow, strict=True):
+        torch.testing.assert_close(gf, gs, rtol=1e-8, atol=1e-9)
+
+
+def test_nothing_set_is_causal_softmax_attention():
+    q, k, v = (torch.randn(2, 3, 17, 8) for _ in range(3))
+    torch.testing.assert_close(mta_attention(q, k, v), F.scaled_dot_product_attention(q, k, v, is_causal=True))
+
+
+def test_benchmark_reference_computes_the_same_thing():
+    """The bench's speed-up is only meaningful if its straightforward reference computes the same op."""
+    torch.manual_seed(0)
+    b, h, t, d = 2, 4, 24, 8
+    q, k, v = (torch.randn(b, h, t, d) for _ in range(3))
+    pre, post = torch.randn(h, 3, 5) * 0.3, torch.randn(h, 3, 5) * 0.3
+    pre_mix, post_mix = torch.randn(1, h, h) * 0.5, torch.randn(1, h, h) * 0.5
+    ours = mta_attention(q, k, v, pre_kernel=pre, post_kernel=post, pre_head_mix=pre_mix, post_head_mix=post_mix)
+    torch.testing.assert_close(ours, reference_mta(q, k, v, pre, post, pre_mix, post_mix), rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_runs_with_fp32_softmax_and_stays_close():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 16, 8) for _ in range(3))
+    kw = dict(pre_kernel=torch.randn(2, 2, 3) * 0.3, post_head_mix=torch.eye(2).unsqueeze(0))
+    out32 = mta_attention(q, k, v, **kw)
+    out16 = mta_attention(*(x.bfloat16() for x in (q, k, v)), **{n: x.bfloat16() for n, x in kw.items()})
+    assert out16.dtype == torch.bfloat16
+    torch.testing.assert_close(out16.float(), out32, rtol=0.05, atol=0.05)
+
+
+def test_future_inputs_do_not_leak_with_random_kernels():
+    torch.manual_seed(1)
+    h, t = 2, 12
+    kw = dict(
+        pre_kernel=torch.randn(h, 3, 5),
+        post_kernel=torch.randn(h, 3, 5),
+        pre_head_mix=torch.randn(1, h, h),
+        post_head_mix=torch.randn(1, h, h),
+    )
+    q, k, v = (torch.randn(1, h, t, 4) for _ in range(3))
+    base = mta_attention(q, k, v, **kw)
+    cut = 7
+    q2, k2, v2 = q.clone(), k.clone(), v.clone()
+    for x in (q2, k2, v2):
+        x[:, :, cut:] = torch.randn_like(x[:, :, cut:])
+    assert torch.equal(mta_attention(q2, k2, v2, **kw)[:, :, :cut], base[:, :, :cut])
+
+
+def test_rejects_unequal_query_and_key_lengths():
+    with pytest.raises(ValueError, match="T == S"):
+        mta_attention(torch.randn(1, 1, 3, 2), torch.randn(1, 1, 4, 2), torch.randn(1, 1, 4, 2))

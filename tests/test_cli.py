@@ -1,0 +1,35 @@
+"""The command line: bad input exits 2 with one line; the attention bench runs and reports ratios."""
+
+import json
+import subprocess
+import sys
+
+from mta_ablate.bench import attention as bench_attention
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "mta_ablate", *args], capture_output=True, text=True)
+
+
+def test_unknown_subcommand_exits_2_with_one_clear_line():
+    result = run_cli("frobnicate")
+    assert result.returncode == 2
+    assert "invalid choice: 'frobnicate'" in result.stderr
+
+
+def test_bad_bench_argument_exits_2():
+    result = run_cli("bench", "attention", "--repeats", "0")
+    assert result.returncode == 2
+    assert "--repeats=0" in result.stderr
+
+
+def test_attention_bench_measures_every_variant_side_by_side():
+    shape = bench_attention.Shape("test", batch=1, heads=2, seq=32, head_dim=8, kernel=(2, 3))
+    result = bench_attention.run(repeats=1, shapes=(shape,))
+    rows = {r["variant"]: r for r in result["ops"][0]["rows"]}
+    assert set(rows) == {"sdpa", "reference", "mta_attention"}
+    assert all(r["forward_ms"] > 0 and r["forward_backward_ms"] > 0 for r in rows.values())
+    assert rows["reference"]["fwd_bwd_vs_reference"] == 1.0
+    # MTA keeps S x S tensors for backward, SDPA does not
+    assert rows["mta_attention"]["saved_mib"] > rows["sdpa"]["saved_mib"]
+    json.dumps(result)  # --json output is serialisable
