@@ -1,1 +1,1 @@
-"""Filled by a later issue; see docs/architecture.md."""
+"""Analysis and report export: reads only the tracking store (and Optuna storage), never loads a model."""

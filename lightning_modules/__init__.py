@@ -1,1 +1,1 @@
-"""Filled by a later issue; see docs/architecture.md."""
+"""Lightning wrappers (LightningModule, DataModules, callbacks) around the pure-torch model and data."""
