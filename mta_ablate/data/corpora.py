@@ -18,7 +18,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -211,9 +211,9 @@ def _build(name: str, tokenizer, folder: Path) -> None:
 
 
 @lru_cache(maxsize=32)
-def _load(name: str, tokenizer_spec: str, home: str) -> Corpus:
+def _load(name: str, tokenizer_spec: str, tokenizer_corpora: tuple[str, ...], home: str) -> Corpus:
     spec = corpus_spec(name)
-    tokenizer = get_tokenizer(tokenizer_spec, (name,))
+    tokenizer = get_tokenizer(tokenizer_spec, tokenizer_corpora)
     folder = cache_dir("corpora", _dir_name(name), f"{tokenizer.name}-{source_key(spec)}")
     if not (folder / "meta.json").exists():
         _build(name, tokenizer, folder)
@@ -230,7 +230,9 @@ def _load(name: str, tokenizer_spec: str, home: str) -> Corpus:
     return Corpus(name, spec, tokenizer, splits["train"], splits["validation"])
 
 
-def load_corpus(name: str, tokenizer: str = "byte") -> Corpus:
-    """The corpus with its cached token arrays (built on first use). A BPE tokenizer is trained on this
-    corpus's train split. Raises ConfigError naming `mta-ablate data fetch NAME` when it is not fetched."""
-    return _load(name, tokenizer, str(mta_home()))
+def load_corpus(name: str, tokenizer: str = "byte", tokenizer_corpora: tuple[str, ...] | None = None) -> Corpus:
+    """The corpus with its cached token arrays (built on first use). A BPE tokenizer is trained on the train
+    splits of `tokenizer_corpora` (default: this corpus). Raises ConfigError naming `mta-ablate data fetch NAME`
+    when the corpus is not fetched."""
+    corpus_spec(name)  # ConfigError for unknown names before anything is built
+    return _load(name, tokenizer, tuple(sorted(tokenizer_corpora or (name,))), str(mta_home()))

@@ -88,7 +88,8 @@ def artifact_path(name: str, corpus: str) -> Path:
     path = downloads_dir() / ARTIFACTS[name].filename
     if not path.exists():
         raise ConfigError(
-            f"corpus={corpus!r} needs {ARTIFACTS[name].spec}, which is not fetched: run `mta-ablate data fetch {corpus}`"
+            f"corpus={corpus!r} needs {ARTIFACTS[name].spec}, which is not fetched: "
+            f"run `mta-ablate data fetch {corpus}`"
         )
     return path
 

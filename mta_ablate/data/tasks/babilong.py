@@ -1,0 +1,146 @@
+"""`babilong`: bAbI QA1-QA3 facts scattered, in order, between sentences of real book text (BabiLong-style).
+
+    <pad>... <bos> ...book sentence. Mary went to the kitchen. ...book sentence... Question: Where is Mary?
+    Answer: kitchen
+
+Samples start mid-text (topped up with the text before the first sentence), left-padded when
+needed, to exactly `context_len + 1` tokens; the one-word answer is the scored span (loss
+weight 1); the story weighs `lm_weight`; padding weighs 0. The background is the `books` validation split.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mta_ablate.data.tasks import babi
+from mta_ablate.data.tasks.base import as_generator, check_choice, check_float, check_int, make_batch
+from mta_ablate.errors import ConfigError
+
+SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])|\n\s*\n")  # sentence ends and paragraph breaks
+
+
+@dataclass(frozen=True, kw_only=True)
+class BabiLongConfig:
+    qa: int = 1
+    """bAbI task: 1, 2 or 3 supporting facts."""
+    context_len: int = 512
+    """T: tokens per sample (story + background + question + answer, left-padded)."""
+    n_facts: int | None = None
+    """Story length in facts; None = 4 / 8 / 12 for QA1 / QA2 / QA3."""
+    lm_weight: float = 0.0
+    """Loss weight of the story tokens relative to the answer (1.0)."""
+    haystack: str = "books"
+    """Corpus of the background sentences."""
+    split: str = "validation"
+    tokenizer: str = "byte"
+
+    def __post_init__(self) -> None:
+        check_choice("qa", self.qa, tuple(babi.GENERATORS))
+        check_int("context_len", self.context_len, 32)
+        if self.n_facts is not None:
+            check_int("n_facts", self.n_facts, 1)
+        check_float("lm_weight", self.lm_weight, 0.0, 1.0)
+        check_choice("split", self.split, ("train", "validation"))
+
+    @property
+    def facts(self) -> int:
+        return self.n_facts if self.n_facts is not None else babi.DEFAULT_FACTS[self.qa]
+
+
+class BabiLongTask:
+    name = "babilong"
+
+    def __init__(self, config: BabiLongConfig):
+        from mta_ablate.data.corpora import load_corpus
+
+        self.config = config
+        corpus = load_corpus(config.haystack, config.tokenizer)
+        self.tokenizer = corpus.tokenizer
+        self.haystack = corpus.split(config.split).tokens
+        self.vocab_size = self.tokenizer.vocab_size
+        self.seq_len = config.context_len
+
+    def _background(self, rng: np.random.Generator, budget: int) -> tuple[int, list[str]]:
+        """(start, sentences): whole consecutive sentences from a random place in the haystack (about `budget`
+        tokens or more) and the token offset they were read from."""
+        span = min(len(self.haystack), 3 * budget + 512)
+        start = int(rng.integers(0, len(self.haystack) - span + 1))
+        text = self.tokenizer.decode(self.haystack[start : start + span])
+        sentences = [" ".join(s.split()) for s in SENTENCE_SPLIT.split(text)[1:-1]]
+        return start, [s for s in sentences if s]
+
+    def _one(self, rng: np.random.Generator) -> dict:
+        c, tok = self.config, self.tokenizer
+        facts, question, answer = babi.GENERATORS[c.qa](rng, c.facts)
+        prompt = tok.encode(f" Question: {question} Answer: ")
+        answer_ids = tok.encode(answer)
+        budget = c.context_len - len(prompt) - len(answer_ids)  # + 1 (bos) - 1 (shift)
+        if len(tok.encode(" ".join(facts))) > budget:
+            raise ConfigError(f"task.context_len={c.context_len}: too short for {len(facts)} facts")
+        start, background = self._background(rng, budget)
+        room = budget - len(tok.encode(" ".join(facts))) - 1
+        lengths = np.cumsum([len(tok.encode(" " + b)) for b in background])
+        n_bg = int(np.searchsorted(lengths, room, side="right"))  # whole sentences that fit
+        while True:
+            slots = np.sort(rng.choice(n_bg + 1, size=len(facts), replace=True))
+            parts, j = [], 0
+            for i in range(n_bg + 1):
+                while j < len(facts) and slots[j] == i:
+                    parts.append(facts[j])
+                    j += 1
+                if i < n_bg:
+                    parts.append(background[i])
+            story = tok.encode(" " + " ".join(parts))
+            if len(story) <= budget or n_bg == 0:
+                break
+            n_bg -= 1
+        story = story[-budget:] if len(story) > budget else story
+        fill = min(budget - len(story), start)  # top up with the text just before, so padding is rare
+        story = np.concatenate([np.asarray(self.haystack[start - fill : start], dtype=np.int64), story])
+        pad = budget - len(story)
+        seq = np.concatenate([np.full(pad, tok.pad_id), [tok.bos_id], story, prompt, answer_ids]).astype(np.int64)
+        assert len(seq) == c.context_len + 1
+        return {
+            "seq": seq,
+            "pad": pad,
+            "answer_len": len(answer_ids),
+            "facts": facts,
+            "question": question,
+            "answer": answer,
+        }
+
+    def generate(self, n: int, seed: int | np.random.Generator) -> list[dict]:
+        rng = as_generator(seed)
+        return [self._one(rng) for _ in range(n)]
+
+    def to_batch(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        seq = np.stack([it["seq"] for it in items])
+        weight = np.full(seq.shape, self.config.lm_weight, dtype=np.float32)
+        answer = np.zeros(seq.shape, dtype=bool)
+        for i, it in enumerate(items):
+            weight[i, : it["pad"] + 1] = 0.0  # padding and <bos> are never targets
+            answer[i, -it["answer_len"] :] = True
+        weight[answer] = 1.0
+        return make_batch(seq, weight, answer)
+
+    def batch(self, n: int, seed: int | np.random.Generator) -> dict[str, torch.Tensor]:
+        """n samples -> {tokens, targets, loss_weight, loss_mask, answer_mask}, each (n, context_len)."""
+        check_int("batch_size", n, 1)
+        return self.to_batch(self.generate(n, seed))
+
+    def samples(self, n: int, seed: int | np.random.Generator) -> list[dict]:
+        out = []
+        for it in self.generate(n, seed):
+            cut = len(it["seq"]) - it["answer_len"]
+            out.append(
+                {
+                    "input": self.tokenizer.decode(it["seq"][:cut]),
+                    "target": self.tokenizer.decode(it["seq"][cut:]),
+                    **{k: it[k] for k in ("question", "answer", "facts", "pad")},
+                }
+            )
+        return out

@@ -1,0 +1,108 @@
+"""What every task shares: the batch layout, seeded generators, validation helpers and `key=value` overrides.
+
+A task batch is a dict of tensors, all (B, T) with T = task.seq_len, built from (B, T + 1) sequences:
+
+    tokens      long   inputs, sequence[:, :-1]
+    targets     long   next tokens, sequence[:, 1:] (already aligned: logits[:, i] predicts targets[:, i])
+    loss_weight float  weight of each position in the loss (answer 1.0, context `lm_weight`, padding 0)
+    loss_mask   bool   loss_weight > 0
+    answer_mask bool   positions the task's metric scores (the target block, the needle value, the answer)
+
+`lm_loss(logits, targets, batch["loss_weight"])` is the weighted mean NLL; with a bool mask it is the plain mean.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+
+import numpy as np
+import torch
+
+from mta_ablate.errors import ConfigError
+
+
+def as_generator(seed: int | np.random.Generator) -> np.random.Generator:
+    """A numpy Generator from a seed (or the generator itself, so callers can keep one stream)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed={seed!r}: expected an integer >= 0 or a numpy Generator")
+    return np.random.default_rng(int(seed))
+
+
+def make_batch(seq: np.ndarray, weight: np.ndarray, answer: np.ndarray) -> dict[str, torch.Tensor]:
+    """(B, T+1) sequences, per-token loss weights and answer flags (indexed like `seq`) -> the batch dict.
+
+    weight[:, j] and answer[:, j] describe token seq[:, j] as a *target*, so position j - 1 predicts it.
+    """
+    w = torch.from_numpy(np.ascontiguousarray(weight[:, 1:], dtype=np.float32))
+    return {
+        "tokens": torch.from_numpy(np.ascontiguousarray(seq[:, :-1], dtype=np.int64)),
+        "targets": torch.from_numpy(np.ascontiguousarray(seq[:, 1:], dtype=np.int64)),
+        "loss_weight": w,
+        "loss_mask": w > 0,
+        "answer_mask": torch.from_numpy(np.ascontiguousarray(answer[:, 1:], dtype=bool)),
+    }
+
+
+def check_int(key: str, value, lo: int, hi: int | None = None) -> None:
+    if (
+        not isinstance(value, int | np.integer)
+        or isinstance(value, bool)
+        or value < lo
+        or (hi is not None and value > hi)
+    ):
+        allowed = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+        raise ConfigError(f"task.{key}={value!r}: expected an integer {allowed}")
+
+
+def check_float(key: str, value, lo: float, hi: float) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ConfigError(f"task.{key}={value!r}: expected a number in [{lo}, {hi}]")
+
+
+def check_choice(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"task.{key}={value!r}: expected one of {list(allowed)}")
+
+
+def _convert(key: str, text: str, hint):
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if text.lower() in ("none", "null") and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(key, text, inner[0])
+    if origin is tuple:
+        items = [t for t in text.strip("()[] ").split(",") if t.strip()]
+        return tuple(_convert(key, t.strip(), args[0]) for t in items)
+    try:
+        if hint is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1")
+        return hint(text)
+    except ValueError:
+        raise ConfigError(f"task.{key}={text!r}: expected {getattr(hint, '__name__', hint)}") from None
+
+
+def parse_overrides(config_cls, overrides: list[str] | dict) -> dict:
+    """['n_blocks=52', 'depths=0.1,0.9'] -> typed keyword arguments for `config_cls` (ConfigError on bad keys)."""
+    hints = typing.get_type_hints(config_cls)
+    names = [f.name for f in dataclasses.fields(config_cls)]
+    items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
+    out = {}
+    for key, value in items:
+        if key not in names:
+            raise ConfigError(f"task.{key}: unknown key for {config_cls.__name__}; allowed: {names}")
+        out[key] = _convert(key, value, hints[key]) if isinstance(value, str) else value
+    return out
+
+
+def _split(item: str) -> tuple[str, str]:
+    key, eq, value = item.partition("=")
+    if not eq or not key:
+        raise ConfigError(f"override {item!r}: expected key=value")
+    return key.strip().removeprefix("task."), value.strip()

@@ -1,0 +1,293 @@
+"""`needle`: multi-needle retrieval in real haystack text (DIFF-Transformer / MTA-paper style).
+
+    <bos> ...haystack... The magic number of Lisbon is 42. ...haystack... The magic number of Oslo is 17. ...
+          What is the magic number of Oslo? The magic number of Oslo is 17
+                                                                        ^^ answer (scored, loss weight 1)
+
+k needles at controlled depths (fraction of the haystack, snapped back to a sentence end or word start, at most
+`snap_window` tokens), keys unique within a sample, values unique within a sample, one question at the end. With
+`key_words=2` keys are two-word phrases and the other needles share one word with the asked key (distractors
+where attending to one token is not enough). The haystack is a random window of a corpus split (default: the
+`books` validation split, never trained on by `lm`). Every sample is exactly `context_len + 1` tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mta_ablate.data.tasks.base import as_generator, check_choice, check_float, check_int, make_batch
+from mta_ablate.errors import ConfigError
+
+SNAP_TOKENS = 64
+CITIES = [
+    "Paris",
+    "London",
+    "Berlin",
+    "Madrid",
+    "Rome",
+    "Lisbon",
+    "Vienna",
+    "Prague",
+    "Warsaw",
+    "Dublin",
+    "Oslo",
+    "Helsinki",
+    "Athens",
+    "Cairo",
+    "Lagos",
+    "Nairobi",
+    "Tokyo",
+    "Seoul",
+    "Beijing",
+    "Delhi",
+    "Mumbai",
+    "Dhaka",
+    "Manila",
+    "Jakarta",
+    "Sydney",
+    "Perth",
+    "Auckland",
+    "Lima",
+    "Quito",
+    "Bogota",
+    "Caracas",
+    "Havana",
+    "Boston",
+    "Denver",
+    "Chicago",
+    "Dallas",
+    "Houston",
+    "Seattle",
+    "Toronto",
+    "Montreal",
+    "Santiago",
+    "Moscow",
+    "Kyiv",
+    "Riga",
+    "Vilnius",
+    "Tallinn",
+    "Sofia",
+    "Zagreb",
+    "Belgrade",
+    "Budapest",
+    "Bucharest",
+    "Geneva",
+    "Zurich",
+    "Munich",
+    "Hamburg",
+    "Milan",
+    "Naples",
+    "Venice",
+    "Porto",
+    "Seville",
+]
+ADJECTIVES = [
+    "red",
+    "blue",
+    "green",
+    "black",
+    "white",
+    "golden",
+    "silver",
+    "purple",
+    "orange",
+    "yellow",
+    "brown",
+    "grey",
+    "pink",
+    "silent",
+    "ancient",
+]
+NOUNS = [
+    "river",
+    "mountain",
+    "forest",
+    "castle",
+    "tower",
+    "bridge",
+    "harbor",
+    "garden",
+    "desert",
+    "island",
+    "valley",
+    "temple",
+    "market",
+    "palace",
+    "lake",
+]
+
+
+def snap_window(haystack_len: int) -> int:
+    """Most tokens a needle moves back from its requested depth: min(SNAP_TOKENS, haystack / 16), at least 4."""
+    return max(4, min(SNAP_TOKENS, haystack_len // 16))
+
+
+@dataclass(frozen=True, kw_only=True)
+class NeedleConfig:
+    context_len: int = 256
+    """T: tokens the model sees (haystack + needles + question + answer)."""
+    n_needles: int = 2
+    """k needles per sample; one of them is asked."""
+    depths: tuple[float, ...] | None = None
+    """Depth of each needle in [0, 1] (fraction of the haystack); None = uniform at random."""
+    key_words: int = 1
+    """1 = one-word keys (cities); 2 = two-word keys whose distractors share a word with the asked key."""
+    value_digits: int = 2
+    """Digits of the magic numbers."""
+    lm_weight: float = 0.1
+    """Loss weight of the text tokens relative to the answer tokens (1.0)."""
+    haystack: str = "books"
+    """Corpus the haystack comes from."""
+    split: str = "validation"
+    """Split of the haystack corpus."""
+    tokenizer: str = "byte"
+    """'byte' or 'bpe:<vocab>'."""
+
+    def __post_init__(self) -> None:
+        check_int("context_len", self.context_len, 16)
+        check_int("n_needles", self.n_needles, 1, len(ADJECTIVES) if self.key_words == 2 else len(CITIES))
+        check_choice("key_words", self.key_words, (1, 2))
+        check_int("value_digits", self.value_digits, 1, 6)
+        if 10**self.value_digits - 10 ** (self.value_digits - 1) < self.n_needles:
+            raise ConfigError(f"task.value_digits={self.value_digits}: too few values for {self.n_needles} needles")
+        check_float("lm_weight", self.lm_weight, 0.0, 1.0)
+        check_choice("split", self.split, ("train", "validation"))
+        if self.depths is not None:
+            if len(self.depths) != self.n_needles:
+                raise ConfigError(f"task.depths={self.depths!r}: expected {self.n_needles} values (one per needle)")
+            for d in self.depths:
+                check_float("depths", d, 0.0, 1.0)
+
+
+class NeedleTask:
+    name = "needle"
+
+    def __init__(self, config: NeedleConfig):
+        from mta_ablate.data.corpora import load_corpus
+
+        self.config = config
+        corpus = load_corpus(config.haystack, config.tokenizer)
+        self.tokenizer = corpus.tokenizer
+        self.haystack = corpus.split(config.split).tokens
+        self.vocab_size = self.tokenizer.vocab_size
+        self.seq_len = config.context_len
+        self.sentence_end = np.zeros(self.vocab_size, dtype=bool)  # tokens after which a sentence may start
+        self.space_start = np.zeros(self.vocab_size, dtype=bool)  # tokens that start a new word
+        for i in np.nonzero(self.tokenizer.token_bytes)[0]:
+            text = self.tokenizer.decode([i])
+            self.sentence_end[i] = text.rstrip(" ")[-1:] in (".", "!", "?", "\n")
+            self.space_start[i] = text[:1] in (" ", "\n")
+        longest = self._needle_budget()
+        if longest >= config.context_len:
+            raise ConfigError(
+                f"task.context_len={config.context_len}: needles and question need up to {longest} tokens"
+            )
+        if len(self.haystack) < config.context_len:
+            raise ConfigError(f"task.haystack={config.haystack!r}: split too short for context_len")
+
+    def _needle_budget(self) -> int:
+        c = self.config
+        keys = CITIES if c.key_words == 1 else [f"{a} {n}" for a in ADJECTIVES for n in NOUNS]
+        key = max(keys, key=lambda k: len(self.tokenizer.encode(k)))
+        value = "9" * c.value_digits
+        needle = len(self.tokenizer.encode(f" The magic number of {key} is {value}."))
+        q = len(self.tokenizer.encode(f" What is the magic number of {key}? The magic number of {key} is {value}"))
+        return 1 + c.n_needles * needle + q
+
+    def _keys(self, rng: np.random.Generator) -> list[str]:
+        """n distinct keys; the first one is asked. Two-word keys share a word with the asked key."""
+        k = self.config.n_needles
+        if self.config.key_words == 1:
+            return [CITIES[i] for i in rng.choice(len(CITIES), size=k, replace=False)]
+        adj = rng.choice(len(ADJECTIVES), size=k, replace=False)
+        noun = rng.choice(len(NOUNS), size=k, replace=False)
+        keys = [f"{ADJECTIVES[adj[0]]} {NOUNS[noun[0]]}"]
+        for i in range(1, k):  # alternate: share the adjective, then share the noun
+            keys.append(f"{ADJECTIVES[adj[0]]} {NOUNS[noun[i]]}" if i % 2 else f"{ADJECTIVES[adj[i]]} {NOUNS[noun[0]]}")
+        return keys
+
+    def _one(self, rng: np.random.Generator) -> dict:
+        c, tok = self.config, self.tokenizer
+        keys = self._keys(rng)
+        lo = 10 ** (c.value_digits - 1) if c.value_digits > 1 else 0
+        values = [str(v) for v in lo + rng.choice(10**c.value_digits - lo, size=c.n_needles, replace=False)]
+        needles = [tok.encode(f" The magic number of {k} is {v}.") for k, v in zip(keys, values, strict=True)]
+        question = tok.encode(f" What is the magic number of {keys[0]}? The magic number of {keys[0]} is ")
+        answer = tok.encode(values[0])
+        h = c.context_len + 1 - 1 - sum(map(len, needles)) - len(question) - len(answer)
+        start = int(rng.integers(0, len(self.haystack) - h + 1))
+        hay = np.asarray(self.haystack[start : start + h], dtype=np.int64)
+        depths = rng.random(c.n_needles) if c.depths is None else np.asarray(c.depths, dtype=np.float64)
+        order = rng.permutation(c.n_needles)  # which needle sits at which depth: asked one is not always first
+        cuts = [self._snap(hay, int(round(d * h))) for d in depths]
+        placed = sorted(zip(cuts, order, strict=True))
+        cut_of = {int(i): pos for pos, i in placed}
+        parts, positions, prev = [np.array([tok.bos_id])], {}, 0
+        length = 1
+        for pos, i in placed:
+            parts.append(hay[prev:pos])
+            length += pos - prev
+            positions[int(i)] = length
+            parts.append(needles[i])
+            length += len(needles[i])
+            prev = pos
+        parts += [hay[prev:], question, answer]
+        seq = np.concatenate(parts).astype(np.int64)
+        assert len(seq) == c.context_len + 1
+        return {
+            "seq": seq,
+            "keys": keys,
+            "values": values,
+            "query": keys[0],
+            "answer": values[0],
+            "answer_len": len(answer),
+            "needle_start": [positions[i] for i in range(c.n_needles)],
+            "depths": [cut_of[i] / max(h, 1) for i in range(c.n_needles)],
+            "value_tokens": [tok.encode(v).tolist() for v in values],
+        }
+
+    def _snap(self, hay: np.ndarray, pos: int) -> int:
+        """Move an insertion point back to just after a sentence end, else to the start of a word, else leave
+        it; never by more than `snap_window(len(hay))` tokens."""
+        window = snap_window(len(hay))
+        for p in range(pos, max(0, pos - window) - 1, -1):
+            if p == 0 or self.sentence_end[hay[p - 1]]:
+                return p
+        for p in range(pos, max(0, pos - window // 4) - 1, -1):
+            if p == len(hay) or self.space_start[hay[p]]:
+                return p
+        return pos
+
+    def generate(self, n: int, seed: int | np.random.Generator) -> list[dict]:
+        rng = as_generator(seed)
+        return [self._one(rng) for _ in range(n)]
+
+    def to_batch(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        seq = np.stack([it["seq"] for it in items])
+        weight = np.full(seq.shape, self.config.lm_weight, dtype=np.float32)
+        answer = np.zeros(seq.shape, dtype=bool)
+        for i, it in enumerate(items):
+            answer[i, -it["answer_len"] :] = True
+        weight[answer] = 1.0
+        return make_batch(seq, weight, answer)
+
+    def batch(self, n: int, seed: int | np.random.Generator) -> dict[str, torch.Tensor]:
+        """n samples -> {tokens, targets, loss_weight, loss_mask, answer_mask}, each (n, context_len)."""
+        check_int("batch_size", n, 1)
+        return self.to_batch(self.generate(n, seed))
+
+    def samples(self, n: int, seed: int | np.random.Generator) -> list[dict]:
+        out = []
+        for it in self.generate(n, seed):
+            cut = len(it["seq"]) - it["answer_len"]
+            out.append(
+                {
+                    "input": self.tokenizer.decode(it["seq"][:cut]),
+                    "target": self.tokenizer.decode(it["seq"][cut:]),
+                    **{k: it[k] for k in ("query", "answer", "keys", "values", "depths", "needle_start")},
+                }
+            )
+        return out
