@@ -63,6 +63,13 @@ class BabiLongTask:
         self.haystack = corpus.split(config.split).tokens
         self.vocab_size = self.tokenizer.vocab_size
         self.seq_len = config.context_len
+        fact = len(self.tokenizer.encode(" Sandra journeyed to the bathroom."))
+        prompt = len(self.tokenizer.encode(" Question: Where was the football before the bathroom? Answer: bathroom"))
+        if config.facts * fact + prompt + 1 > config.context_len:
+            raise ConfigError(
+                f"task.context_len={config.context_len}: {config.facts} facts and the question need up to "
+                f"{config.facts * fact + prompt + 1} tokens"
+            )
 
     def _background(self, rng: np.random.Generator, budget: int) -> tuple[int, list[str]]:
         """(start, sentences): whole consecutive sentences from a random place in the haystack (about `budget`

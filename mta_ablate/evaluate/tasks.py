@@ -1,0 +1,61 @@
+"""Toy error (find_block) and BabiLong accuracy: teacher-forced scores over fresh, seeded task samples.
+
+Teacher-forced exact match (every answer token is the argmax given the true prefix) equals greedy decoding
+producing the answer, so these are the paper's error rates without a decoding loop.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mta_ablate.evaluate.common import EVAL_SEED, answer_metrics, score_batch
+
+
+def task_answer_metrics(model: nn.Module, task, n: int = 512, seed: int = EVAL_SEED, batch_size: int = 64):
+    """Score n samples of any task on its answer span -> per-sample tensors {exact, first, nll} and the batch."""
+    batch = task.batch(n, seed)
+    scored = score_batch(model, batch, batch_size)
+    return answer_metrics(scored, batch), scored, batch
+
+
+def toy_error(model: nn.Module, task, n: int = 1000, seed: int = EVAL_SEED, batch_size: int = 64) -> dict[str, float]:
+    """find_block error: fraction of sequences with any wrong target letter (the paper's `err_seq`), plus
+    `error_pos<i>` per target letter, `token_error` and the answer `loss` (nats)."""
+    metrics, scored, batch = task_answer_metrics(model, task, n, seed, batch_size)
+    mask = batch["answer_mask"]
+    wrong = (~scored["correct"]) & mask  # (n, T)
+    per_pos = wrong[mask].view(n, -1).float().mean(0)  # (n_target,)
+    out = {
+        "error": 1.0 - float(metrics["exact"].mean()),
+        "token_error": float(wrong.sum()) / float(mask.sum()),
+        "loss": float(metrics["nll"].mean()),
+    }
+    out.update({f"error_pos{i}": float(e) for i, e in enumerate(per_pos)})
+    return out
+
+
+def babilong_accuracy(
+    model: nn.Module,
+    qa: tuple[int, ...] = (1, 2, 3),
+    context_lens: tuple[int, ...] = (256,),
+    n: int = 200,
+    seed: int = EVAL_SEED,
+    batch_size: int = 32,
+    **params,
+) -> dict[str, float]:
+    """Exact-match accuracy per QA task and context length: {"qa1/len256/exact": .., ..., "exact": mean}.
+
+    `params` go to every BabiLongConfig (haystack, tokenizer, n_facts, ...)."""
+    from mta_ablate.data.tasks import build_task
+
+    out: dict[str, float] = {}
+    for q in qa:
+        for length in context_lens:
+            task = build_task("babilong", qa=q, context_len=length, **params)
+            metrics, _, _ = task_answer_metrics(model, task, n, seed, batch_size)
+            out[f"qa{q}/len{length}/exact"] = float(metrics["exact"].mean())
+            out[f"qa{q}/len{length}/first_token"] = float(metrics["first"].mean())
+    exact = [v for k, v in out.items() if k.endswith("/exact")]
+    out["exact"] = float(torch.tensor(exact).mean())
+    return out
