@@ -24,8 +24,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# Corpora and other downloads the default jobs and the tests use (pinned by version and hash).
+# Corpora and other downloads the default jobs and the tests use (pinned by version and hash, into
+# $(MTA_HOME)/cache; a no-op when cached). `code` needs no download; `tex` is optional: `mta-ablate data fetch tex`.
 data: install
+	$(BIN)/mta-ablate data fetch books wiki
 
 quickstart: install data
 	$(BIN)/mta-ablate bench attention --repeats 3

@@ -60,7 +60,7 @@ CORPORA: dict[str, CorpusSpec] = {
     ),
     "books": CorpusSpec(
         "books", "Shakespeare + Milton, Jane Austen, Moby-Dick (Project Gutenberg, PG19-like)",
-        "public domain texts (MIT / CC BY 2.5 / Apache-2.0 packaging)", ("shakespeare", "austen", "moby_dick"),
+        "public domain (packaging MIT, CC BY 2.5, Apache-2.0)", ("shakespeare", "austen", "moby_dick"),
         _books, 0.15,
     ),
     "wiki": CorpusSpec(
