@@ -1,5 +1,6 @@
 """The `mta-ablate` command line: parse, dispatch one subcommand, turn bad input into exit code 2.
 
+    mta-ablate train [group=option ...] [key=value ...]
     mta-ablate bench attention [--json]
     mta-ablate data info | fetch | sample ...
 
@@ -11,16 +12,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from rich.console import Console
 
 from mta_ablate.errors import ConfigError
 
-console = Console(stderr=False)
-err_console = Console(stderr=True)
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)  # errors stay on one line
 
-COMMANDS = ("bench", "data")
+COMMANDS = ("train", "bench", "data")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,6 +39,22 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         importlib.import_module(f"mta_ablate.commands.{name}").add_parser(sub)
     return parser
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Log lines of mta_ablate through rich; Lightning's own info lines stay quiet unless they warn."""
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=err_console, show_path=False, rich_tracebacks=False)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
+    logging.getLogger("mta_ablate").setLevel(level)
+    import warnings
+
+    import lightning.pytorch  # noqa: F401  (sets its loggers up on import; quiet them afterwards)
+
+    for name in ("lightning.pytorch", "lightning.fabric"):  # their info lines (GPU available, tips) are noise here
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 def main(argv: list[str] | None = None) -> int:

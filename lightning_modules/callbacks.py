@@ -1,0 +1,110 @@
+"""Callbacks built from the config: throughput, peak memory, checkpoints, progress, and step reports for pruning."""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback, RichProgressBar, ThroughputMonitor
+
+from mta_ablate.config.schema import TrainConfig
+
+Reporter = Callable[[int, dict[str, float]], None]
+"""Called after every validation with (global step, metrics); may raise to stop the run (pruning)."""
+
+
+def peak_memory_mib() -> float:
+    """Peak memory of this process: CUDA max allocated when on a GPU, else the CPU's max resident set size."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+class PeakMemory(Callback):
+    """Logs `perf/peak_mem_mib` with the training metrics."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer._logger_connector.should_update_logs:
+            pl_module.log("perf/peak_mem_mib", peak_memory_mib())
+
+
+class CheckpointOnValidation(Callback):
+    """Writes `last.ckpt` at the end of every validation (every `val_every` steps), atomically (write, then rename),
+    so a run killed at any moment leaves a readable checkpoint that includes the validation it just logged."""
+
+    def __init__(self, dirpath: Path):
+        self.path = Path(dirpath) / "last.ckpt"
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".partial")
+        trainer.save_checkpoint(partial)
+        os.replace(partial, self.path)
+
+
+class FlushLoggerOnCheckpoint(Callback):
+    """Metrics become durable together with each checkpoint, so a run killed after it resumes with no gaps."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        for logger in trainer.loggers:
+            if hasattr(logger, "flush"):
+                logger.flush()
+
+
+class ReportValidation(Callback):
+    """Hands the validation metrics to a reporter (the sweep's pruner) by global step."""
+
+    def __init__(self, reporter: Reporter):
+        self.reporter = reporter
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        self.reporter(trainer.global_step, metrics)
+
+
+def build_callbacks(train: TrainConfig, checkpoint_dir: Path, reporter: Reporter | None) -> list[Callback]:
+    callbacks: list[Callback] = [
+        ThroughputMonitor(  # rates are rolling averages over the last `window_size` steps
+            batch_size_fn=lambda b: b["tokens"].shape[0],
+            length_fn=lambda b: b["tokens"].numel(),
+            window_size=min(50, max(2, train.max_steps // 4)),
+        ),
+        PeakMemory(),
+    ]
+    if train.checkpoint:
+        callbacks += [CheckpointOnValidation(checkpoint_dir), FlushLoggerOnCheckpoint()]
+    if train.progress == "rich" or (train.progress == "auto" and sys.stderr.isatty()):
+        callbacks.append(RichProgressBar())
+    if reporter is not None:
+        callbacks.append(ReportValidation(reporter))
+    return callbacks
+
+
+def trainer_kwargs(train: TrainConfig) -> dict:
+    """Trainer arguments: device and precision resolved ('auto': CUDA + bf16-mixed when present, else CPU fp32)."""
+    cuda = torch.cuda.is_available()
+    accelerator = train.accelerator if train.accelerator != "auto" else ("cuda" if cuda else "cpu")
+    precision = train.precision if train.precision != "auto" else ("bf16-mixed" if accelerator == "cuda" else "32-true")
+    return dict(
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,
+        max_steps=train.max_steps,
+        val_check_interval=train.val_every,
+        check_val_every_n_epoch=None,
+        limit_val_batches=train.val_batches,
+        num_sanity_val_steps=0,
+        log_every_n_steps=train.log_every,
+        gradient_clip_val=train.grad_clip or None,
+        enable_progress_bar=train.progress == "rich" or (train.progress == "auto" and sys.stderr.isatty()),
+        enable_model_summary=False,
+        deterministic=False,
+    )

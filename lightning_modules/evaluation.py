@@ -1,0 +1,123 @@
+"""Task metrics during training (validation) and at the end (final evaluation), from `mta_ablate.evaluate`.
+
+Keys, by when they are logged:
+    every validation   val/loss, val/ppl, val/error, ... (generic, on fixed batches)   plus `task_metrics(final=False)`:
+                       lm: val/ppl (mean over corpora, as the paper), val/ppl/<corpus>, val/bpb, val/bpb/<corpus>
+                       find_block: val/error (the paper's err_seq), val/error_pos<i>
+                       needle / babilong: val/accuracy
+    end of training    final/loss, final/ppl, ... (generic) plus `task_metrics(final=True)` under a family name:
+                       lm: final/ppl, final/ppl/<corpus>, final/bpb/...   find_block: toy/error, toy/error_pos<i>
+                       needle: needle/accuracy, needle/first_token, needle/wrong_needle and the grid
+                       needle/ctx<T>/k<n>[/depth<a>-<b>]/exact at 1, 2, 4 needles x (T, 2T)
+                       babilong: babilong/accuracy, babilong/qa<q>/len<T>/exact
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lightning_modules.data_module import validation_batches
+from mta_ablate.config.schema import TrainConfig
+
+FAMILY = {"lm": "final", "find_block": "toy", "needle": "needle", "babilong": "babilong"}
+"""Prefix of a task's final metrics."""
+
+
+def task_metrics(model, task, n_samples: int, final: bool) -> dict[str, float]:
+    """The task's own metrics (unprefixed) on `n_samples` fixed evaluation samples (windows for lm)."""
+    from mta_ablate import evaluate
+
+    c = task.config
+    if task.name == "lm":
+        r = evaluate.corpus_perplexity(model, c.corpora, c.seq_len, c.tokenizer, max_windows=max(1, n_samples))
+        out = {"ppl": r["avg/ppl"], "bpb": r["avg/bpb"]}
+        for name in c.corpora:
+            out[f"ppl/{name}"], out[f"bpb/{name}"] = r[f"{name}/ppl"], r[f"{name}/bpb"]
+        return out
+    if task.name == "find_block":
+        r = evaluate.toy_error(model, task, n=n_samples)
+        return {k: v for k, v in r.items() if k.startswith(("error", "token_error"))}
+    if task.name == "needle":
+        lengths = (c.context_len, 2 * c.context_len) if final else (c.context_len,)
+        lengths = tuple(t for t in lengths if t <= model.config.max_seq_len)
+        r = evaluate.needle_grid(
+            model,
+            context_lens=lengths,
+            n_needles=(1, 2, 4) if final else (c.n_needles,),
+            n=n_samples,
+            key_words=c.key_words,
+            value_digits=c.value_digits,
+            haystack=c.haystack,
+            split=c.split,
+            tokenizer=c.tokenizer,
+        )
+        r["accuracy"] = r.pop("exact")
+        return r if final else {"accuracy": r["accuracy"]}
+    if task.name == "babilong":
+        r = evaluate.babilong_accuracy(
+            model,
+            qa=(c.qa,),
+            context_lens=(c.context_len,),
+            n=n_samples,
+            haystack=c.haystack,
+            split=c.split,
+            tokenizer=c.tokenizer,
+        )
+        r["accuracy"] = r.pop("exact")
+        return r if final else {"accuracy": r["accuracy"]}
+    return {}
+
+
+class ScoreSums:
+    """Running sums over scored batches -> loss (weighted, as trained), ppl, error and answer accuracy."""
+
+    def __init__(self) -> None:
+        self.s = dict.fromkeys(("loss_w", "weight", "nll", "tokens", "wrong_rows", "rows", "right", "answers"), 0.0)
+
+    @torch.no_grad()
+    def add(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+        logits = logits.float()
+        targets, weight, answer = batch["targets"], batch["loss_weight"], batch["answer_mask"]
+        nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+        nll = nll.view_as(targets)
+        s, scored = self.s, batch["loss_mask"]
+        s["loss_w"] += float((nll * weight).sum())
+        s["weight"] += float(weight.sum())
+        s["nll"] += float(nll[scored].sum())
+        s["tokens"] += float(scored.sum())
+        correct = logits.argmax(-1) == targets
+        has_answer = answer.any(-1)
+        s["wrong_rows"] += float(((~correct & answer).any(-1) & has_answer).sum())
+        s["rows"] += float(has_answer.sum())
+        s["right"] += float((correct & answer).sum())
+        s["answers"] += float(answer.sum())
+
+    def metrics(self) -> dict[str, float]:
+        """loss, ppl and, for tasks with answers, error (any wrong answer token per sequence) and answer_acc."""
+        s = self.s
+        if s["weight"] == 0:
+            return {}
+        out = {"loss": s["loss_w"] / s["weight"], "ppl": math.exp(min(50.0, s["nll"] / max(1.0, s["tokens"])))}
+        if s["rows"]:
+            out["error"] = s["wrong_rows"] / s["rows"]
+            out["answer_acc"] = s["right"] / s["answers"]
+        return out
+
+
+@torch.no_grad()
+def final_metrics(model, task, train: TrainConfig) -> dict[str, float]:
+    """Generic final/loss, final/ppl, final/error on `eval_batches` fixed batches, then the task's final metrics."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    scores = ScoreSums()
+    for batch in validation_batches(task, train.eval_batches, train.batch_size):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        scores.add(model(batch["tokens"]), batch)
+    model.train(was_training)
+    out = {f"final/{k}": v for k, v in scores.metrics().items()}
+    family = FAMILY.get(task.name, "final")
+    out.update({f"{family}/{k}": v for k, v in task_metrics(model, task, train.eval_samples, final=True).items()})
+    return out

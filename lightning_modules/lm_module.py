@@ -1,0 +1,107 @@
+"""`LMModule`: the LightningModule around `TransformerLM` (AdamW, warm-up + decay, masked loss, task metrics).
+
+Metric keys (slash-namespaced, by global step):
+    train/loss, train/lr                              every `log_every` steps
+    val/loss      weighted loss, as trained           every `val_every` steps
+    val/ppl       exp(mean NLL) over scored tokens (for lm: the mean of the per-corpus perplexities)
+    val/error     fraction of sequences with any wrong answer token (teacher-forced argmax; tasks with answers)
+    val/answer_acc  token accuracy on answer positions
+    val/loss_best   best val/loss so far
+    and the task's own metrics (see lightning_modules/evaluation.py)
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+
+from lightning_modules.evaluation import ScoreSums, task_metrics
+from mta_ablate.config.schema import TrainConfig
+from mta_ablate.model import ModelConfig, TransformerLM, is_mta_param, lm_loss
+
+
+def lr_factor(step: int, train: TrainConfig) -> float:
+    """Learning-rate multiplier at `step`: linear warm-up, then cosine / linear decay to min_lr_ratio, or constant."""
+    if step < train.warmup_steps:
+        return (step + 1) / train.warmup_steps
+    if train.schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - train.warmup_steps) / max(1, train.max_steps - train.warmup_steps))
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if train.schedule == "cosine" else 1.0 - progress
+    return train.min_lr_ratio + (1 - train.min_lr_ratio) * shape
+
+
+def decays(name: str, param: torch.nn.Parameter, mode: str) -> bool:
+    """Whether weight decay applies: all parameters, or only projection/embedding matrices."""
+    return mode == "all" or (param.ndim == 2 and not is_mta_param(name))
+
+
+class LMModule(L.LightningModule):
+    def __init__(self, model_config: ModelConfig, train: TrainConfig, task=None):
+        super().__init__()
+        self.model = TransformerLM(model_config)
+        self.train_config = train
+        self.task = task  # for the task's own validation metrics (perplexity per corpus, toy error, ...)
+        self._scores = ScoreSums()
+        self.best_val_loss = math.inf
+
+    def setup(self, stage: str) -> None:
+        """FLOPs of one training batch (forward + backward), counted on a meta-device copy, for ThroughputMonitor."""
+        if stage != "fit" or getattr(self, "flops_per_batch", None):
+            return
+        from lightning.fabric.utilities.throughput import measure_flops
+
+        batch = self.trainer.datamodule.batch_size
+        seq = self.trainer.datamodule.task.seq_len
+        with torch.device("meta"):
+            meta_model = TransformerLM(self.model.config)
+            tokens = torch.zeros(batch, seq, dtype=torch.long)
+        self.flops_per_batch = measure_flops(meta_model, lambda: meta_model(tokens), lambda y: y.float().sum())
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model(tokens)
+
+    def configure_optimizers(self):
+        t = self.train_config
+        groups = {True: [], False: []}
+        for name, param in self.model.named_parameters():
+            groups[decays(name, param, t.decay)].append(param)
+        optimizer = torch.optim.AdamW(
+            [{"params": groups[True], "weight_decay": t.weight_decay}, {"params": groups[False], "weight_decay": 0.0}],
+            lr=t.lr,
+            betas=t.betas,
+            eps=t.eps,
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, t))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self.model(batch["tokens"])
+        loss = lm_loss(logits, batch["targets"], batch["loss_weight"])
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._scores = ScoreSums()
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._scores.add(self.model(batch["tokens"]), batch)
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self._scores.metrics()
+        if not metrics:
+            return
+        self.best_val_loss = min(self.best_val_loss, metrics["loss"])
+        if self.task is not None:
+            metrics.update(task_metrics(self.model, self.task, self.train_config.val_samples, final=False))
+        logged = {f"val/{k}": v for k, v in metrics.items()}
+        self.log_dict({**logged, "val/loss_best": self.best_val_loss})
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["best_val_loss"] = self.best_val_loss
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.best_val_loss = checkpoint.get("best_val_loss", math.inf)

@@ -1,0 +1,180 @@
+"""`ExperimentConfig`: the one typed description of a training run (model + attention + task + train + tracking).
+
+Built from plain data (what Hydra composes, what a sweep produces, what MLflow stores) by `experiment_from_dict`,
+which validates everything that can be checked without training, so mistakes surface before anything is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from mta_ablate.attention.spec import AttentionSpec
+from mta_ablate.config.checks import build
+from mta_ablate.errors import ConfigError
+from mta_ablate.model.transformer import ModelConfig
+
+SECTIONS = ("model", "attention", "task", "train", "tracking", "seed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Optimisation, schedule, validation cadence and device."""
+
+    max_steps: int = 300
+    """Optimizer steps."""
+    batch_size: int = 32
+    """Sequences per step."""
+    lr: float = 2e-3
+    """Peak learning rate (AdamW)."""
+    min_lr_ratio: float = 0.0
+    """Final learning rate as a fraction of the peak (cosine and linear decay)."""
+    warmup_steps: int = 0
+    """Linear warm-up steps from 0 to the peak."""
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    """Decay after warm-up (the paper: linear; its toy task: constant)."""
+    betas: tuple[float, float] = (0.9, 0.98)
+    """AdamW betas (the paper: 0.9, 0.98)."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    decay: Literal["all", "matrices"] = "matrices"
+    """Which parameters decay. all: every parameter, as the paper (pulls MTA kernels toward 0, not identity);
+    matrices: projection and embedding matrices only (no norms, gates, MTA kernels or head mixes)."""
+    grad_clip: float = 1.0
+    """Gradient-norm clipping; 0 disables."""
+    val_every: int = 100
+    """Validate (and checkpoint) every this many steps."""
+    val_batches: int = 4
+    """Batches per validation (fixed, the same for every model)."""
+    eval_batches: int = 16
+    """Batches of the final evaluation."""
+    val_samples: int = 128
+    """Samples (lm: windows per corpus) of the task's own metrics at every validation."""
+    eval_samples: int = 512
+    """Samples (lm: windows per corpus; needle: per grid cell) of the final evaluation."""
+    log_every: int = 10
+    """Log training metrics every this many steps."""
+    accelerator: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: CUDA when present, else CPU."""
+    precision: Literal["auto", "32-true", "bf16-mixed"] = "auto"
+    """auto: bf16-mixed on CUDA, 32-true on CPU."""
+    threads: int = 0
+    """CPU threads for torch; 0 keeps torch's default."""
+    checkpoint: bool = True
+    """Write a checkpoint at every validation (needed for resume)."""
+    resume: bool = False
+    """Continue from the last checkpoint of the same run name, in the same MLflow run."""
+    progress: Literal["auto", "rich", "none"] = "auto"
+    """Progress bar: auto shows Lightning's RichProgressBar on a terminal only."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_steps",
+            "batch_size",
+            "val_every",
+            "val_batches",
+            "eval_batches",
+            "val_samples",
+            "eval_samples",
+            "log_every",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name}={getattr(self, name)}: expected an integer >= 1")
+        for name in ("warmup_steps", "threads"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name}={getattr(self, name)}: expected an integer >= 0")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr={self.lr}: expected a positive number")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"train.min_lr_ratio={self.min_lr_ratio}: expected a number in [0, 1]")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"train.betas={list(self.betas)}: expected two numbers in [0, 1)")
+        for name in ("weight_decay", "grad_clip", "eps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name}={getattr(self, name)}: expected a number >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackingConfig:
+    """Where and under which names the run is recorded."""
+
+    experiment: str = "train"
+    """MLflow experiment name."""
+    run_name: str | None = None
+    """MLflow run name and checkpoint folder; None derives one from arm and seed."""
+    tags: dict = field(default_factory=dict)
+    """Extra MLflow tags."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskConfig:
+    """The data: a task name from `mta_ablate.data` and its parameters (validated by the task itself)."""
+
+    name: str
+    params: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentConfig:
+    """Everything one trial runs. `resolved` is the plain-data form that was validated (logged as config.yaml)."""
+
+    model: ModelConfig
+    task: TaskConfig
+    train: TrainConfig
+    tracking: TrackingConfig
+    seed: int
+    arm: str
+    resolved: dict
+
+    @property
+    def attention(self) -> AttentionSpec:
+        return self.model.attention
+
+    @property
+    def run_name(self) -> str:
+        return self.tracking.run_name or f"{self.arm}-seed{self.seed}"
+
+
+def experiment_from_dict(values: dict[str, Any], arm: str | None = None) -> ExperimentConfig:
+    """Validate plain data into an `ExperimentConfig`; raises `ConfigError` naming the first bad key."""
+    from mta_ablate.data import build_task  # the task knows its vocabulary and validates its own params
+
+    unknown = sorted(set(values) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown config section; allowed: {', '.join(SECTIONS)}")
+    missing = [s for s in SECTIONS if s not in values]
+    if missing:
+        raise ConfigError(f"{missing[0]}: missing config section")
+    seed = values["seed"]
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed={seed!r}: expected an integer >= 0")
+    attention_values = dict(values["attention"] or {})
+    attention_name = attention_values.pop("name", None)
+    spec = AttentionSpec.from_dict(attention_values)
+    task_values = dict(values["task"] or {})
+    if "name" not in task_values:
+        raise ConfigError("task.name: missing; choose a task group, e.g. task=find_block")
+    task = TaskConfig(name=task_values.pop("name"), params=task_values)
+    vocab_size = build_task(task.name, **task.params).vocab_size
+    model_values = dict(values["model"] or {})
+    model_values.pop("name", None)
+    for reserved in ("vocab_size", "attention"):
+        if reserved in model_values:
+            raise ConfigError(
+                f"model.{reserved}: set by the {'task' if reserved == 'vocab_size' else 'attention'} "
+                f"group, not in model"
+            )
+    model = build(ModelConfig, {**model_values, "vocab_size": vocab_size, "attention": spec}, "model")
+    train = build(TrainConfig, dict(values["train"] or {}), "train")
+    tracking = build(TrackingConfig, dict(values["tracking"] or {}), "tracking")
+    return ExperimentConfig(
+        model=model,
+        task=task,
+        train=train,
+        tracking=tracking,
+        seed=seed,
+        arm=arm or attention_name or "custom",
+        resolved=values,
+    )

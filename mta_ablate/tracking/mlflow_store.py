@@ -1,0 +1,130 @@
+"""MLflow conventions, in one place: where the store is, experiment and run names, tag keys, what gets logged.
+
+Store: `MLFLOW_TRACKING_URI` when set, else the embedded default, a SQLite file `MTA_HOME/mlflow.db` with artifacts
+under `MTA_HOME/mlartifacts/`. Runs are created with the client API (never `mlflow.start_run`), so a stray
+`MLFLOW_RUN_ID` in the environment cannot hijack them; it is removed from the environment anyway.
+
+Tags: `mta.arm`, `mta.seed`, `mta.preset` on every run; sweeps add `mta.sweep`, `mta.trial`, `mta.factor`,
+`mta.level`, and a child run carries `mlflow.parentRunId`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from mta_ablate.data.paths import mta_home
+
+log = logging.getLogger(__name__)
+
+TAG_ARM, TAG_SEED, TAG_SWEEP, TAG_TRIAL = "mta.arm", "mta.seed", "mta.sweep", "mta.trial"
+TAG_FACTOR, TAG_LEVEL, TAG_FAILURE, TAG_KIND = "mta.factor", "mta.level", "mta.failure", "mta.kind"
+PARENT_TAG = "mlflow.parentRunId"
+_HIJACK_VARS = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+
+
+def tracking_uri(uri: str | None = None) -> str:
+    """The explicit URI, else MLFLOW_TRACKING_URI, else the embedded SQLite store under MTA_HOME."""
+    if uri:
+        return uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    home = mta_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'mlflow.db'}"
+
+
+def client(uri: str | None = None):
+    """An MlflowClient on the configured store (and a clean environment)."""
+    from mlflow.tracking import MlflowClient
+
+    for var in _HIJACK_VARS:
+        if os.environ.pop(var, None) is not None:
+            log.warning("ignoring %s from the environment: runs are created explicitly", var)
+    return MlflowClient(tracking_uri=tracking_uri(uri))
+
+
+def experiment_id(mlflow_client, name: str) -> str:
+    """The experiment's id, created on first use (embedded store: artifacts under MTA_HOME/mlartifacts)."""
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            mlflow_client.restore_experiment(found.experiment_id)
+        return found.experiment_id
+    location = None
+    if mlflow_client.tracking_uri.startswith("sqlite:"):
+        location = (mta_home() / "mlartifacts" / name).resolve().as_uri()
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location)
+    except Exception:  # another worker created it first
+        found = mlflow_client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def flatten(values: dict, prefix: str = "") -> dict[str, str]:
+    """{'train': {'lr': 0.001}} -> {'train.lr': '0.001'}: every key is a valid command-line override."""
+    flat: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, list | dict | bool) or value is None else str(value)
+    return flat
+
+
+def log_params(mlflow_client, run_id: str, params: dict[str, str]) -> None:
+    """Log params in batches of 100 (the store's limit per call)."""
+    from mlflow.entities import Param
+
+    items = [Param(k, v[:6000]) for k, v in sorted(params.items())]
+    for start in range(0, len(items), 100):
+        mlflow_client.log_batch(run_id, params=items[start : start + 100])
+
+
+def environment() -> dict[str, Any]:
+    """What ran: package versions, device, git commit of the working tree (if any)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    packages = {}
+    for name in ("mta-ablate", "torch", "lightning", "mlflow", "optuna", "hydra-core", "numpy"):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": packages,
+        "cuda": torch.version.cuda,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu x{os.cpu_count()}",
+        "torch_threads": torch.get_num_threads(),
+        "git_commit": git_commit(),
+    }
+
+
+def git_commit() -> str | None:
+    """HEAD of the source tree this package runs from, with '-dirty' when it has uncommitted changes."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None

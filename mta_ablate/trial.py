@@ -1,0 +1,162 @@
+"""`run_trial(config)`: one training run, start to finish. `mta-ablate train`, every sweep worker and the tests use it.
+
+A straight line: seed -> data -> model -> MLflow run -> callbacks -> trainer -> fit -> final evaluation -> log.
+The MLflow run ends FINISHED, or FAILED with a `mta.failure` tag, and the exception propagates to the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mta_ablate.config.schema import ExperimentConfig
+from mta_ablate.tracking import mlflow_store as store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrialResult:
+    run_id: str
+    metrics: dict[str, float]
+    steps: int
+    checkpoint_dir: Path | None = None
+    params: dict[str, int] = field(default_factory=dict)
+
+
+def checkpoint_root(config: ExperimentConfig) -> Path:
+    from mta_ablate.data.paths import mta_home
+
+    return mta_home() / "checkpoints" / config.tracking.experiment / config.run_name
+
+
+def find_resumable(mlflow_client, config: ExperimentConfig) -> tuple[str, Path] | None:
+    """The newest unfinished run of this run name that left a `last.ckpt`, as (run id, checkpoint path)."""
+    root = checkpoint_root(config)
+    candidates = sorted(root.glob("*/last.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for ckpt in candidates:
+        run_id = ckpt.parent.name
+        try:
+            status = mlflow_client.get_run(run_id).info.status
+        except Exception:  # the run is not in this store
+            continue
+        if status != "FINISHED":
+            return run_id, ckpt
+    return None
+
+
+def start_run(mlflow_client, config: ExperimentConfig, tags: dict[str, str], parent_run_id: str | None) -> str:
+    """Create the MLflow run with tags, flattened config params and the config/environment artifacts."""
+    exp_id = store.experiment_id(mlflow_client, config.tracking.experiment)
+    all_tags = {
+        store.TAG_ARM: config.arm,
+        store.TAG_SEED: str(config.seed),
+        store.TAG_KIND: "train",
+        **{k: str(v) for k, v in config.tracking.tags.items()},
+        **tags,
+    }
+    if parent_run_id:
+        all_tags[store.PARENT_TAG] = parent_run_id
+    run = mlflow_client.create_run(exp_id, run_name=config.run_name, tags=all_tags)
+    run_id = run.info.run_id
+    store.log_params(mlflow_client, run_id, store.flatten(config.resolved))
+    with tempfile.TemporaryDirectory() as tmp:
+        import yaml
+
+        (Path(tmp) / "config.yaml").write_text(yaml.safe_dump(config.resolved, sort_keys=False))
+        (Path(tmp) / "environment.json").write_text(json.dumps(store.environment(), indent=2))
+        mlflow_client.log_artifacts(run_id, tmp)
+    return run_id
+
+
+def run_trial(
+    config: ExperimentConfig,
+    *,
+    reporter=None,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    tracking_uri: str | None = None,
+) -> TrialResult:
+    """Train and evaluate one configuration; returns the MLflow run id and the final metrics."""
+    import lightning as L
+    import torch
+
+    from lightning_modules.callbacks import build_callbacks, trainer_kwargs
+    from lightning_modules.data_module import TaskDataModule
+    from lightning_modules.evaluation import final_metrics
+    from lightning_modules.lm_module import LMModule
+    from mta_ablate.data import build_task
+    from mta_ablate.tracking.lightning_logger import MlflowRunLogger
+
+    train = config.train
+    if train.threads:
+        torch.set_num_threads(train.threads)
+    client = store.client(tracking_uri)
+    resumable = find_resumable(client, config) if train.resume else None
+    if train.resume and resumable is None:
+        log.warning("train.resume=true but no unfinished checkpoint of %s: starting fresh", config.run_name)
+    run_id = resumable[0] if resumable else start_run(client, config, tags or {}, parent_run_id)
+    if resumable:
+        client.update_run(run_id, status="RUNNING")
+    checkpoint_dir = checkpoint_root(config) / run_id
+    log.info("run %s (%s) -> %s", config.run_name, run_id, store.tracking_uri(tracking_uri))
+    try:
+        L.seed_everything(config.seed, workers=True, verbose=False)
+        task = build_task(config.task.name, **config.task.params)
+        module = LMModule(config.model, train, task)
+        counts = module.model.count_params()
+        if not resumable:
+            store.log_params(client, run_id, {f"model/params/{k}": str(v) for k, v in counts.items()})
+        data = TaskDataModule(task, train.batch_size, config.seed, train.val_batches)
+        logger = MlflowRunLogger(client, run_id)
+        trainer = L.Trainer(
+            logger=logger,
+            callbacks=build_callbacks(train, checkpoint_dir, reporter),
+            default_root_dir=str(checkpoint_dir),
+            **trainer_kwargs(train),
+        )
+        logger.step_fn = lambda: trainer.global_step
+        trainer.fit(module, datamodule=data, ckpt_path=str(resumable[1]) if resumable else None)
+        if trainer.interrupted:
+            raise KeyboardInterrupt("training was interrupted")
+        metrics = {**final_metrics(module.model, task, train), **_cost_summary(logger.latest)}
+        logger.log_metrics(metrics, step=trainer.global_step)
+        logger.flush()
+        _log_mta_figure(client, run_id, module.model, config)
+        client.set_terminated(run_id, "FINISHED")
+        return TrialResult(run_id, metrics, trainer.global_step, checkpoint_dir, counts)
+    except BaseException as exc:
+        reason = f"{type(exc).__name__}: {exc}"[:5000]
+        client.set_tag(run_id, store.TAG_FAILURE, reason)
+        client.set_terminated(
+            run_id, getattr(exc, "mlflow_status", "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        )
+        raise
+
+
+def _cost_summary(latest: dict[str, float]) -> dict[str, float]:
+    """Throughput and memory at the end of training, from what ThroughputMonitor and PeakMemory logged."""
+    out = {}
+    if latest.get("train/device/batches_per_sec"):
+        out["perf/step_ms"] = 1000.0 / latest["train/device/batches_per_sec"]
+        out["perf/tokens_per_s"] = latest["train/device/items_per_sec"]
+    if "perf/peak_mem_mib" in latest:
+        out["perf/peak_mem_mib"] = latest["perf/peak_mem_mib"]
+    return out
+
+
+def _log_mta_figure(client, run_id: str, model, config: ExperimentConfig) -> None:
+    from mta_ablate.tracking.figures import plot_mta_parameters
+
+    arrays = {
+        name: p.detach().float().cpu().numpy()
+        for name, p in model.named_parameters()
+        if name.endswith(("mta_pre_kernel", "mta_post_kernel", "mta_pre_head_mix", "mta_post_head_mix"))
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        path = plot_mta_parameters(arrays, Path(tmp) / "mta_parameters.png", title=f"{config.arm}, seed {config.seed}")
+        if path is not None:
+            client.log_artifact(run_id, str(path))

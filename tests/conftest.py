@@ -1,0 +1,13 @@
+"""Shared fixtures: every test gets its own workspace (MTA_HOME) and its own MLflow store, both real."""
+
+import pytest
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """A fresh MTA_HOME with the embedded stores (SQLite MLflow file, local artifacts) inside tmp_path."""
+    home = tmp_path / "mta-home"
+    monkeypatch.setenv("MTA_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    return home
