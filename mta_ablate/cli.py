@@ -22,7 +22,7 @@ from mta_ablate.errors import ConfigError
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # errors stay on one line
 
-COMMANDS = ("train", "bench", "data")
+COMMANDS = ("train", "sweep", "worker", "status", "report", "ui", "bench", "data")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -128,3 +128,18 @@ def git_commit() -> str | None:
         return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+# -- sweep conventions (written by mta_ablate.sweep, read by dashboards) -------------------------------------
+# Experiment: the sweep name. One parent run per sweep (run name = sweep name) with tags
+#   mta.kind=sweep, mta.sweep, mta.design (ablation|grid|arms|search), mta.reference (reference arm name or ""),
+#   mta.objective (metric key), mta.direction (minimize|maximize), mta.storage (Optuna storage URL, no password),
+#   and the artifact sweep.yaml (the resolved sweep file).
+# One child run per trial with tags mta.kind=trial, mta.sweep, mta.arm, mta.seed, mta.trial (Optuna trial number),
+#   mta.factor, mta.level (ablation: the factor and level changed from the reference; the reference arm has
+#   factor "reference" and level "reference"; grid/arms/search: "" unless known), mta.state (running, complete,
+#   pruned, failed), mlflow.parentRunId. Status FINISHED (complete), KILLED (pruned) or FAILED (failed).
+TAG_DESIGN, TAG_REFERENCE, TAG_OBJECTIVE, TAG_DIRECTION = "mta.design", "mta.reference", "mta.objective", "mta.direction"
+TAG_STATE, TAG_STORAGE = "mta.state", "mta.storage"
+KIND_SWEEP, KIND_TRIAL = "sweep", "trial"
+STATES = ("running", "complete", "pruned", "failed")

@@ -1,0 +1,6 @@
+"""`mta-ablate report`: filled by the analysis issue (dashboards/)."""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("report", help="(not yet available)")
+    p.set_defaults(run=lambda args: 1)
