@@ -29,8 +29,11 @@ install: $(STAMP)
 data: install
 	$(BIN)/mta-ablate data fetch books wiki
 
+# Trains the toy task with MTA (about a minute on 2 cores) into the embedded stores under MTA_HOME, then says
+# where to browse it.
 quickstart: install data
-	$(BIN)/mta-ablate bench attention --repeats 3
+	$(BIN)/mta-ablate train model=toy attention=mta_toy "attention.qk_pre=[2,7]" task=find_block train=cpu_quick \
+		train.max_steps=600 train.val_every=200
 
 test: install data lint
 	$(BIN)/python -m pytest -q
@@ -48,6 +51,7 @@ format: install
 
 bench: install
 	$(BIN)/mta-ablate bench attention
+	$(BIN)/mta-ablate bench train
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

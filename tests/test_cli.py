@@ -33,3 +33,14 @@ def test_attention_bench_measures_every_variant_side_by_side():
     # MTA keeps S x S tensors for backward, SDPA does not
     assert rows["mta_attention"]["saved_mib"] > rows["sdpa"]["saved_mib"]
     json.dumps(result)  # --json output is serialisable
+
+
+def test_train_bench_compares_variants_and_the_bare_loop():
+    from mta_ablate.bench import train as bench_train
+
+    result = bench_train.run(steps=3, repeats=1, batch=2, seq=16, warmup=1)
+    rows = {r["variant"]: r for r in result["variants"]}
+    assert set(rows) == {"baseline", "mta_toy", "mta_paper"}
+    assert rows["baseline"]["mta_params"] == 0 < rows["mta_toy"]["mta_params"] < rows["mta_paper"]["mta_params"]
+    assert all(r["tokens_per_s"] > 0 and r["activation_mib"] > 0 for r in rows.values())
+    assert result["lightning_overhead"]["bare_step_ms"] > 0

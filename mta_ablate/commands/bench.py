@@ -12,6 +12,11 @@ def add_parser(sub) -> None:
     a.add_argument("--repeats", type=int, default=7, help="timed repeats per variant (median is reported)")
     a.add_argument("--json", action="store_true", help="print the results as JSON")
     a.set_defaults(run=run_attention)
+    t = which.add_parser("train", help="tokens/s and memory of attention variants; Lightning vs a bare torch loop")
+    t.add_argument("--steps", type=int, default=12, help="training steps per run (the first 2 are warm-up)")
+    t.add_argument("--repeats", type=int, default=3, help="runs per variant, interleaved (median is reported)")
+    t.add_argument("--json", action="store_true", help="print the results as JSON")
+    t.set_defaults(run=run_train)
 
 
 def run_attention(args) -> int:
@@ -56,4 +61,49 @@ def run_attention(args) -> int:
     for r in hm["rows"]:
         table.add_row(r["variant"], f"{r['forward_backward_ms']:.1f}", f"{r['vs_einsum']:.2f}x")
     console.print(table)
+    return 0
+
+
+def run_train(args) -> int:
+    import warnings
+
+    from rich.table import Table
+
+    from mta_ablate.bench import train
+    from mta_ablate.cli import console, setup_logging
+    from mta_ablate.errors import ConfigError
+
+    if args.steps < 3 or args.repeats < 1:
+        raise ConfigError(f"--steps={args.steps} --repeats={args.repeats}: expected --steps >= 3 and --repeats >= 1")
+    setup_logging()
+    warnings.filterwarnings("ignore", module="lightning")
+    result = train.run(steps=args.steps, repeats=args.repeats)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    m = result["model"]
+    console.print(
+        f"torch {result['torch']}, {result['threads']} threads; tiny model (dim {m['dim']}, {m['n_layers']} "
+        f"layers, {m['n_heads']} heads), batch {result['batch']} x {result['seq']} tokens, "
+        f"median of {result['repeats']} runs x {result['steps']} steps"
+    )
+    table = Table(title="training step through the Lightning path")
+    for col in ("variant", "step ms", "tokens/s", "x baseline", "activation MiB", "params", "MTA params"):
+        table.add_column(col, justify="right")
+    for r in result["variants"]:
+        table.add_row(
+            r["variant"],
+            f"{r['step_ms']:.1f}",
+            f"{r['tokens_per_s']:,.0f}",
+            f"{r['step_time_vs_baseline']:.2f}",
+            f"{r['activation_mib']:.1f}",
+            f"{r['params']:,}",
+            f"{r['mta_params']:,}",
+        )
+    console.print(table)
+    o = result["lightning_overhead"]
+    console.print(
+        f"Lightning step {o['lightning_step_ms']:.1f} ms vs bare torch loop {o['bare_step_ms']:.1f} ms "
+        f"(baseline, same batches): {100 * (o['lightning_vs_bare'] - 1):+.1f}%"
+    )
     return 0
