@@ -1,6 +1,110 @@
-"""`mta-ablate report`: filled by the analysis issue (dashboards/)."""
+"""`mta-ablate report NAME [--out DIR] [--baseline ARM] [--ci t|bootstrap] [--alpha A] [--no-log] [--json]`.
+
+Reads sweep NAME from the tracking store (MLFLOW_TRACKING_URI, else MTA_HOME/mlflow.db), writes report.html,
+report.md, summary.csv, trials.parquet and figures/ into DIR (default reports/NAME), logs them to the sweep's
+parent run under `report/`, and prints the headline table.
+"""
+
+from __future__ import annotations
+
+import json
+import math
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("report", help="(not yet available)")
-    p.set_defaults(run=lambda args: 1)
+    p = sub.add_parser("report", help="ablation report of a sweep: HTML, Markdown, CSV, Parquet, figures")
+    p.add_argument("name", help="sweep name (the MLflow experiment)")
+    p.add_argument("--out", default=None, help="output folder (default: reports/NAME)")
+    p.add_argument("--baseline", default=None, help="arm to compare against (default: the sweep's reference)")
+    p.add_argument("--ci", choices=("t", "bootstrap"), default="t", help="confidence interval of the mean over seeds")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm's correction")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store (default: MLFLOW_TRACKING_URI or MTA_HOME)")
+    p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
+    p.add_argument("--json", action="store_true", help="print the paths and headline numbers as JSON")
+    p.set_defaults(run=run)
+
+
+def _cell(value) -> str:
+    from dashboards.render import fmt
+
+    return fmt(value)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from mta_ablate.cli import console
+    from mta_ablate.errors import ConfigError
+
+    if not 0 < args.alpha < 1:
+        raise ConfigError(f"--alpha={args.alpha}: expected a level between 0 and 1, e.g. 0.05")
+    if not args.name.strip():
+        raise ConfigError("report NAME: expected a sweep name, got an empty string")
+    from dashboards.analysis import headline_table
+    from dashboards.export import export_report
+
+    out = Path(args.out) if args.out else Path("reports") / args.name
+    result = export_report(
+        args.name,
+        out,
+        uri=args.tracking_uri,
+        baseline=args.baseline,
+        ci=args.ci,
+        seed=args.seed,
+        alpha=args.alpha,
+        log_artifact=not args.no_log,
+    )
+    report = result.report
+    head = headline_table(report)
+    if args.json:
+        rows = [
+            {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+            for r in head.iter_rows(named=True)
+        ]
+        payload = {
+            "sweep": report.sweep.name,
+            "out": str(out),
+            "files": {k: str(v) for k, v in result.paths.items()},
+            "logged_to": result.logged_to,
+            "warnings": report.warnings,
+            "findings": report.findings,
+            "headline": rows,
+        }
+        print(json.dumps(payload, indent=2, default=str))
+        return 0
+    _print(console, report, head)
+    console.print(f"report: {result.paths['report.html']}", highlight=False)
+    if result.logged_to:
+        console.print(f"logged to parent run {result.logged_to} (artifact path report/)", highlight=False)
+    return 0
+
+
+def _print(console, report, head) -> None:
+    from rich.table import Table
+
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+    s = report.sweep
+    title = f"{s.name}: {s.objective} ({s.direction}), reference {report.reference or 'none'}, 95% CI {report.ci}"
+    table = Table(title=title)
+    for column in ("arm", "n", "mean", "95% CI", "Δ vs ref", "p (t, Holm)", "step time vs ref", "verdict"):
+        left = column in ("arm", "verdict")
+        table.add_column(column, justify="left" if left else "right", no_wrap=left)
+    style = {"better": "green", "worse": "red", "not significant": "dim"}
+    for r in head.iter_rows(named=True):
+        ci = "–" if math.isnan(r["ci_lo"]) else f"[{_cell(r['ci_lo'])}, {_cell(r['ci_hi'])}]"
+        verdict = r["verdict"]
+        table.add_row(
+            r["arm"],
+            str(r["n"]),
+            _cell(r["mean"]),
+            ci,
+            _cell(r["diff"]),
+            _cell(r["p_t_holm"]),
+            _cell(r.get("step_rel")),
+            f"[{style[verdict]}]{verdict}[/]" if verdict in style else verdict,
+        )
+    console.print(table)
+    for finding in report.findings:
+        console.print(f"- {finding}", highlight=False)

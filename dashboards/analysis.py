@@ -1,0 +1,275 @@
+"""Turn a loaded sweep into the numbers of its report (pure: no files, no plotting).
+
+sweep = load_sweep("kernel_sizes")
+report = analyse(sweep, histories=load_histories(sweep, [history_key(sweep.objective)]))
+report.comparison      # long frame, one row per (metric, arm): summary over seeds + paired test vs reference
+report.findings        # sentences saying which differences are significant and which are noise
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from dashboards import stats
+from dashboards.load import PARAM_PREFIX, Sweep
+
+log = logging.getLogger(__name__)
+
+QUALITY = ("final/ppl", "toy/error", "needle/accuracy", "babilong/accuracy", "final/answer_acc", "final/loss")
+"""Quality metrics compared when present (after the sweep's objective), in this order."""
+HEADLINE = ("final/ppl", "toy/error", "needle/accuracy", "babilong/accuracy")
+COST = ("perf/tokens_per_s", "perf/step_ms", "perf/peak_mem_mib")
+PARAMS = ("model/params/total", "model/params/mta", "model/params/non_mta")
+NEEDLE_CELL = re.compile(r"^needle/ctx(\d+)/k(\d+)/depth(\d+)-(\d+)/exact$")
+NEEDLE_K = re.compile(r"^needle/ctx(\d+)/k(\d+)/exact$")
+CORPUS_PPL = re.compile(r"^final/ppl/(.+)$")
+
+
+def history_key(objective: str) -> str:
+    """The metric logged during training that tracks a final objective: `toy/error` -> `val/error`, ..."""
+    if objective.startswith("val/"):
+        return objective
+    mapping = {"toy/error": "val/error", "needle/accuracy": "val/accuracy", "babilong/accuracy": "val/accuracy"}
+    if objective in mapping:
+        return mapping[objective]
+    if objective.startswith("final/"):
+        return "val/" + objective.removeprefix("final/")
+    return "val/loss"
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything the report shows, as frames and sentences. Units: metrics in their own units (ppl, error
+    fraction, accuracy fraction), tokens/s, ms per optimiser step, MiB, parameter counts."""
+
+    sweep: Sweep
+    reference: str
+    """The arm every other arm is compared with ("" when the sweep has none: no paired tests)."""
+    arms: list[str]
+    metrics: list[str]
+    """Metrics compared, the objective first."""
+    comparison: pl.DataFrame
+    """stats.compare_arms for every metric, stacked, with factor and level of each arm."""
+    findings: list[str]
+    """One sentence per (headline metric, non-reference arm)."""
+    warnings: list[str]
+    """Shown at the top: a sweep still running, failed or pruned trials, missing seeds."""
+    not_complete: pl.DataFrame
+    """Trials that are not complete: trial, arm, seed, state, failure."""
+    cost: pl.DataFrame
+    """Per arm: parameters (total, MTA only), tokens/s, step time (ms and relative to the reference), memory."""
+    needle_cells: pl.DataFrame
+    """arm, ctx (tokens), k (needles), depth_lo, depth_hi (percent), accuracy (mean over seeds), n."""
+    needle_k: pl.DataFrame
+    """arm, ctx, k, accuracy (mean over seeds), n."""
+    corpora: list[str]
+    curves: pl.DataFrame
+    """arm, step, mean, lo, hi (min and max over seeds), n: the objective's training history."""
+    curve_key: str
+    best_arm: str | None
+    best_run_id: str | None
+    """The best seed's run of the best arm (for its learned MTA parameters)."""
+    ci: str
+    alpha: float
+    extras: dict = field(default_factory=dict)
+
+
+def resolve_reference(sweep: Sweep, baseline: str | None) -> str:
+    """`--baseline` if given, else the ablation design's reference, else an arm named `baseline`, else ""."""
+    arms = sweep.arms()
+    if baseline:
+        if baseline not in arms:
+            from mta_ablate.errors import ConfigError
+
+            raise ConfigError(f"--baseline={baseline!r}: not an arm of sweep {sweep.name!r}; arms: {arms}")
+        return baseline
+    if sweep.reference and sweep.reference in arms:
+        return sweep.reference
+    return "baseline" if "baseline" in arms else ""
+
+
+def _metrics(sweep: Sweep, done: pl.DataFrame) -> tuple[list[str], list[str]]:
+    present = [c for c in done.columns if done[c].dtype == pl.Float64 and done[c].is_not_null().any()]
+    corpora = sorted(m.group(1) for c in present if (m := CORPUS_PPL.match(c)))
+    wanted = [sweep.objective, *QUALITY, *(f"final/ppl/{c}" for c in corpora), *COST]
+    return [m for m in dict.fromkeys(wanted) if m and m in present], corpora
+
+
+def _warnings(sweep: Sweep, done: pl.DataFrame, arms: list[str]) -> list[str]:
+    counts = sweep.counts()
+    out = []
+    if sweep.running:
+        out.append(f"The sweep is still running ({counts['running']} trial(s) running): these numbers are partial.")
+    for state in ("failed", "pruned"):
+        if counts[state]:
+            out.append(f"{counts[state]} trial(s) {state}; they are listed below and left out of the statistics.")
+    if sweep.parent_run_id is None:
+        out.append("No parent run of this sweep was found: design, objective and reference are unknown.")
+    seeds = {arm: set(done.filter(pl.col("arm") == arm)["seed"].to_list()) for arm in arms}
+    every = set().union(*seeds.values()) if seeds else set()
+    for arm in arms:
+        missing = sorted(every - seeds[arm])
+        if missing:
+            out.append(f"Arm {arm} has no complete trial for seed(s) {missing}.")
+    if done.height and max(len(s) for s in seeds.values()) < 2:
+        out.append("One seed per arm: no confidence interval or significance test is possible.")
+    return out
+
+
+def _cost(done: pl.DataFrame, arms: list[str], reference: str) -> pl.DataFrame:
+    cols = []
+    for key in PARAMS:
+        if f"{PARAM_PREFIX}{key}" in done.columns:
+            cols.append(pl.col(f"{PARAM_PREFIX}{key}").cast(pl.Float64, strict=False).mean().alias(key))
+    cols += [pl.col(key).mean().alias(key) for key in COST if key in done.columns]
+    frame = done.group_by("arm").agg(pl.len().alias("n"), *cols)
+    order = pl.DataFrame({"arm": arms, "_order": list(range(len(arms)))})
+    frame = order.join(frame, on="arm", how="left").sort("_order").drop("_order")
+    if "perf/step_ms" in frame.columns:
+        base = frame.filter(pl.col("arm") == (reference or arms[0]))["perf/step_ms"]
+        base_value = base[0] if base.len() and base[0] is not None else None
+        frame = frame.with_columns(
+            (pl.col("perf/step_ms") / base_value if base_value else pl.lit(None)).alias("step_rel")
+        )
+    return frame
+
+
+def _needle(done: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    cells, ks = [], []
+    for column in done.columns:
+        if m := NEEDLE_CELL.match(column):
+            ctx, k, lo, hi = (int(g) for g in m.groups())
+            cells.append(
+                done.select("arm", pl.col(column).alias("accuracy")).with_columns(
+                    ctx=pl.lit(ctx), k=pl.lit(k), depth_lo=pl.lit(lo), depth_hi=pl.lit(hi)
+                )
+            )
+        elif m := NEEDLE_K.match(column):
+            ctx, k = (int(g) for g in m.groups())
+            ks.append(done.select("arm", pl.col(column).alias("accuracy")).with_columns(ctx=pl.lit(ctx), k=pl.lit(k)))
+
+    def mean_over_seeds(parts: list[pl.DataFrame], keys: list[str]) -> pl.DataFrame:
+        if not parts:
+            return pl.DataFrame(schema={"arm": pl.String} | {k: pl.Int32 for k in keys[1:]} | {"accuracy": pl.Float64})
+        stacked = pl.concat(parts).drop_nulls("accuracy")
+        agg = stacked.group_by(keys).agg(pl.col("accuracy").mean(), pl.len().alias("n"))
+        return agg.sort(keys)
+
+    return mean_over_seeds(cells, ["arm", "ctx", "k", "depth_lo", "depth_hi"]), mean_over_seeds(ks, ["arm", "ctx", "k"])
+
+
+def _curves(histories: pl.DataFrame | None, key: str, done: pl.DataFrame) -> pl.DataFrame:
+    schema = {"arm": pl.String, "step": pl.Int64, "mean": pl.Float64, "lo": pl.Float64, "hi": pl.Float64}
+    if histories is None or histories.is_empty():
+        return pl.DataFrame(schema=schema | {"n": pl.UInt32})
+    rows = histories.filter((pl.col("key") == key) & pl.col("run_id").is_in(done["run_id"].implode()))
+    agg = rows.group_by("arm", "step").agg(
+        pl.col("value").mean().alias("mean"),
+        pl.col("value").min().alias("lo"),
+        pl.col("value").max().alias("hi"),
+        pl.len().alias("n"),
+    )
+    return agg.sort("arm", "step")
+
+
+def analyse(
+    sweep: Sweep,
+    histories: pl.DataFrame | None = None,
+    baseline: str | None = None,
+    ci: str = "t",
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> Report:
+    """All numbers of the report. `histories`: load_histories(sweep, [history_key(objective)]) or None.
+
+    ci: "t" or "bootstrap" (seeded by `seed`); alpha: the level for "significant" after Holm's correction."""
+    done = sweep.complete()
+    arms = sweep.arms()
+    reference = resolve_reference(sweep, baseline)
+    metrics, corpora = _metrics(sweep, done)
+    parts = []
+    for metric in metrics:
+        direction = stats.direction_of(metric, sweep.objective, sweep.direction)
+        parts.append(stats.compare_arms(done, metric, arms, reference, direction, ci=ci, seed=seed, alpha=alpha))
+    levels = sweep.trials.group_by("arm").agg(pl.col("factor").first(), pl.col("level").first())
+    if parts:
+        comparison = pl.concat(parts).join(levels, on="arm", how="left")
+    else:
+        comparison = stats.compare_arms(done, "", [], reference).with_columns(
+            factor=pl.lit(None, pl.String), level=pl.lit(None, pl.String)
+        )
+    comparison = comparison.select("metric", "arm", "factor", "level", pl.exclude("metric", "arm", "factor", "level"))
+    findings = []
+    headline = [m for m in dict.fromkeys([sweep.objective, *HEADLINE]) if m in metrics]
+    if reference:
+        for metric in headline:
+            for row in comparison.filter((pl.col("metric") == metric) & (pl.col("arm") != reference)).iter_rows(
+                named=True
+            ):
+                findings.append(stats.verdict(row, reference, metric, alpha))
+    elif arms:
+        findings.append("No reference arm (pass --baseline ARM): arms are summarised but not tested against one.")
+    best_arm, best_run = _best(sweep, done, comparison)
+    needle_cells, needle_k = _needle(done)
+    curve_key = history_key(sweep.objective) if sweep.objective else "val/loss"
+    not_complete = sweep.trials.filter(pl.col("state") != "complete").select(
+        "trial", "arm", "seed", "state", "status", "failure"
+    )
+    return Report(
+        sweep=sweep,
+        reference=reference,
+        arms=arms,
+        metrics=metrics,
+        comparison=comparison,
+        findings=findings,
+        warnings=_warnings(sweep, done, arms),
+        not_complete=not_complete,
+        cost=_cost(done, arms, reference),
+        needle_cells=needle_cells,
+        needle_k=needle_k,
+        corpora=corpora,
+        curves=_curves(histories, curve_key, done),
+        curve_key=curve_key,
+        best_arm=best_arm,
+        best_run_id=best_run,
+        ci=ci,
+        alpha=alpha,
+    )
+
+
+def _best(sweep: Sweep, done: pl.DataFrame, comparison: pl.DataFrame) -> tuple[str | None, str | None]:
+    """The arm with the best mean objective, and its best seed's run id."""
+    objective = sweep.objective
+    rows = comparison.filter((pl.col("metric") == objective) & pl.col("mean").is_not_nan())
+    if rows.is_empty():
+        return None, None
+    descending = sweep.direction == "maximize"
+    arm = rows.sort("mean", descending=descending)["arm"][0]
+    runs = done.filter(pl.col("arm") == arm).drop_nulls(objective).sort(objective, descending=descending)
+    return arm, (runs["run_id"][0] if runs.height else None)
+
+
+def headline_table(report: Report) -> pl.DataFrame:
+    """One row per arm: n, objective mean and CI, difference to the reference, Holm p, verdict word, cost ratio."""
+    objective = report.sweep.objective
+    rows = report.comparison.filter(pl.col("metric") == objective)
+    cost = report.cost.select("arm", *(["step_rel"] if "step_rel" in report.cost.columns else []))
+    out = rows.join(cost, on="arm", how="left").with_columns(
+        pl.when(pl.col("arm") == report.reference)
+        .then(pl.lit("reference"))
+        .when(pl.col("n_pairs") < 2)
+        .then(pl.lit("no test (n<2)"))
+        .when(pl.col("p_t_holm").is_nan())
+        .then(pl.lit("undefined"))
+        .when(pl.col("significant") & pl.col("better"))
+        .then(pl.lit("better"))
+        .when(pl.col("significant"))
+        .then(pl.lit("worse"))
+        .otherwise(pl.lit("not significant"))
+        .alias("verdict")
+    )
+    return out

@@ -1,0 +1,179 @@
+"""From a real MLflow store filled with known metrics: loading, the report's numbers, the exported files, the CLI."""
+
+import ast
+import json
+import math
+import statistics
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from dashboards import load
+from dashboards.analysis import analyse, headline_table
+from dashboards.export import export_report
+from mta_ablate.cli import main
+from tests.dashboards.conftest import BASELINE_PPL, MTA_PPL, NO_MIX_PPL
+from tests.dashboards.test_stats import t975_df2, two_sided_p_df2
+
+
+def by_hand(values: dict, reference: dict) -> dict:
+    """Mean, t CI, paired t p-value (2 df closed form) of one arm, from the numbers the fixture logged."""
+    x = list(values.values())
+    mean, sd = statistics.fmean(x), statistics.stdev(x)
+    half = t975_df2() * sd / math.sqrt(len(x))
+    out = {"mean": mean, "ci_lo": mean - half, "ci_hi": mean + half}
+    d = [values[s] - reference[s] for s in values]
+    if any(d):
+        t = statistics.fmean(d) / (statistics.stdev(d) / math.sqrt(len(d)))
+        out |= {"diff": statistics.fmean(d), "p_t": two_sided_p_df2(t)}
+    return out
+
+
+def test_load_keeps_every_trial_and_reads_the_parent_tags(store):
+    uri, _ = store
+    sweep = load.load_sweep("kernels", uri)
+    assert (sweep.design, sweep.reference, sweep.objective, sweep.direction) == (
+        "ablation",
+        "baseline",
+        "final/ppl",
+        "minimize",
+    )
+    assert sweep.counts() == {"running": 0, "complete": 9, "pruned": 1, "failed": 1}
+    assert sweep.trials.height == 11 and sweep.complete().height == 9
+    assert sweep.arms() == ["baseline", "mta_full", "no_head_mix"]
+    assert not sweep.running
+    failed = sweep.trials.filter(pl.col("state") == "failed").row(0, named=True)
+    assert (failed["arm"], failed["seed"], failed["status"]) == ("mta_full", 3, "FAILED")
+    assert failed["failure"] == "RuntimeError: CUDA out of memory"
+    assert sweep.trials.schema["param:model.dim"] == pl.String
+    assert sweep.trials.filter(pl.col("arm") == "baseline").sort("seed")["final/ppl"].to_list() == [10.0, 11.0, 12.0]
+
+
+def test_report_numbers_equal_hand_computed_values(store):
+    uri, _ = store
+    sweep = load.load_sweep("kernels", uri)
+    report = analyse(sweep, load.load_histories(sweep, ["val/ppl"]))
+    rows = {r["arm"]: r for r in report.comparison.filter(pl.col("metric") == "final/ppl").iter_rows(named=True)}
+    mta, no_mix = by_hand(MTA_PPL, BASELINE_PPL), by_hand(NO_MIX_PPL, BASELINE_PPL)
+    base = by_hand(BASELINE_PPL, BASELINE_PPL)
+    for arm, expected in (("mta_full", mta), ("no_head_mix", no_mix)):
+        for key in ("mean", "ci_lo", "ci_hi", "diff", "p_t"):
+            assert rows[arm][key] == pytest.approx(expected[key], abs=1e-9), (arm, key)
+        assert rows[arm]["n"] == 3 and rows[arm]["n_pairs"] == 3
+    assert (rows["baseline"]["mean"], rows["baseline"]["ci_lo"]) == pytest.approx((11.0, base["ci_lo"]))
+    # Holm over the two arms: the smaller p doubled, the larger one max(itself, that).
+    assert rows["mta_full"]["p_t_holm"] == pytest.approx(2 * mta["p_t"])
+    assert rows["no_head_mix"]["p_t_holm"] == pytest.approx(max(no_mix["p_t"], 2 * mta["p_t"]))
+    assert rows["mta_full"]["p_wilcoxon_holm"] == pytest.approx(0.5)  # exact 2/8, doubled by Holm
+    assert rows["mta_full"]["significant"] and rows["mta_full"]["better"]
+    assert not rows["no_head_mix"]["significant"]
+    assert rows["mta_full"]["factor"] == "attention" and rows["mta_full"]["level"] == "mta"
+    # Per corpus: the fixture logs ppl + 1 for books, so the means shift by one and the tests are unchanged.
+    books = report.comparison.filter((pl.col("metric") == "final/ppl/books") & (pl.col("arm") == "mta_full"))
+    assert books["mean"][0] == pytest.approx(mta["mean"] + 1) and books["p_t"][0] == pytest.approx(mta["p_t"])
+    assert report.corpora == ["books", "code"]
+    assert headline_table(report)["verdict"].to_list() == ["reference", "better", "not significant"]
+
+
+def test_report_words_warnings_cost_needles_and_curves(store):
+    uri, ids = store
+    sweep = load.load_sweep("kernels", uri)
+    report = analyse(sweep, load.load_histories(sweep, ["val/ppl"]))
+    assert report.findings[0].startswith("mta_full is significantly better than baseline")
+    assert "not significant" in report.findings[1] and "seed noise" in report.findings[1]
+    assert any("1 trial(s) failed" in w for w in report.warnings)
+    assert any("1 trial(s) pruned" in w for w in report.warnings)
+    assert report.not_complete["state"].to_list() == ["failed", "pruned"]
+    cost = {r["arm"]: r for r in report.cost.iter_rows(named=True)}
+    assert cost["mta_full"]["step_rel"] == pytest.approx(1.25) and cost["baseline"]["step_rel"] == 1.0
+    assert cost["mta_full"]["model/params/mta"] == 100 and cost["baseline"]["model/params/total"] == 1000
+    cell = report.needle_cells.filter(
+        (pl.col("arm") == "mta_full") & (pl.col("ctx") == 64) & (pl.col("k") == 1) & (pl.col("depth_lo") == 50)
+    )
+    assert cell["accuracy"][0] == pytest.approx(0.375) and cell["n"][0] == 3
+    assert sorted(set(report.needle_k["k"].to_list())) == [1, 2]
+    # val/ppl history: final + 4, + 2, + 0 at steps 10, 20, 30; only complete trials (the pruned one logged 30.0).
+    base = report.curves.filter(pl.col("arm") == "no_head_mix").sort("step")
+    assert base["mean"].to_list() == pytest.approx([statistics.fmean(NO_MIX_PPL.values()) + d for d in (4, 2, 0)])
+    assert report.best_arm == "mta_full" and report.best_run_id == ids["runs"]["mta_full", 0]
+
+
+def test_running_sweep_says_so_at_the_top(store, tmp_path):
+    uri, _ = store
+    result = export_report("live", tmp_path / "live", uri=uri, log_artifact=False)
+    assert result.report.sweep.running
+    md = (tmp_path / "live" / "report.md").read_text()
+    first = md.split("## Findings")[0]
+    assert "still running" in first and "partial" in first
+    assert "still running" in (tmp_path / "live" / "report.html").read_text().split("<h2>")[0]
+
+
+def test_export_writes_every_file_and_logs_them_to_the_parent(store, tmp_path):
+    uri, ids = store
+    out = tmp_path / "report"
+    result = export_report("kernels", out, uri=uri)
+    for name in ("report.html", "report.md", "summary.csv", "trials.parquet", "figures/objective.png"):
+        assert (out / name).stat().st_size > 0, name
+    for figure in ("curves", "corpora", "needle_grid", "needle_k", "cost"):
+        assert (out / "figures" / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    trials = pl.read_parquet(out / "trials.parquet")
+    assert trials.height == 11 and set(trials["state"]) == {"complete", "failed", "pruned"}
+    summary = pl.read_csv(out / "summary.csv")
+    row = summary.filter((pl.col("metric") == "final/ppl") & (pl.col("arm") == "mta_full")).row(0, named=True)
+    assert row["p_t"] == pytest.approx(by_hand(MTA_PPL, BASELINE_PPL)["p_t"], abs=1e-6)
+    md = (out / "report.md").read_text()
+    assert "> **Warning:** 1 trial(s) failed" in md and "![final/ppl per arm](figures/objective.png)" in md
+    assert "Holm" in md and "Student t" in md
+    assert result.logged_to == ids["parent"]
+    from mlflow.tracking import MlflowClient
+
+    logged = {a.path for a in MlflowClient(uri).list_artifacts(ids["parent"], "report")}
+    assert {"report/report.html", "report/report.md", "report/summary.csv", "report/trials.parquet"} <= logged
+
+
+def test_cli_report_prints_the_headline_and_writes_the_files(store, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main(["report", "kernels", "--out", str(out), "--no-log"]) == 0
+    text = capsys.readouterr().out
+    assert "mta_full" in text and "better" in text and "not significant" in text and "report.html" in text
+    assert (out / "report.html").exists() and (out / "trials.parquet").exists()
+    assert main(["report", "kernels", "--out", str(out), "--no-log", "--json", "--ci", "bootstrap"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["headline"][1]["arm"] == "mta_full" and payload["headline"][1]["ci_method"] == "bootstrap"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["report", "nope"], "sweep 'nope': no such experiment"),
+        (["report", "kernels", "--baseline", "nope", "--no-log"], "--baseline='nope': not an arm"),
+        (["report", "kernels", "--alpha", "2"], "--alpha=2.0"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(store, tmp_path, capsys, argv, message):
+    assert main([*argv, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_dashboards_never_import_model_code_and_repeat_the_tag_names_exactly():
+    banned = ("torch", "lightning", "lightning_modules", "mta_ablate.model", "mta_ablate.attention", "mta_ablate.data")
+    for path in Path(load.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for name in names:
+                assert not name.startswith(banned), f"{path.name} imports {name}"
+    from mta_ablate.tracking import mlflow_store as store_module
+
+    for name in ("TAG_KIND", "TAG_SWEEP", "TAG_ARM", "TAG_SEED", "TAG_TRIAL", "TAG_FACTOR", "TAG_LEVEL", "TAG_STATE"):
+        assert getattr(load, name) == getattr(store_module, name), name
+    for name in ("TAG_FAILURE", "TAG_DESIGN", "TAG_REFERENCE", "TAG_OBJECTIVE", "TAG_DIRECTION", "TAG_STORAGE"):
+        assert getattr(load, name) == getattr(store_module, name), name
+    assert (load.PARENT_TAG, load.KIND_SWEEP, load.KIND_TRIAL, load.STATES) == (
+        store_module.PARENT_TAG,
+        store_module.KIND_SWEEP,
+        store_module.KIND_TRIAL,
+        store_module.STATES,
+    )
