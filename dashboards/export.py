@@ -47,19 +47,23 @@ def mta_parameters_png(report: Report) -> bytes | None:
         return Path(path).read_bytes() if path else None
 
 
-def search_importance(sweep: Sweep) -> tuple[dict[str, float], str | None]:
-    """PED-ANOVA parameter importance from the sweep's Optuna study; ({}, reason) when it cannot be computed."""
-    if not sweep.storage:
+def search_importance(sweep: Sweep, storage: str | None = None) -> tuple[dict[str, float], str | None]:
+    """PED-ANOVA parameter importance from the sweep's Optuna study; ({}, reason) when it cannot be computed.
+
+    storage: the Optuna storage URL; default the one recorded on the parent run (tag mta.storage, which has any
+    password removed: pass the full URL for a password-protected database)."""
+    storage = storage or sweep.storage
+    if not storage:
         return {}, "no Optuna storage recorded on the parent run (tag mta.storage)"
     try:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        names = [s.study_name for s in optuna.get_all_study_summaries(sweep.storage)]
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         name = sweep.name if sweep.name in names else (names[0] if len(names) == 1 else None)
         if name is None:
-            return {}, f"no study named {sweep.name!r} in {sweep.storage}"
-        study = optuna.load_study(study_name=name, storage=sweep.storage)
+            return {}, f"no study named {sweep.name!r} in {storage}"
+        study = optuna.load_study(study_name=name, storage=storage)
         evaluator = optuna.importance.PedAnovaImportanceEvaluator()
         return dict(optuna.importance.get_param_importances(study, evaluator=evaluator)), None
     except Exception as exc:  # storage unreachable, too few trials, one-valued params: report it, go on
@@ -75,6 +79,7 @@ def export_report(
     seed: int = 0,
     alpha: float = 0.05,
     log_artifact: bool = True,
+    storage: str | None = None,
 ) -> ExportResult:
     """Load (if given a name), analyse, draw and write the report of one sweep into `out` (created)."""
     if isinstance(sweep, str):
@@ -83,7 +88,7 @@ def export_report(
     report = analyse(sweep, histories, baseline=baseline, ci=ci, seed=seed, alpha=alpha)
     extras: dict = {"mta_parameters": mta_parameters_png(report)}
     if sweep.design == "search":
-        extras["importance"], reason = search_importance(sweep)
+        extras["importance"], reason = search_importance(sweep, storage)
         if reason:
             report.warnings.append(reason)
     images = build_figures(report, extras)

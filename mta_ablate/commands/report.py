@@ -20,6 +20,7 @@ def add_parser(sub) -> None:
     p.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm's correction")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
     p.add_argument("--tracking-uri", default=None, help="MLflow store (default: MLFLOW_TRACKING_URI or MTA_HOME)")
+    p.add_argument("--storage", default=None, help="Optuna storage for search designs (default: the recorded one)")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
     p.add_argument("--json", action="store_true", help="print the paths and headline numbers as JSON")
     p.set_defaults(run=run)
@@ -54,6 +55,7 @@ def run(args) -> int:
         seed=args.seed,
         alpha=args.alpha,
         log_artifact=not args.no_log,
+        storage=args.storage,
     )
     report = result.report
     head = headline_table(report)

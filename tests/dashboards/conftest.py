@@ -75,6 +75,15 @@ def arm_metrics(arm: str, seed: int, ppl: float) -> dict[str, float]:
     return out
 
 
+def _log_png(client, run_id: str) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "mta_parameters.png"
+        path.write_bytes(png_bytes())
+        client.log_artifact(run_id, str(path))
+
+
 def log_sweep(
     uri: str, artifacts: Path, name: str = "kernels", running: bool = False, extra_states: bool = True
 ) -> dict:
@@ -104,6 +113,8 @@ def log_sweep(
             ids[arm, seed] = log_trial(
                 client, exp_id, parent, name, arm, seed, trial, factor, level, arm_metrics(arm, seed, value)
             )
+            if arm != "baseline":  # MTA arms log their learned kernels (the best one is mta_full seed 0)
+                _log_png(client, ids[arm, seed])
             trial += 1
     if extra_states:
         ids["mta_full", 3] = log_trial(
@@ -147,3 +158,47 @@ def store(shared_store, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     return uri, ids
+
+
+def png_bytes() -> bytes:
+    """A small real PNG (stands in for the trial's learned-kernel figure)."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2, 1))
+    fig.subplots().imshow([[0.0, 1.0], [1.0, 0.0]], cmap="RdBu_r")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def log_search_sweep(uri: str, artifacts: Path, storage: str, name: str = "search", n: int = 12) -> dict:
+    """A `search` design: an Optuna study `name` in `storage` with n trials over train.lr and attention.kernel,
+    mirrored as MLflow child runs (arm t<i>, seed 0) under a parent tagged with that storage."""
+    import random
+
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=name, storage=storage, direction="minimize")
+    dists = {
+        "train.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+        "attention.kernel": optuna.distributions.IntDistribution(3, 11, step=2),
+    }
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = client.create_experiment(name, artifact_location=(artifacts / name).resolve().as_uri())
+    tags = {"mta.kind": "sweep", "mta.sweep": name, "mta.design": "search", "mta.reference": ""}
+    tags |= {"mta.objective": "final/ppl", "mta.direction": "minimize", "mta.storage": storage}
+    parent = client.create_run(exp_id, run_name=name, tags=tags).info.run_id
+    rng = random.Random(0)
+    for i in range(n):
+        lr, kernel = 10 ** rng.uniform(-4, -2), rng.choice([3, 5, 7, 9, 11])
+        ppl = 10 + 100 * abs(lr - 0.003) + 0.01 * kernel  # lr matters, the kernel barely
+        params = {"train.lr": lr, "attention.kernel": kernel}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=ppl))
+        metrics = {"final/ppl": ppl, "perf/step_ms": 100.0 + kernel}
+        log_trial(client, exp_id, parent, name, f"t{i}", 0, i, "", "", metrics)
+    client.set_terminated(parent, "FINISHED")
+    return {"parent": parent}

@@ -177,3 +177,28 @@ def test_dashboards_never_import_model_code_and_repeat_the_tag_names_exactly():
         store_module.KIND_TRIAL,
         store_module.STATES,
     )
+
+
+def test_best_arm_learned_kernels_are_in_the_report(store, tmp_path):
+    uri, _ = store
+    result = export_report("kernels", tmp_path / "r", uri=uri, log_artifact=False)
+    assert (tmp_path / "r" / "figures" / "mta_parameters.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Learned MTA parameters of the best arm (mta_full)" in (tmp_path / "r" / "report.md").read_text()
+    assert "figures/differences.png" in result.paths
+
+
+def test_search_design_has_history_importance_and_pareto(shared_store, tmp_path):
+    from tests.dashboards.conftest import log_search_sweep
+
+    home, uri, _ = shared_store
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    log_search_sweep(uri, home / "mlartifacts", storage, name="search")
+    result = export_report("search", tmp_path / "s", uri=uri, log_artifact=False)
+    for figure in ("history", "importance", "cost"):
+        assert f"figures/{figure}.png" in result.paths, figure
+    assert "One seed per arm: no confidence interval or significance test is possible." in result.report.warnings
+    assert result.report.reference == "" and "pass --baseline ARM" in result.report.findings[0]
+    from dashboards.export import search_importance
+
+    importance, reason = search_importance(result.report.sweep)
+    assert reason is None and max(importance, key=importance.get) == "train.lr"
