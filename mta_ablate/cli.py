@@ -19,7 +19,7 @@ from rich.console import Console
 
 from mta_ablate.errors import ConfigError
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 150)  # logs and pipes get wide tables
 err_console = Console(stderr=True, soft_wrap=True)  # errors stay on one line
 
 COMMANDS = ("train", "sweep", "worker", "status", "report", "ui", "bench", "data")

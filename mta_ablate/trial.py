@@ -25,6 +25,8 @@ class TrialResult:
     steps: int
     checkpoint_dir: Path | None = None
     params: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    """Wall seconds: setup (store, data, model), fit (training + validation), evaluate, finish (logging)."""
 
 
 def checkpoint_root(config: ExperimentConfig) -> Path:
@@ -79,8 +81,16 @@ def run_trial(
     parent_run_id: str | None = None,
     tags: dict[str, str] | None = None,
     tracking_uri: str | None = None,
+    on_start=None,
 ) -> TrialResult:
-    """Train and evaluate one configuration; returns the MLflow run id and the final metrics."""
+    """Train and evaluate one configuration; returns the MLflow run id and the final metrics.
+
+    reporter(step, val_metrics) is called after every validation and may raise to stop (pruning); an exception with
+    `mlflow_status` / `mta_state` attributes sets the run's status and `mta.state` tag (default FAILED / failed).
+    on_start(run_id) is called once the MLflow run exists."""
+    import time
+
+    clock = {"start": time.perf_counter()}
     import lightning as L
     import torch
 
@@ -101,6 +111,9 @@ def run_trial(
     run_id = resumable[0] if resumable else start_run(client, config, tags or {}, parent_run_id)
     if resumable:
         client.update_run(run_id, status="RUNNING")
+    client.set_tag(run_id, store.TAG_STATE, "running")
+    if on_start is not None:
+        on_start(run_id)
     checkpoint_dir = checkpoint_root(config) / run_id
     log.info("run %s (%s) -> %s", config.run_name, run_id, store.tracking_uri(tracking_uri))
     try:
@@ -119,21 +132,31 @@ def run_trial(
             **trainer_kwargs(train),
         )
         logger.step_fn = lambda: trainer.global_step
+        clock["fit"] = time.perf_counter()
         trainer.fit(module, datamodule=data, ckpt_path=str(resumable[1]) if resumable else None)
         if trainer.interrupted:
             raise KeyboardInterrupt("training was interrupted")
+        clock["evaluate"] = time.perf_counter()
         metrics = {**final_metrics(module.model, task, train), **_cost_summary(logger.latest)}
+        clock["finish"] = time.perf_counter()
         logger.log_metrics(metrics, step=trainer.global_step)
         logger.flush()
         _log_mta_figure(client, run_id, module.model, config)
+        client.set_tag(run_id, store.TAG_STATE, "complete")
         client.set_terminated(run_id, "FINISHED")
-        return TrialResult(run_id, metrics, trainer.global_step, checkpoint_dir, counts)
+        end = time.perf_counter()
+        timings = {
+            "setup_s": clock["fit"] - clock["start"],
+            "fit_s": clock["evaluate"] - clock["fit"],
+            "evaluate_s": clock["finish"] - clock["evaluate"],
+            "finish_s": end - clock["finish"],
+        }
+        return TrialResult(run_id, metrics, trainer.global_step, checkpoint_dir, counts, timings)
     except BaseException as exc:
-        reason = f"{type(exc).__name__}: {exc}"[:5000]
-        client.set_tag(run_id, store.TAG_FAILURE, reason)
-        client.set_terminated(
-            run_id, getattr(exc, "mlflow_status", "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-        )
+        client.set_tag(run_id, store.TAG_FAILURE, f"{type(exc).__name__}: {exc}"[:5000])
+        client.set_tag(run_id, store.TAG_STATE, getattr(exc, "mta_state", "failed"))
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        client.set_terminated(run_id, getattr(exc, "mlflow_status", "KILLED" if interrupted else "FAILED"))
         raise
 
 

@@ -1,6 +1,40 @@
-"""`mta-ablate status`: filled by the sweep issue."""
+"""`mta-ablate status NAME [--storage URL] [--json]`: a sweep's trials (arm, seed, state, step, objective, time)."""
+
+from __future__ import annotations
+
+import json
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("status", help="(not yet available)")
-    p.set_defaults(run=lambda args: 1)
+    p = sub.add_parser("status", help="table of a sweep's trials")
+    p.add_argument("name", help="the sweep (Optuna study) name")
+    p.add_argument("--storage", help="Optuna storage URL (default: $MTA_OPTUNA_STORAGE, else MTA_HOME/optuna.db)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    import dataclasses
+
+    from mta_ablate.cli import console
+    from mta_ablate.sweep import progress
+    from mta_ablate.sweep.study import load, storage_url
+
+    study, spec, _, _ = load(args.name, storage_url(args.storage))
+    rows = progress.trial_rows(study)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        return 0
+    c = progress.counts(rows)
+    console.print(
+        progress.table(
+            rows, f"sweep {spec.name} ({spec.kind}): " + ", ".join(f"{v} {k}" for k, v in c.items()), spec.metric
+        )
+    )
+    overheads = [r.overhead_s for r in rows if r.overhead_s is not None]
+    if overheads:
+        console.print(
+            f"time outside training and evaluation per trial (config, stores, logging): "
+            f"mean {sum(overheads) / len(overheads):.1f}s, max {max(overheads):.1f}s"
+        )
+    return 0

@@ -1,6 +1,53 @@
-"""`mta-ablate sweep`: filled by the sweep issue."""
+"""`mta-ablate sweep sweeps/X.yaml [overrides] [--workers N] [--storage URL] [--tracking-uri URI]`.
+
+Creates or resumes the sweep (the same command again continues it) and runs N local workers with a live table.
+"""
+
+from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("sweep", help="(not yet available)")
-    p.set_defaults(run=lambda args: 1)
+    p = sub.add_parser("sweep", help="run (or resume) a sweep file with local workers")
+    p.add_argument("file", help="a sweep file, e.g. sweeps/quickstart.yaml")
+    p.add_argument("overrides", nargs="*", help="experiment overrides (train.max_steps=500) or sweep.<key>=...")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--storage", help="Optuna storage URL (default: $MTA_OPTUNA_STORAGE, else MTA_HOME/optuna.db)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MTA_HOME)")
+    p.add_argument("--retry-failed", action="store_true", help="queue again (arm, seed) pairs whose trial raised")
+    p.add_argument("--dry-run", action="store_true", help="validate and list the trials, run nothing")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from rich.table import Table
+
+    from mta_ablate.cli import console, setup_logging
+    from mta_ablate.errors import ConfigError
+    from mta_ablate.sweep.spec import parse_sweep, read_sweep_file
+
+    if args.workers < 1:
+        raise ConfigError(f"--workers={args.workers}: expected an integer >= 1")
+    spec = parse_sweep(read_sweep_file(args.file, args.overrides), args.overrides)  # every arm validated: exit 2
+    if args.dry_run:
+        table = Table(title=f"sweep {spec.name}: {spec.kind} design, objective {spec.metric} ({spec.direction})")
+        for col in ("arm", "factor", "level", "overrides"):
+            table.add_column(col)
+        for arm in spec.arms:
+            table.add_row(arm.name, arm.factor, arm.level, ", ".join(f"{k}={v}" for k, v in arm.overrides.items()))
+        console.print(table)
+        n = len(spec.slots()) if spec.kind != "search" else spec.max_trials
+        console.print(f"{n} trials ({len(spec.seeds)} seeds); base: {' '.join(spec.base)}")
+        return 0
+    setup_logging()
+    from mta_ablate.sweep.launch import run_sweep
+    from mta_ablate.sweep.study import storage_url
+
+    storage = storage_url(args.storage)
+    counts = run_sweep(spec, args.overrides, storage, args.tracking_uri, args.workers, console, args.retry_failed)
+    console.print(
+        f"sweep {spec.name}: {counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed"
+    )
+    console.print(f"  status:  mta-ablate status {spec.name}" + (f" --storage {args.storage}" if args.storage else ""))
+    console.print(f"  report:  mta-ablate report {spec.name} --out reports/{spec.name}")
+    console.print("  browse:  mta-ablate ui")
+    return 0 if counts["failed"] == 0 else 1

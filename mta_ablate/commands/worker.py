@@ -1,6 +1,26 @@
-"""`mta-ablate worker`: filled by the sweep issue."""
+"""`mta-ablate worker NAME --storage URL`: join a sweep from any process or host and run its queued trials."""
+
+from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("worker", help="(not yet available)")
-    p.set_defaults(run=lambda args: 1)
+    p = sub.add_parser("worker", help="run queued trials of an existing sweep (any host, same storage)")
+    p.add_argument("name", help="the sweep (Optuna study) name")
+    p.add_argument("--storage", help="Optuna storage URL (default: $MTA_OPTUNA_STORAGE, else MTA_HOME/optuna.db)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the one the sweep was created with)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per trial (default: torch's own)")
+    p.add_argument("--worker-id", help="a name for this worker in logs and trial attributes")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from mta_ablate.cli import setup_logging
+    from mta_ablate.errors import ConfigError
+    from mta_ablate.sweep.study import storage_url
+    from mta_ablate.sweep.worker import run_worker
+
+    if args.threads < 0:
+        raise ConfigError(f"--threads={args.threads}: expected an integer >= 0")
+    setup_logging()
+    run_worker(args.name, storage_url(args.storage), args.tracking_uri, args.threads, args.worker_id)
+    return 0

@@ -48,9 +48,11 @@ def compose_dict(overrides: list[str] | None = None, config_name: str = "config"
         GlobalHydra.instance().clear()
 
 
-def load_experiment(overrides: list[str] | None = None) -> ExperimentConfig:
-    """Compose and validate. The arm label is the attention option plus any attention.* overrides."""
+def load_experiment(overrides: list[str] | None = None, arm: str | None = None) -> ExperimentConfig:
+    """Compose and validate. The arm label (unless given) is the attention option plus any attention.* overrides."""
     values, choices = compose_dict(overrides)
+    if arm is not None:
+        return experiment_from_dict(values, arm=arm)
     tweaks = [o.split("=", 1) for o in overrides or [] if o.lstrip("+~").startswith("attention.")]
     arm = choices.get("attention", "custom")
     if tweaks:

@@ -139,7 +139,12 @@ def git_commit() -> str | None:
 #   mta.factor, mta.level (ablation: the factor and level changed from the reference; the reference arm has
 #   factor "reference" and level "reference"; grid/arms/search: "" unless known), mta.state (running, complete,
 #   pruned, failed), mlflow.parentRunId. Status FINISHED (complete), KILLED (pruned) or FAILED (failed).
-TAG_DESIGN, TAG_REFERENCE, TAG_OBJECTIVE, TAG_DIRECTION = "mta.design", "mta.reference", "mta.objective", "mta.direction"
+TAG_DESIGN, TAG_REFERENCE, TAG_OBJECTIVE, TAG_DIRECTION = (
+    "mta.design",
+    "mta.reference",
+    "mta.objective",
+    "mta.direction",
+)
 TAG_STATE, TAG_STORAGE = "mta.state", "mta.storage"
 KIND_SWEEP, KIND_TRIAL = "sweep", "trial"
 STATES = ("running", "complete", "pruned", "failed")

@@ -1,0 +1,151 @@
+"""`mta-ablate sweep FILE`: create or resume the study, start N local workers, show live progress, close the sweep.
+
+Workers are separate processes (`mta-ablate worker NAME ...`), each with about cores/N torch threads: two 2-thread
+processes on 2 cores slow each other down ~10x through OpenMP contention, two 1-thread processes do not.
+Their logs go to MTA_HOME/logs/<sweep>/worker<i>.log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mta_ablate.sweep import progress
+from mta_ablate.sweep import study as sweep_study
+from mta_ablate.sweep.spec import SweepSpec
+from mta_ablate.tracking import mlflow_store as store
+
+log = logging.getLogger(__name__)
+
+
+def worker_command(name: str, storage: str, tracking_uri: str, threads: int, worker_id: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "mta_ablate",
+        "worker",
+        name,
+        "--storage",
+        storage,
+        "--tracking-uri",
+        tracking_uri,
+        "--threads",
+        str(threads),
+        "--worker-id",
+        worker_id,
+    ]
+
+
+def start_workers(spec: SweepSpec, storage: str, tracking_uri: str, n: int) -> list[subprocess.Popen]:
+    from mta_ablate.data.paths import mta_home
+
+    logs = mta_home() / "logs" / spec.name
+    logs.mkdir(parents=True, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // n)
+    procs = []
+    for i in range(n):
+        out = open(logs / f"worker{i}.log", "ab")  # noqa: SIM115  (closed by the child's exit)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        procs.append(
+            subprocess.Popen(
+                worker_command(spec.name, storage, tracking_uri, threads, f"local{i}"),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        )
+    return procs
+
+
+def watch(study, spec: SweepSpec, procs: list[subprocess.Popen], console, refresh_s: float = 2.0) -> None:
+    """Live view until every worker has exited."""
+    from rich.live import Live
+
+    def render():
+        rows = progress.trial_rows(study)
+        c = progress.counts(rows)
+        eta = progress.eta_seconds(rows, len(procs))
+        alive = sum(p.poll() is None for p in procs)
+        title = (
+            f"sweep {spec.name}: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed, "
+            f"{c['running']} running, {c['waiting']} queued; {alive}/{len(procs)} workers"
+            + (f"; ETA {eta / 60:.1f} min" if eta is not None else "")
+        )
+        return progress.table(rows, title, spec.metric)
+
+    with Live(render(), console=console, refresh_per_second=1, transient=not console.is_terminal) as live:
+        while any(p.poll() is None for p in procs):
+            time.sleep(refresh_s)
+            live.update(render())
+    if not console.is_terminal:
+        console.print(render())
+
+
+def stop_workers(procs: list[subprocess.Popen], timeout_s: float = 30) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    deadline = time.time() + timeout_s
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def close_sweep(study, spec: SweepSpec, tracking_uri: str, parent: str) -> dict[str, int]:
+    """Log the summary on the parent run; FINISHED once every (arm, seed) is done, else left RUNNING to resume."""
+    rows = progress.trial_rows(study)
+    c = progress.counts(rows)
+    client = store.client(tracking_uri)
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"sweep/{k}", float(v), now, 0) for k, v in c.items()]
+    done = [r for r in rows if r.state == "complete" and r.value is not None]
+    if done:
+        best = (min if spec.direction == "minimize" else max)(done, key=lambda r: r.value)
+        metrics.append(Metric(f"best/{spec.metric}", best.value, now, 0))
+        client.set_tag(parent, "mta.best_arm", best.arm)
+        client.set_tag(parent, "mta.best_trial", str(best.number))
+        overheads = [r.overhead_s for r in rows if r.overhead_s is not None]
+        if overheads:
+            metrics.append(Metric("sweep/overhead_s_mean", sum(overheads) / len(overheads), now, 0))
+    client.log_batch(parent, metrics=metrics)
+    finished = c["waiting"] == 0 and c["running"] == 0
+    if spec.kind != "search":
+        have = {(r.arm, r.seed) for r in rows if r.state in ("complete", "pruned", "failed")}
+        finished = finished and all((a.name, s) in have for a, s in spec.slots())
+    if finished:
+        client.set_terminated(parent, "FINISHED")
+    return c
+
+
+def run_sweep(
+    spec: SweepSpec,
+    overrides: list[str],
+    storage: str,
+    tracking_uri: str | None,
+    workers: int,
+    console,
+    retry_failed: bool = False,
+) -> dict[str, int]:
+    study, tracking_uri, parent = sweep_study.create_or_resume(spec, overrides, storage, tracking_uri, retry_failed)
+    if spec.timeout_min and "mta.deadline" not in study.user_attrs:
+        study.set_user_attr("mta.deadline", time.time() + 60 * spec.timeout_min)
+    procs = start_workers(spec, storage, tracking_uri, workers)
+    try:
+        watch(study, spec, procs, console)
+    except KeyboardInterrupt:
+        console.print("interrupted: stopping workers; run the same command again to resume")
+        stop_workers(procs)
+        raise
+    failed = [p.returncode for p in procs if p.returncode not in (0, None)]
+    if failed:
+        log.warning("%d worker(s) exited with an error; see %s", len(failed), Path("MTA_HOME/logs") / spec.name)
+    return close_sweep(study, spec, tracking_uri, parent)

@@ -1,0 +1,217 @@
+"""`SweepSpec`: a sweep file (`sweeps/*.yaml`) read, checked and expanded, before any trial starts.
+
+    name: kernel_sizes                 # the Optuna study and the MLflow experiment
+    defaults: [{model: toy}, {attention: mta_toy}, {task: find_block}, {train: cpu_quick}]   # base experiment
+    base: {train.max_steps: 600}       # more overrides of the base experiment
+    seeds: [0, 1, 2]                   # every arm runs once per seed
+    objective: {metric: toy/error, direction: minimize}
+    budget: {max_trials: null, timeout_min: null}
+    design: {kind: ablation, reference: {...}, factors: {attention.qk_pre: [[2, 3], [2, 7]]}}
+    pruner: {kind: median, warmup_steps: 200}
+
+Command-line overrides go to the experiment (`train.max_steps=50`), or to the sweep itself with a `sweep.` prefix
+(`sweep.seeds=[0]`). Every arm's config is composed and validated here, so a bad level fails in one line, exit 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mta_ablate.errors import ConfigError
+from mta_ablate.sweep.design import Arm, SearchParam, expand, search_space
+
+PRUNERS = ("none", "median", "asha", "hyperband")
+SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
+KEYS = ("name", "defaults", "base", "seeds", "objective", "budget", "design", "pruner", "sampler", "heartbeat")
+GROUPS = ("model", "attention", "task", "train")
+
+VALIDATION_METRIC = {"toy/error": "val/error", "needle/accuracy": "val/accuracy", "babilong/accuracy": "val/accuracy"}
+"""The metric reported during training (for pruning) for objectives only measured at the end."""
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    base: list[str]
+    seeds: tuple[int, ...]
+    metric: str
+    direction: str
+    design: dict
+    arms: tuple[Arm, ...] = ()
+    space: tuple[SearchParam, ...] = ()
+    max_trials: int | None = None
+    timeout_min: float | None = None
+    pruner: dict = field(default_factory=lambda: {"kind": "none"})
+    sampler: str = "tpe"
+    heartbeat_s: int = 10
+    grace_s: int = 30
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.design["kind"]
+
+    @property
+    def reference(self) -> str:
+        return next((a.name for a in self.arms if a.factor == "reference"), "")
+
+    @property
+    def report_metric(self) -> str:
+        """What the trial reports at every validation, for pruning."""
+        if self.metric in VALIDATION_METRIC:
+            return VALIDATION_METRIC[self.metric]
+        return "val/" + self.metric.split("/", 1)[1] if self.metric.startswith("final/") else self.metric
+
+    def slots(self) -> list[tuple[Arm, int]]:
+        """Every (arm, seed) of a fixed design, each to complete exactly once."""
+        return [(arm, seed) for arm in self.arms for seed in self.seeds]
+
+    def experiment_overrides(self, arm_overrides: dict[str, Any], seed: int, extra: list[str] = ()) -> list[str]:
+        return [*self.base, *(to_override(k, v) for k, v in arm_overrides.items()), *extra, f"seed={seed}"]
+
+    def to_dict(self) -> dict:
+        return self.raw
+
+
+def to_override(key: str, value: Any) -> str:
+    """A Hydra override string for a plain value: lists -> [a,b], None -> null, bool -> true/false."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, list | tuple):
+            return "[" + ",".join(fmt(x) for x in v) + "]"
+        if v is None:
+            return "null"
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, str) and any(c in v for c in " ,[]{}()='\""):
+            return "'" + v.replace("'", "\\'") + "'"
+        return str(v)
+
+    return f"{key}={fmt(value)}"
+
+
+def read_sweep_file(path: str | Path, overrides: list[str] = ()) -> dict:
+    """The sweep file as plain data, with `sweep.`-prefixed overrides applied (OmegaConf dot-list)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep file {str(path)!r} does not exist")
+    try:
+        conf = OmegaConf.load(path)
+        own = [o.removeprefix("sweep.") for o in overrides if o.startswith("sweep.")]
+        if own:
+            conf = OmegaConf.merge(conf, OmegaConf.from_dotlist(own))
+        data = OmegaConf.to_container(conf, resolve=True)
+    except (OmegaConfBaseException, ValueError) as exc:
+        raise ConfigError(f"sweep file {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"sweep file {path}: expected a mapping at the top level")
+    data.setdefault("name", path.stem)
+    return data
+
+
+def parse_sweep(data: dict, overrides: list[str] = (), validate: bool = True) -> SweepSpec:
+    """Check a sweep's plain data, expand its design and (by default) validate every arm's experiment config."""
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise ConfigError(f"sweep.{unknown[0]}: unknown key; allowed: {', '.join(KEYS)}")
+    name = data.get("name")
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
+        raise ConfigError(f"sweep.name={name!r}: expected a non-empty name without spaces or slashes")
+    base = _base_overrides(data.get("defaults") or [], data.get("base") or {})
+    seeds = data.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise ConfigError(f"sweep.seeds={seeds!r}: expected a non-empty list of integers >= 0")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"sweep.seeds={seeds!r}: a seed is listed twice")
+    objective = data.get("objective") or {}
+    metric, direction = objective.get("metric"), objective.get("direction", "minimize")
+    if not isinstance(metric, str) or "/" not in metric:
+        raise ConfigError(f"sweep.objective.metric={metric!r}: expected a metric key such as val/ppl or toy/error")
+    if direction not in ("minimize", "maximize"):
+        raise ConfigError(f"sweep.objective.direction={direction!r}: allowed: minimize, maximize")
+    design = data.get("design")
+    if not isinstance(design, dict):
+        raise ConfigError("sweep.design: missing; expected {kind: ablation|grid|arms|search, ...}")
+    budget = data.get("budget") or {}
+    max_trials, timeout = budget.get("max_trials"), budget.get("timeout_min")
+    if max_trials is not None and (not isinstance(max_trials, int) or max_trials < 1):
+        raise ConfigError(f"sweep.budget.max_trials={max_trials!r}: expected an integer >= 1 or null")
+    if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+        raise ConfigError(f"sweep.budget.timeout_min={timeout!r}: expected minutes > 0 or null")
+    pruner = data.get("pruner") or {"kind": "none"}
+    if not isinstance(pruner, dict) or pruner.get("kind", "none") not in PRUNERS:
+        raise ConfigError(f"sweep.pruner={pruner!r}: kind must be one of {', '.join(PRUNERS)}")
+    sampler = data.get("sampler", "tpe")
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"sweep.sampler={sampler!r}: allowed: {', '.join(SAMPLERS)}")
+    heartbeat = data.get("heartbeat") or {}
+    interval, grace = heartbeat.get("interval_s", 10), heartbeat.get("grace_s", 30)
+    if not (isinstance(interval, int) and isinstance(grace, int) and 1 <= interval < grace):
+        raise ConfigError(f"sweep.heartbeat={heartbeat!r}: expected integers 1 <= interval_s < grace_s")
+
+    if design.get("kind") == "search":
+        arms, space = (), tuple(search_space(design))
+        if max_trials is None and timeout is None:
+            raise ConfigError("sweep.budget: a search design needs max_trials or timeout_min")
+    else:
+        arms, space = tuple(expand(design)), ()
+    spec = SweepSpec(
+        name=name,
+        base=[*base, *(o for o in overrides if not o.startswith("sweep."))],
+        seeds=tuple(seeds),
+        metric=metric,
+        direction=direction,
+        design=design,
+        arms=arms,
+        space=space,
+        max_trials=max_trials,
+        timeout_min=timeout,
+        pruner={"kind": "none", **pruner},
+        sampler=sampler,
+        heartbeat_s=interval,
+        grace_s=grace,
+        raw=data,
+    )
+    if validate:
+        validate_configs(spec)
+    return spec
+
+
+def _base_overrides(defaults: list, base: dict) -> list[str]:
+    out = []
+    for item in defaults:
+        if not isinstance(item, dict) or len(item) != 1 or next(iter(item)) not in GROUPS:
+            raise ConfigError(
+                f"sweep.defaults: {item!r}: expected one-key mappings like {{model: toy}} over {', '.join(GROUPS)}"
+            )
+        ((group, option),) = item.items()
+        out.append(f"{group}={option}")
+    if not isinstance(base, dict):
+        raise ConfigError(f"sweep.base={base!r}: expected a mapping of experiment overrides")
+    return out + [to_override(k, v) for k, v in base.items()]
+
+
+def validate_configs(spec: SweepSpec) -> None:
+    """Compose and validate the experiment of every arm (fixed designs) or every range end and choice (search)."""
+    from mta_ablate.config.compose import load_experiment
+
+    def check(label: str, overrides: dict) -> None:
+        try:
+            load_experiment(spec.experiment_overrides(overrides, spec.seeds[0]))
+        except ConfigError as exc:
+            raise ConfigError(f"sweep {spec.name}, {label}: {exc}") from None
+
+    if spec.kind != "search":
+        for arm in spec.arms:
+            check(f"arm {arm.name!r}", arm.overrides)
+        return
+    check("base experiment", {})
+    for p in spec.space:
+        values = p.choices if p.type == "categorical" else (p.low, p.high)
+        for v in values:
+            check(f"search parameter {p.key}={v!r}", {p.key: int(v) if p.type == "int" else v})

@@ -1,0 +1,225 @@
+"""The sweep's stores: its Optuna study (the only coordination between workers) and its MLflow parent run.
+
+Storage: `--storage URL`, else `$MTA_OPTUNA_STORAGE`, else SQLite under MTA_HOME (`optuna.db`), which several local
+workers share; `postgresql+psycopg://...` for many machines. Always an RDB storage, because Optuna's heartbeats (a
+dead worker's trial becomes stale, fails and is re-queued) exist only there.
+
+The study carries everything a worker needs in its user attributes (the sweep's plain data, the command-line
+overrides, the tracking URI, the parent run id), so `mta-ablate worker NAME --storage URL` needs no sweep file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from mta_ablate.errors import ConfigError
+from mta_ablate.sweep.spec import SweepSpec, parse_sweep
+from mta_ablate.tracking import mlflow_store as store
+
+log = logging.getLogger(__name__)
+
+ATTR_SPEC, ATTR_OVERRIDES, ATTR_TRACKING, ATTR_PARENT = "mta.spec", "mta.overrides", "mta.tracking_uri", "mta.parent"
+FAILURE_KIND = "mta.failure_kind"  # user attr of a failed trial: interrupted | error | stale
+SKIPPED = "mta.skipped"  # user attr of a trial that found no work (a race for the last queued trial)
+
+
+def storage_url(url: str | None = None) -> str:
+    if url:
+        return url
+    if os.environ.get("MTA_OPTUNA_STORAGE"):
+        return os.environ["MTA_OPTUNA_STORAGE"]
+    from mta_ablate.data.paths import mta_home
+
+    home = mta_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'optuna.db'}"
+
+
+def open_storage(url: str, heartbeat_s: int = 10, grace_s: int = 30):
+    """An Optuna RDBStorage with heartbeats; a stale trial is failed and re-queued (up to 3 times)."""
+    import optuna
+
+    if not url.startswith(("sqlite:", "postgresql", "mysql")):
+        raise ConfigError(f"--storage={url!r}: expected an RDB URL (sqlite:///..., postgresql+psycopg://...)")
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {"pool_pre_ping": True}
+    return optuna.storages.RDBStorage(
+        url,
+        engine_kwargs=engine_kwargs,
+        heartbeat_interval=heartbeat_s,
+        grace_period=grace_s,
+        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3),
+    )
+
+
+def sampler_and_pruner(spec: SweepSpec, max_steps: int):
+    import optuna
+
+    seed = spec.seeds[0]
+    if spec.kind != "search":
+        sampler = optuna.samplers.RandomSampler(seed=seed)  # every fixed-design trial is enqueued; never sampled
+    else:
+        sampler = {
+            "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True),
+            "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+            "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+            "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+            "qmc": lambda: optuna.samplers.QMCSampler(seed=seed),
+        }[spec.sampler]()
+    p = spec.pruner
+    warmup = int(p.get("warmup_steps", 0))
+    min_resource = int(p.get("min_steps", max(1, max_steps // 8)))
+    pruner = {
+        "none": lambda: optuna.pruners.NopPruner(),
+        "median": lambda: optuna.pruners.MedianPruner(
+            n_startup_trials=int(p.get("startup_trials", 2)), n_warmup_steps=warmup
+        ),
+        "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=min_resource, reduction_factor=int(p.get("reduction_factor", 3))
+        ),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(
+            min_resource=min_resource, max_resource=max_steps, reduction_factor=int(p.get("reduction_factor", 3))
+        ),
+    }[p["kind"]]()
+    return sampler, pruner
+
+
+def base_max_steps(spec: SweepSpec) -> int:
+    from mta_ablate.config.compose import load_experiment
+
+    return load_experiment(spec.experiment_overrides({}, spec.seeds[0])).train.max_steps
+
+
+def load(name: str, url: str, tracking_uri: str | None = None):
+    """(study, spec, tracking URI, parent run id) of an existing sweep, for a worker on any host."""
+    import optuna
+
+    storage = open_storage(url)
+    try:
+        attrs = optuna.load_study(study_name=name, storage=storage).user_attrs
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        raise ConfigError(
+            f"sweep {name!r} is not in {redact(url)}; sweeps there: {', '.join(names) or 'none'}"
+        ) from None
+    overrides = json.loads(attrs[ATTR_OVERRIDES])
+    spec = parse_sweep(json.loads(attrs[ATTR_SPEC]), overrides, validate=False)
+    storage = open_storage(url, spec.heartbeat_s, spec.grace_s)
+    sampler, pruner = sampler_and_pruner(spec, base_max_steps(spec))
+    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    return study, spec, tracking_uri or attrs.get(ATTR_TRACKING), attrs.get(ATTR_PARENT)
+
+
+def create_or_resume(
+    spec: SweepSpec, overrides: list[str], url: str, tracking_uri: str | None, retry_failed: bool = False
+):
+    """Create the study and parent run, or resume them; queue every (arm, seed) that has no live or finished trial."""
+    import optuna
+
+    storage = open_storage(url, spec.heartbeat_s, spec.grace_s)
+    sampler, pruner = sampler_and_pruner(spec, base_max_steps(spec))
+    study = optuna.create_study(
+        study_name=spec.name,
+        storage=storage,
+        direction=spec.direction,
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=True,
+    )
+    attrs = study.user_attrs
+    stored = (json.loads(attrs[ATTR_SPEC]), json.loads(attrs[ATTR_OVERRIDES])) if ATTR_SPEC in attrs else None
+    if stored is not None and stored != (spec.raw, list(overrides)):
+        raise ConfigError(
+            f"sweep {spec.name!r} already exists in {redact(url)} with a different sweep file or "
+            f"overrides; resume it unchanged, or give the new sweep another name (sweep.name=...)"
+        )
+    tracking_uri = tracking_uri or attrs.get(ATTR_TRACKING) or store.tracking_uri()
+    if stored is None:
+        study.set_user_attr(ATTR_SPEC, json.dumps(spec.raw))
+        study.set_user_attr(ATTR_OVERRIDES, json.dumps(list(overrides)))
+        study.set_user_attr(ATTR_TRACKING, tracking_uri)
+    parent = attrs.get(ATTR_PARENT) or _create_parent_run(spec, url, tracking_uri)
+    if ATTR_PARENT not in attrs:
+        study.set_user_attr(ATTR_PARENT, parent)
+    client = store.client(tracking_uri)
+    client.update_run(parent, status="RUNNING")
+    if spec.kind != "search":
+        queue_missing_slots(study, spec, retry_failed)
+    return study, tracking_uri, parent
+
+
+def _create_parent_run(spec: SweepSpec, url: str, tracking_uri: str) -> str:
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+
+    client = store.client(tracking_uri)
+    exp = store.experiment_id(client, spec.name)
+    tags = {
+        store.TAG_KIND: store.KIND_SWEEP,
+        store.TAG_SWEEP: spec.name,
+        store.TAG_DESIGN: spec.kind,
+        store.TAG_REFERENCE: spec.reference,
+        store.TAG_OBJECTIVE: spec.metric,
+        store.TAG_DIRECTION: spec.direction,
+        store.TAG_STORAGE: redact(url),
+    }
+    run = client.create_run(exp, run_name=spec.name, tags=tags)
+    store.log_params(
+        client,
+        run.info.run_id,
+        {
+            "sweep.seeds": json.dumps(list(spec.seeds)),
+            "sweep.arms": str(len(spec.arms)),
+            "sweep.base": json.dumps(spec.base),
+        },
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "sweep.yaml").write_text(yaml.safe_dump(spec.raw, sort_keys=False))
+        (Path(tmp) / "environment.json").write_text(json.dumps(store.environment(), indent=2))
+        client.log_artifacts(run.info.run_id, tmp)
+    return run.info.run_id
+
+
+def slot_of(trial) -> tuple[str, int] | None:
+    attrs = trial.user_attrs
+    return (attrs["arm"], int(attrs["seed"])) if "arm" in attrs and "seed" in attrs else None
+
+
+def queue_missing_slots(study, spec: SweepSpec, retry_failed: bool = False) -> int:
+    """Enqueue every (arm, seed) with no waiting, running, complete or pruned trial. A slot whose trials all failed
+    is queued again when they were interrupted (Ctrl-C, a dead worker), or with retry_failed. Returns how many."""
+    from optuna.trial import TrialState
+
+    taken, failed = set(), {}
+    for t in study.get_trials(deepcopy=False):
+        slot = slot_of(t)
+        if slot is None or t.user_attrs.get(SKIPPED):
+            continue
+        if t.state in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED):
+            taken.add(slot)
+        elif t.state == TrialState.FAIL:
+            failed.setdefault(slot, []).append(t.user_attrs.get(FAILURE_KIND, "stale"))
+    queued = 0
+    for arm, seed in spec.slots():
+        slot = (arm.name, seed)
+        if slot in taken:
+            continue
+        kinds = failed.get(slot)
+        if kinds and not retry_failed and all(k == "error" for k in kinds):
+            continue  # it raised (NaN, bad data): recorded as failed, not retried unless asked
+        study.enqueue_trial(
+            {"arm": arm.name, "seed": seed},
+            user_attrs={"arm": arm.name, "seed": seed, "factor": arm.factor, "level": arm.level},
+        )
+        queued += 1
+    return queued
+
+
+def redact(url: str) -> str:
+    """A storage URL without its password, for tags and messages."""
+    import re
+
+    return re.sub(r"(://[^:/@]+):[^@]+@", r"\1:***@", url)

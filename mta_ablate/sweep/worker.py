@@ -1,0 +1,169 @@
+"""The worker loop: pull queued trials of a sweep from the Optuna storage and run them until none are left.
+
+    mta-ablate worker NAME --storage URL [--tracking-uri URI] [--threads N]
+
+One process, one trial at a time, each trial = one (arm, seed) through the same `run_trial` as `mta-ablate train`.
+Workers never talk to each other; the storage is the only coordination: `study.optimize` pops a queued trial
+atomically, heartbeats mark the trial of a dead worker stale, and the retry callback queues it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from mta_ablate.sweep import study as sweep_study
+from mta_ablate.sweep.design import Arm, arm_name
+from mta_ablate.sweep.spec import SweepSpec, to_override
+from mta_ablate.tracking import mlflow_store as store
+
+log = logging.getLogger(__name__)
+
+
+def _skip(trial, reason: str):
+    """Record a trial that found nothing to do as skipped (pruned, no MLflow run); reports and queues ignore it."""
+    import optuna
+
+    trial.set_user_attr(sweep_study.SKIPPED, reason)
+    raise optuna.TrialPruned(reason)
+
+
+def _find_duplicate(study, trial, arm: str, seed: int):
+    """Another live or finished trial of the same (arm, seed), if any."""
+    from optuna.trial import TrialState
+
+    for other in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)):
+        if other.number == trial.number or other.user_attrs.get(sweep_study.SKIPPED):
+            continue
+        if sweep_study.slot_of(other) == (arm, seed):
+            return other
+    return None
+
+
+def make_objective(spec: SweepSpec, study, tracking_uri: str | None, parent: str | None, threads: int, worker: str):
+    import optuna
+
+    from mta_ablate.config.compose import load_experiment
+    from mta_ablate.sweep.design import sample_overrides
+    from mta_ablate.trial import run_trial
+
+    arms = {a.name: a for a in spec.arms}
+
+    def objective(trial: optuna.Trial) -> float:
+        try:
+            return run(trial)
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr(sweep_study.FAILURE_KIND, "interrupted")
+            raise
+        except Exception as exc:
+            log.exception("trial %d failed", trial.number)
+            trial.set_user_attr(sweep_study.FAILURE_KIND, "error")
+            trial.set_user_attr("failure", f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+
+    def run(trial: optuna.Trial) -> float:
+        started = time.time()
+        if spec.kind == "search":
+            overrides = sample_overrides(list(spec.space), trial)
+            arm, seed = Arm(arm_name(overrides), overrides), spec.seeds[0]
+        else:
+            if "arm" not in trial.user_attrs:  # queued trials carry their (arm, seed); this one was not queued
+                return _skip(trial, "no queued work left (another worker took the last trial)")
+            arm = arms[trial.suggest_categorical("arm", list(arms))]
+            seed = trial.suggest_categorical("seed", list(spec.seeds))
+            other = _find_duplicate(study, trial, arm.name, seed)
+            if other is not None:
+                return _skip(trial, f"trial {other.number} already has {arm.name} seed {seed}")
+        for key, value in {
+            "arm": arm.name,
+            "seed": seed,
+            "factor": arm.factor,
+            "level": arm.level,
+            "worker": worker,
+        }.items():
+            trial.set_user_attr(key, value)
+        run_name = f"{arm.name}-seed{seed}" if spec.kind != "search" else f"t{trial.number}-seed{seed}"
+        extra = [
+            to_override("tracking.experiment", spec.name),
+            "train.progress=none",
+            "train.resume=true",
+            to_override("tracking.run_name", run_name),
+        ]
+        if threads:
+            extra.append(f"train.threads={threads}")
+        config = load_experiment(spec.experiment_overrides(arm.overrides, seed, extra), arm=arm.name)
+
+        def report(step: int, metrics: dict[str, float]) -> None:
+            value = metrics.get(spec.report_metric)
+            if value is None:
+                return
+            trial.report(value, step)
+            if trial.should_prune():
+                exc = optuna.TrialPruned(f"pruned at step {step}: {spec.report_metric}={value:.4g}")
+                exc.mlflow_status, exc.mta_state = "KILLED", "pruned"
+                raise exc
+
+        tags = {
+            store.TAG_SWEEP: spec.name,
+            store.TAG_TRIAL: str(trial.number),
+            store.TAG_FACTOR: arm.factor,
+            store.TAG_LEVEL: arm.level,
+            store.TAG_KIND: store.KIND_TRIAL,
+        }
+        previous = trial.user_attrs.get("mlflow_run_id")  # a retry carries the dead trial's attributes
+
+        def started_run(run_id: str) -> None:
+            trial.set_user_attr("mlflow_run_id", run_id)
+            if previous and previous != run_id:  # the dead trial left no checkpoint: close its run
+                client = store.client(tracking_uri)
+                client.set_tag(previous, store.TAG_STATE, "failed")
+                client.set_tag(previous, store.TAG_FAILURE, f"worker died; trial rerun as MLflow run {run_id}")
+                client.set_terminated(previous, "FAILED")
+
+        result = run_trial(
+            config, reporter=report, parent_run_id=parent, tags=tags, tracking_uri=tracking_uri, on_start=started_run
+        )
+        work = result.timings["fit_s"] + result.timings["evaluate_s"]
+        trial.set_user_attr("overhead_s", round(time.time() - started - work, 3))
+        trial.set_user_attr("steps", result.steps)
+        if spec.metric not in result.metrics:
+            raise KeyError(f"objective {spec.metric} was not logged; logged: {', '.join(sorted(result.metrics))}")
+        return result.metrics[spec.metric]
+
+    return objective
+
+
+def run_worker(
+    name: str, storage: str, tracking_uri: str | None = None, threads: int = 0, worker: str | None = None
+) -> int:
+    """Run trials of sweep `name` until its queue is empty (and nothing is running) or its budget is spent.
+    Returns the number of trials this worker ran."""
+    import optuna
+    from optuna.trial import TrialState
+
+    worker = worker or f"{os.uname().nodename}:{os.getpid()}"
+    study, spec, tracking_uri, parent = sweep_study.load(name, storage, tracking_uri)
+    objective = make_objective(spec, study, tracking_uri, parent, threads, worker)
+    deadline = study.user_attrs.get("mta.deadline")
+    ran = 0
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    while deadline is None or time.time() < deadline:
+        optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and queued again by the callback
+        trials = study.get_trials(deepcopy=False)
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
+        if spec.kind == "search":
+            done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING) for t in trials)
+            if spec.max_trials is not None and done >= spec.max_trials and not waiting:
+                break
+        elif not waiting:
+            if any(t.state == TrialState.RUNNING for t in trials):
+                time.sleep(min(2.0, spec.heartbeat_s))  # wait: a running trial may die and come back to the queue
+                continue
+            break
+        study.optimize(objective, n_trials=1, catch=(Exception,))
+        ran += 1
+    log.info("worker %s: %d trials, sweep %s has no more work", worker, ran, name)
+    return ran
