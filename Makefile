@@ -29,11 +29,11 @@ install: $(STAMP)
 data: install
 	$(BIN)/mta-ablate data fetch books wiki
 
-# Trains the toy task with MTA (about a minute on 2 cores) into the embedded stores under MTA_HOME, then says
-# where to browse it.
+# The quickstart sweep (baseline vs two MTA kernels on the toy task, 2 seeds, 2 workers; a few minutes on 2 cores)
+# into the embedded stores under MTA_HOME, then its report. Running it again resumes (finished trials are kept).
 quickstart: install data
-	$(BIN)/mta-ablate train model=toy attention=mta_toy "attention.qk_pre=[2,7]" task=find_block train=cpu_quick \
-		train.max_steps=600 train.val_every=200
+	$(BIN)/mta-ablate sweep sweeps/quickstart.yaml --workers 2
+	$(BIN)/mta-ablate report quickstart --out reports/quickstart
 
 test: install data lint
 	$(BIN)/python -m pytest -q

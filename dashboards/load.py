@@ -28,14 +28,29 @@ from mta_ablate.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# Tag keys, as written by mta_ablate.sweep (see the sweep conventions at the end of mta_ablate.tracking.mlflow_store).
-# Repeated here as plain strings so that this package imports neither torch nor the data layer.
-TAG_KIND, TAG_SWEEP, TAG_ARM, TAG_SEED, TAG_TRIAL = "mta.kind", "mta.sweep", "mta.arm", "mta.seed", "mta.trial"
-TAG_FACTOR, TAG_LEVEL, TAG_STATE, TAG_FAILURE = "mta.factor", "mta.level", "mta.state", "mta.failure"
-TAG_DESIGN, TAG_REFERENCE, TAG_OBJECTIVE = "mta.design", "mta.reference", "mta.objective"
-TAG_DIRECTION, TAG_STORAGE, PARENT_TAG = "mta.direction", "mta.storage", "mlflow.parentRunId"
-KIND_SWEEP, KIND_TRIAL = "sweep", "trial"
-STATES = ("running", "complete", "pruned", "failed")
+# Tag keys, as written by mta_ablate.sweep (see the sweep conventions at the end of mta_ablate.tracking.mlflow_store,
+# which imports neither torch nor the data layer).
+from mta_ablate.tracking.mlflow_store import (  # noqa: E402
+    KIND_SWEEP,
+    KIND_TRIAL,
+    PARENT_TAG,
+    STATES,
+    TAG_ARM,
+    TAG_DESIGN,
+    TAG_DIRECTION,
+    TAG_FACTOR,
+    TAG_FAILURE,
+    TAG_KIND,
+    TAG_LEVEL,
+    TAG_OBJECTIVE,
+    TAG_REFERENCE,
+    TAG_SEED,
+    TAG_STATE,
+    TAG_STORAGE,
+    TAG_SWEEP,
+    TAG_TRIAL,
+)
+
 _STATE_FROM_STATUS = {"RUNNING": "running", "SCHEDULED": "running", "FINISHED": "complete", "KILLED": "pruned"}
 BASE_COLUMNS = ("run_id", "trial", "arm", "seed", "factor", "level", "state", "status", "failure")
 PARAM_PREFIX = "param:"

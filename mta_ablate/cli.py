@@ -16,6 +16,7 @@ import logging
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 from mta_ablate.errors import ConfigError
 
@@ -29,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that exits 2 with one line naming what is wrong (argparse's own convention)."""
 
     def error(self, message: str):  # noqa: D401
-        err_console.print(f"[red]error:[/red] {message}  (see `{self.prog} --help`)", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(message)}  (see `{self.prog} --help`)", highlight=False)
         raise SystemExit(2)
 
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except ConfigError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         return 2
 
 

@@ -30,7 +30,7 @@ class TrialResult:
 
 
 def checkpoint_root(config: ExperimentConfig) -> Path:
-    from mta_ablate.data.paths import mta_home
+    from mta_ablate.paths import mta_home
 
     return mta_home() / "checkpoints" / config.tracking.experiment / config.run_name
 
@@ -51,7 +51,7 @@ def find_resumable(mlflow_client, config: ExperimentConfig) -> tuple[str, Path] 
 
 
 def start_run(mlflow_client, config: ExperimentConfig, tags: dict[str, str], parent_run_id: str | None) -> str:
-    """Create the MLflow run with tags, flattened config params and the config/environment artifacts."""
+    """Create the MLflow run with its identity tags (arm, seed; sweep and trial from a sweep), state `running`."""
     exp_id = store.experiment_id(mlflow_client, config.tracking.experiment)
     all_tags = {
         store.TAG_ARM: config.arm,
@@ -62,8 +62,12 @@ def start_run(mlflow_client, config: ExperimentConfig, tags: dict[str, str], par
     }
     if parent_run_id:
         all_tags[store.PARENT_TAG] = parent_run_id
-    run = mlflow_client.create_run(exp_id, run_name=config.run_name, tags=all_tags)
-    run_id = run.info.run_id
+    all_tags[store.TAG_STATE] = "running"
+    return mlflow_client.create_run(exp_id, run_name=config.run_name, tags=all_tags).info.run_id
+
+
+def log_run_inputs(mlflow_client, run_id: str, config: ExperimentConfig) -> None:
+    """What ran: the flattened config as params, config.yaml and environment.json as artifacts."""
     store.log_params(mlflow_client, run_id, store.flatten(config.resolved))
     with tempfile.TemporaryDirectory() as tmp:
         import yaml
@@ -71,7 +75,6 @@ def start_run(mlflow_client, config: ExperimentConfig, tags: dict[str, str], par
         (Path(tmp) / "config.yaml").write_text(yaml.safe_dump(config.resolved, sort_keys=False))
         (Path(tmp) / "environment.json").write_text(json.dumps(store.environment(), indent=2))
         mlflow_client.log_artifacts(run_id, tmp)
-    return run_id
 
 
 def run_trial(
@@ -109,14 +112,16 @@ def run_trial(
     if train.resume and resumable is None:
         log.warning("train.resume=true but no unfinished checkpoint of %s: starting fresh", config.run_name)
     run_id = resumable[0] if resumable else start_run(client, config, tags or {}, parent_run_id)
-    if resumable:
-        client.update_run(run_id, status="RUNNING")
-    client.set_tag(run_id, store.TAG_STATE, "running")
-    if on_start is not None:
-        on_start(run_id)
     checkpoint_dir = checkpoint_root(config) / run_id
     log.info("run %s (%s) -> %s", config.run_name, run_id, store.tracking_uri(tracking_uri))
     try:
+        if on_start is not None:
+            on_start(run_id)
+        if resumable:
+            client.update_run(run_id, status="RUNNING")
+            client.set_tag(run_id, store.TAG_STATE, "running")
+        else:
+            log_run_inputs(client, run_id, config)
         L.seed_everything(config.seed, workers=True, verbose=False)
         task = build_task(config.task.name, **config.task.params)
         module = LMModule(config.model, train, task)

@@ -19,6 +19,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     from mta_ablate.cli import console, setup_logging
@@ -33,10 +34,11 @@ def run(args) -> int:
         for col in ("arm", "factor", "level", "overrides"):
             table.add_column(col)
         for arm in spec.arms:
-            table.add_row(arm.name, arm.factor, arm.level, ", ".join(f"{k}={v}" for k, v in arm.overrides.items()))
+            overrides = ", ".join(f"{k}={v}" for k, v in arm.overrides.items())
+            table.add_row(escape(arm.name), escape(arm.factor), escape(arm.level), escape(overrides))
         console.print(table)
         n = len(spec.slots()) if spec.kind != "search" else spec.max_trials
-        console.print(f"{n} trials ({len(spec.seeds)} seeds); base: {' '.join(spec.base)}")
+        console.print(f"{n} trials ({len(spec.seeds)} seeds); base: {escape(' '.join(spec.base))}")
         return 0
     setup_logging()
     from mta_ablate.sweep.launch import run_sweep

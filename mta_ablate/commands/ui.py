@@ -68,7 +68,7 @@ def run(args) -> int:
     import importlib.util
 
     from mta_ablate.cli import console, err_console
-    from mta_ablate.data.paths import mta_home
+    from mta_ablate.paths import mta_home
     from mta_ablate.tracking.mlflow_store import tracking_uri
 
     _check_port(args.port, "--port")

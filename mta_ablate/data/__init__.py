@@ -23,9 +23,9 @@ Corpora: `load_corpus(name, tokenizer)` for `code`, `books`, `wiki`, `tex`, `dir
 """
 
 from mta_ablate.data.corpora import CORPORA, get_tokenizer, load_corpus
-from mta_ablate.data.paths import cache_dir, mta_home
 from mta_ablate.data.tasks import TASKS, build_task, task_config, task_from_config
 from mta_ablate.data.tokenizers import ByteTokenizer
+from mta_ablate.paths import cache_dir, mta_home
 
 __all__ = [
     "CORPORA",

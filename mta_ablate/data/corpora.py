@@ -25,9 +25,9 @@ import numpy as np
 
 from mta_ablate.data import sources
 from mta_ablate.data.fetch import ARTIFACTS
-from mta_ablate.data.paths import cache_dir, mta_home
 from mta_ablate.data.tokenizers import ByteTokenizer, parse_tokenizer_spec, train_bpe
 from mta_ablate.errors import ConfigError
+from mta_ablate.paths import cache_dir, mta_home
 
 log = logging.getLogger(__name__)
 

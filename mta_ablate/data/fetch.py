@@ -18,8 +18,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from mta_ablate.data.paths import cache_dir
 from mta_ablate.errors import ConfigError
+from mta_ablate.paths import cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ def worker_command(name: str, storage: str, tracking_uri: str, threads: int, wor
 
 
 def start_workers(spec: SweepSpec, storage: str, tracking_uri: str, n: int) -> list[subprocess.Popen]:
-    from mta_ablate.data.paths import mta_home
+    from mta_ablate.paths import mta_home
 
     logs = mta_home() / "logs" / spec.name
     logs.mkdir(parents=True, exist_ok=True)

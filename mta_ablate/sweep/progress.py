@@ -84,6 +84,7 @@ def eta_seconds(rows: list[TrialRow], workers: int) -> float | None:
 
 
 def table(rows: list[TrialRow], title: str, metric: str):
+    from rich.markup import escape
     from rich.table import Table
 
     t = Table(title=title)
@@ -110,13 +111,13 @@ def table(rows: list[TrialRow], title: str, metric: str):
     for r in rows:
         t.add_row(
             str(r.number),
-            r.arm,
+            escape(r.arm),
             "" if r.seed is None else str(r.seed),
             f"[{style[r.state]}]{r.state}[/]",
             "" if r.step is None else str(r.step),
             "" if r.value is None else f"{r.value:.4g}",
             "" if r.duration_s is None else f"{r.duration_s:.0f}s",
             "" if r.overhead_s is None else f"{r.overhead_s:.1f}s",
-            r.note[:60],
+            escape(r.note[:60]),
         )
     return t

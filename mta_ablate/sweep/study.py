@@ -30,7 +30,7 @@ def storage_url(url: str | None = None) -> str:
         return url
     if os.environ.get("MTA_OPTUNA_STORAGE"):
         return os.environ["MTA_OPTUNA_STORAGE"]
-    from mta_ablate.data.paths import mta_home
+    from mta_ablate.paths import mta_home
 
     home = mta_home()
     home.mkdir(parents=True, exist_ok=True)

@@ -30,15 +30,35 @@ def _skip(trial, reason: str):
 
 
 def _find_duplicate(study, trial, arm: str, seed: int):
-    """Another live or finished trial of the same (arm, seed), if any."""
+    """A finished trial of the same (arm, seed), or a running one that came first (so that of two trials popped at
+    once for one (arm, seed), exactly one runs)."""
     from optuna.trial import TrialState
 
     for other in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)):
         if other.number == trial.number or other.user_attrs.get(sweep_study.SKIPPED):
             continue
-        if sweep_study.slot_of(other) == (arm, seed):
+        if sweep_study.slot_of(other) != (arm, seed):
+            continue
+        if other.state != TrialState.RUNNING or other.number < trial.number:
             return other
     return None
+
+
+def close_orphaned_runs(tracking_uri: str | None, sweep: str, arm: str, seed: int, keep: str) -> None:
+    """Mark FAILED every other RUNNING MLflow run of this (arm, seed): its worker died (one live trial per slot)."""
+    client = store.client(tracking_uri)
+    experiment = client.get_experiment_by_name(sweep)
+    if experiment is None:
+        return
+    query = (
+        f"tags.`{store.TAG_ARM}` = '{arm}' AND tags.`{store.TAG_SEED}` = '{seed}' "
+        f"AND tags.`{store.TAG_KIND}` = '{store.KIND_TRIAL}' AND attributes.status = 'RUNNING'"
+    )
+    for run in client.search_runs([experiment.experiment_id], query):
+        if run.info.run_id != keep:
+            client.set_tag(run.info.run_id, store.TAG_STATE, "failed")
+            client.set_tag(run.info.run_id, store.TAG_FAILURE, f"worker died; trial rerun as MLflow run {keep}")
+            client.set_terminated(run.info.run_id, "FAILED")
 
 
 def make_objective(spec: SweepSpec, study, tracking_uri: str | None, parent: str | None, threads: int, worker: str):
@@ -113,15 +133,10 @@ def make_objective(spec: SweepSpec, study, tracking_uri: str | None, parent: str
             store.TAG_LEVEL: arm.level,
             store.TAG_KIND: store.KIND_TRIAL,
         }
-        previous = trial.user_attrs.get("mlflow_run_id")  # a retry carries the dead trial's attributes
 
         def started_run(run_id: str) -> None:
             trial.set_user_attr("mlflow_run_id", run_id)
-            if previous and previous != run_id:  # the dead trial left no checkpoint: close its run
-                client = store.client(tracking_uri)
-                client.set_tag(previous, store.TAG_STATE, "failed")
-                client.set_tag(previous, store.TAG_FAILURE, f"worker died; trial rerun as MLflow run {run_id}")
-                client.set_terminated(previous, "FAILED")
+            close_orphaned_runs(tracking_uri, spec.name, arm.name, seed, keep=run_id)
 
         result = run_trial(
             config, reporter=report, parent_run_id=parent, tags=tags, tracking_uri=tracking_uri, on_start=started_run

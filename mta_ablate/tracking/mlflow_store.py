@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from mta_ablate.data.paths import mta_home
+from mta_ablate.paths import mta_home
 
 log = logging.getLogger(__name__)
 
