@@ -47,7 +47,6 @@ from mta_ablate.tracking.mlflow_store import (  # noqa: E402
     TAG_SEED,
     TAG_STATE,
     TAG_STORAGE,
-    TAG_SWEEP,
     TAG_TRIAL,
 )
 

@@ -1,11 +1,11 @@
 """From a real MLflow store filled with known metrics: loading, the report's numbers, the exported files, the CLI."""
 
 import ast
-import subprocess
-import sys
 import json
 import math
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
