@@ -56,6 +56,10 @@ def setup_logging(level: int = logging.INFO) -> None:
     for name in ("lightning.pytorch", "lightning.fabric"):  # their info lines (GPU available, tips) are noise here
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats, retry callback
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,13 +44,36 @@ def open_storage(url: str, heartbeat_s: int = 10, grace_s: int = 30):
     if not url.startswith(("sqlite:", "postgresql", "mysql")):
         raise ConfigError(f"--storage={url!r}: expected an RDB URL (sqlite:///..., postgresql+psycopg://...)")
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {"pool_pre_ping": True}
-    return optuna.storages.RDBStorage(
+    storage = optuna.storages.RDBStorage(
         url,
         engine_kwargs=engine_kwargs,
         heartbeat_interval=heartbeat_s,
         grace_period=grace_s,
-        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3),
+        heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3),
     )
+    if url.startswith("sqlite:"):
+        _serialize_sqlite_transactions(storage.engine)
+    return storage
+
+
+def _serialize_sqlite_transactions(engine) -> None:
+    """Make every SQLite transaction take the write lock when it begins (BEGIN IMMEDIATE).
+
+    Optuna pops a queued trial with SELECT ... FOR UPDATE then UPDATE. SQLite ignores FOR UPDATE, and Python's sqlite3
+    driver only opens a transaction at the first write, so two workers can both read the trial as WAITING and both
+    start it (seen here: two processes training the same trial). With BEGIN IMMEDIATE the second reader waits for the
+    first writer and then sees RUNNING. (SQLAlchemy's documented recipe for serializable pysqlite transactions.)"""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_connection, connection_record):
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # pooled connections opened before the listeners existed
 
 
 def sampler_and_pruner(spec: SweepSpec, max_steps: int):

@@ -54,7 +54,12 @@ def experiment_id(mlflow_client, name: str) -> str:
     found = mlflow_client.get_experiment_by_name(name)
     if found is not None:
         if found.lifecycle_stage == "deleted":
-            mlflow_client.restore_experiment(found.experiment_id)
+            from mta_ablate.errors import ConfigError
+
+            raise ConfigError(
+                f"MLflow experiment {name!r} is deleted (in the trash of {mlflow_client.tracking_uri}); restore it "
+                f"with `mlflow experiments restore --experiment-id {found.experiment_id}` or choose another name"
+            )
         return found.experiment_id
     location = None
     if mlflow_client.tracking_uri.startswith("sqlite:"):
