@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from rich.console import Console
@@ -53,7 +54,7 @@ def setup_logging(level: int = logging.INFO) -> None:
 
     import lightning.pytorch  # noqa: F401  (sets its loggers up on import; quiet them afterwards)
 
-    for name in ("lightning.pytorch", "lightning.fabric"):  # their info lines (GPU available, tips) are noise here
+    for name in ("lightning.pytorch", "lightning.fabric", "mlflow"):  # their info lines (GPU, tips, DB setup) are noise
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     import optuna
@@ -63,6 +64,7 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # progress bars in logs are noise
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)

@@ -49,11 +49,18 @@ def open_storage(url: str, heartbeat_s: int = 10, grace_s: int = 30):
         engine_kwargs=engine_kwargs,
         heartbeat_interval=heartbeat_s,
         grace_period=grace_s,
-        heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3),
+        heartbeat_stale_trial_callback=_retry_callback(optuna)(max_retry=3),
     )
     if url.startswith("sqlite:"):
         _serialize_sqlite_transactions(storage.engine)
     return storage
+
+
+def _retry_callback(optuna):
+    """Optuna 5 renamed RetryFailedTrialCallback (it only ever retried heartbeat-stale trials)."""
+    return (
+        getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+    )
 
 
 def _serialize_sqlite_transactions(engine) -> None:
