@@ -91,6 +91,15 @@ def test_two_workers_complete_every_arm_and_seed_exactly_once(workspace, tmp_pat
         assert {tags["mta.arm"], tags["mta.seed"]} <= {"baseline", "k3", "k7", "0", "1"}
         assert run.info.status == "FINISHED" and "toy/error" in run.data.metrics
     assert {t.user_attrs["mlflow_run_id"] for t in done} == {r.info.run_id for r in kids}
+    # the sweep's report, from the store alone
+    report = subprocess.run(
+        [sys.executable, "-m", "mta_ablate", "report", "three", "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+    )
+    assert report.returncode == 0, report.stderr[-2000:]
+    for name in ("report.html", "report.md", "summary.csv", "trials.parquet"):
+        assert (tmp_path / "r" / name).stat().st_size > 0, name
     # resuming a finished sweep runs nothing
     again = run_sweep(sweep_file(tmp_path, "three", THREE_ARMS))
     assert again.returncode == 0 and len(trials("three")) == 6
