@@ -47,6 +47,30 @@ def make_batch(seq: np.ndarray, weight: np.ndarray, answer: np.ndarray) -> dict[
     }
 
 
+def answer_at_end_batch(items: list[dict], lm_weight: float) -> dict[str, torch.Tensor]:
+    """Batch of samples whose last `answer_len` tokens are the answer (needle, babilong): answer weight 1, the
+    text `lm_weight`; left padding and <bos> (items with a `pad` count) are never targets."""
+    seq = np.stack([it["seq"] for it in items])
+    weight = np.full(seq.shape, lm_weight, dtype=np.float32)
+    answer = np.zeros(seq.shape, dtype=bool)
+    for i, it in enumerate(items):
+        if "pad" in it:
+            weight[i, : it["pad"] + 1] = 0.0
+        answer[i, -it["answer_len"] :] = True
+    weight[answer] = 1.0
+    return make_batch(seq, weight, answer)
+
+
+def answer_at_end_samples(items: list[dict], tokenizer, meta: tuple[str, ...]) -> list[dict]:
+    """JSON-ready samples: the decoded `input` (everything before the answer), `target` and the `meta` fields."""
+    out = []
+    for it in items:
+        cut = len(it["seq"]) - it["answer_len"]
+        decoded = {"input": tokenizer.decode(it["seq"][:cut]), "target": tokenizer.decode(it["seq"][cut:])}
+        out.append({**decoded, **{k: it[k] for k in meta}})
+    return out
+
+
 def check_int(key: str, value, lo: int, hi: int | None = None) -> None:
     if (
         not isinstance(value, int | np.integer)

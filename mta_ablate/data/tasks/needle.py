@@ -18,7 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mta_ablate.data.tasks.base import as_generator, check_choice, check_float, check_int, make_batch
+from mta_ablate.data.tasks.base import (
+    answer_at_end_batch,
+    answer_at_end_samples,
+    as_generator,
+    check_choice,
+    check_float,
+    check_int,
+)
 from mta_ablate.errors import ConfigError
 
 SNAP_TOKENS = 64
@@ -266,13 +273,7 @@ class NeedleTask:
         return [self._one(rng) for _ in range(n)]
 
     def to_batch(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        seq = np.stack([it["seq"] for it in items])
-        weight = np.full(seq.shape, self.config.lm_weight, dtype=np.float32)
-        answer = np.zeros(seq.shape, dtype=bool)
-        for i, it in enumerate(items):
-            answer[i, -it["answer_len"] :] = True
-        weight[answer] = 1.0
-        return make_batch(seq, weight, answer)
+        return answer_at_end_batch(items, self.config.lm_weight)
 
     def batch(self, n: int, seed: int | np.random.Generator) -> dict[str, torch.Tensor]:
         """n samples -> {tokens, targets, loss_weight, loss_mask, answer_mask}, each (n, context_len)."""
@@ -280,14 +281,6 @@ class NeedleTask:
         return self.to_batch(self.generate(n, seed))
 
     def samples(self, n: int, seed: int | np.random.Generator) -> list[dict]:
-        out = []
-        for it in self.generate(n, seed):
-            cut = len(it["seq"]) - it["answer_len"]
-            out.append(
-                {
-                    "input": self.tokenizer.decode(it["seq"][:cut]),
-                    "target": self.tokenizer.decode(it["seq"][cut:]),
-                    **{k: it[k] for k in ("query", "answer", "keys", "values", "depths", "needle_start")},
-                }
-            )
-        return out
+        return answer_at_end_samples(
+            self.generate(n, seed), self.tokenizer, ("query", "answer", "keys", "values", "depths", "needle_start")
+        )
