@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 ATTR_SPEC, ATTR_OVERRIDES, ATTR_TRACKING, ATTR_PARENT = "mta.spec", "mta.overrides", "mta.tracking_uri", "mta.parent"
 FAILURE_KIND = "mta.failure_kind"  # user attr of a failed trial: interrupted | error | stale
 SKIPPED = "mta.skipped"  # user attr of a trial that found no work (a race for the last queued trial)
+ATTR_READY = "mta.ready"  # set once the sweep's trials are queued; until then workers wait and `status` says so
+
+
+class SweepNotReady(ConfigError):
+    """The sweep exists but its creator has not queued its trials yet: a worker that started with it must wait, not
+    find an empty queue and leave."""
 
 
 def storage_url(url: str | None = None) -> str:
@@ -133,6 +139,8 @@ def load(name: str, url: str, tracking_uri: str | None = None):
         raise ConfigError(
             f"sweep {name!r} is not in {redact(url)}; sweeps there: {', '.join(names) or 'none'}"
         ) from None
+    if ATTR_READY not in attrs:
+        raise SweepNotReady(f"sweep {name!r} in {redact(url)} is still being created (its trials are not queued yet)")
     overrides = json.loads(attrs[ATTR_OVERRIDES])
     spec = parse_sweep(json.loads(attrs[ATTR_SPEC]), overrides, validate=False)
     storage = open_storage(url, spec.heartbeat_s, spec.grace_s)
@@ -176,6 +184,8 @@ def create_or_resume(
     client.update_run(parent, status="RUNNING")
     if spec.kind != "search":
         queue_missing_slots(study, spec, retry_failed)
+    if ATTR_READY not in attrs:
+        study.set_user_attr(ATTR_READY, True)
     return study, tracking_uri, parent
 
 

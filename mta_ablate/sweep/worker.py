@@ -151,6 +151,20 @@ def make_objective(spec: SweepSpec, study, tracking_uri: str | None, parent: str
     return objective
 
 
+def _load_when_ready(name: str, storage: str, tracking_uri: str | None, wait_s: float = 600):
+    """`load()`, waiting (up to wait_s) while the sweep's creator is still queueing its trials: a worker started on
+    another host together with the sweep would otherwise find an empty queue and leave at once."""
+    deadline = time.time() + wait_s
+    while True:
+        try:
+            return sweep_study.load(name, storage, tracking_uri)
+        except sweep_study.SweepNotReady:
+            if time.time() > deadline:
+                raise
+            log.info("sweep %s is still being created; waiting for its trials", name)
+            time.sleep(2)
+
+
 def run_worker(
     name: str, storage: str, tracking_uri: str | None = None, threads: int = 0, worker: str | None = None
 ) -> int:
@@ -160,7 +174,7 @@ def run_worker(
     from optuna.trial import TrialState
 
     worker = worker or f"{os.uname().nodename}:{os.getpid()}"
-    study, spec, tracking_uri, parent = sweep_study.load(name, storage, tracking_uri)
+    study, spec, tracking_uri, parent = _load_when_ready(name, storage, tracking_uri)
     objective = make_objective(spec, study, tracking_uri, parent, threads, worker)
     deadline = study.user_attrs.get("mta.deadline")
     ran = 0

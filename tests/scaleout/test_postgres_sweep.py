@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from mta_ablate.sweep.spec import parse_sweep, read_sweep_file
-from mta_ablate.sweep.study import SKIPPED, create_or_resume
+from mta_ablate.sweep.study import SKIPPED, SweepNotReady, create_or_resume, load
 from tests.scaleout import compose
 from tests.sweep.test_runner import sweep_file
 
@@ -98,9 +98,9 @@ def finished_slots(kids):
     return sorted((r.data.tags["mta.arm"], int(r.data.tags["mta.seed"])) for r in kids if r.info.status == "FINISHED")
 
 
-def create_sweep(tmp_path, name, storage, tracking_uri, **base):
+def create_sweep(tmp_path, name, storage, tracking_uri, design=SIX_ARMS, **base):
     """Create the study and parent run the way `mta-ablate sweep FILE` does, without starting a worker."""
-    path = sweep_file(tmp_path, name, SIX_ARMS, base=base or None)
+    path = sweep_file(tmp_path, name, design, base=base or None)
     spec = parse_sweep(read_sweep_file(str(path), []), [])
     create_or_resume(spec, [], storage, tracking_uri)
     return path
@@ -154,6 +154,14 @@ def test_three_workers_on_postgres_run_every_arm_and_seed_once(workspace, tmp_pa
     assert any(p.name == "config.yaml" for p in shared_mlflow.artifacts.rglob("*"))
 
 
+def test_a_sweep_still_being_created_is_not_ready_for_workers(postgres):
+    """Between creating the study and queueing its trials, a joining worker must wait, not see an empty queue."""
+    storage = postgres.url(postgres.create("optuna"))
+    optuna.create_study(study_name="early", storage=storage)
+    with pytest.raises(SweepNotReady, match="still being created"):
+        load("early", storage)
+
+
 def test_the_compose_allowed_hosts_let_compose_names_in_and_keep_others_out(shared_mlflow):
     """MLflow's host-header check with the compose file's --allowed-hosts (the servers here all run with it)."""
 
@@ -173,7 +181,7 @@ def test_the_compose_allowed_hosts_let_compose_names_in_and_keep_others_out(shar
 
 def test_a_killed_worker_trial_goes_stale_and_another_worker_reruns_it(workspace, tmp_path, postgres, shared_mlflow):
     storage = postgres.url(postgres.create("optuna"))
-    create_sweep(tmp_path, "pgkill", storage, shared_mlflow.url, **{"train.max_steps": 30, "train.val_every": 10})
+    create_sweep(tmp_path, "pgkill", storage, shared_mlflow.url, **{"train.max_steps": 20, "train.val_every": 5})
     procs = {f"w{i}": worker("pgkill", storage, f"w{i}", tmp_path / f"w{i}.log") for i in range(3)}
     victim = None
     deadline = time.time() + 120
@@ -211,10 +219,12 @@ def test_mlflow_outage_fails_trials_clearly_keeps_what_was_logged_and_the_sweep_
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     storage = postgres.url(postgres.create("optuna"))
     uri = mlflow_server.url
-    path = create_sweep(tmp_path, "pgdown", storage, uri)
+    three_arms = {"kind": "arms", "arms": SIX_ARMS["arms"][::2]}  # 6 trials: this test is about the outage
+    slots = sorted((a["name"], seed) for a in three_arms["arms"] for seed in (0, 1))
+    path = create_sweep(tmp_path, "pgdown", storage, uri, design=three_arms)
     procs = [worker("pgdown", storage, f"w{i}", tmp_path / f"w{i}.log") for i in range(2)]
     deadline = time.time() + 120
-    while len(complete_slots("pgdown", storage)) < 3:
+    while len(complete_slots("pgdown", storage)) < 2:
         assert time.time() < deadline and any(p.poll() is None for p in procs), logs(tmp_path)
         time.sleep(0.3)
     mlflow_server.stop()
@@ -226,7 +236,7 @@ def test_mlflow_outage_fails_trials_clearly_keeps_what_was_logged_and_the_sweep_
     for t in failed:
         assert t.user_attrs["mta.failure_kind"] == "error"
         assert f"127.0.0.1:{mlflow_server.port}" in t.user_attrs["failure"], t.user_attrs["failure"]
-    assert len(complete_slots("pgdown", storage)) < 12
+    assert len(complete_slots("pgdown", storage)) < len(slots)
 
     mlflow_server.start()  # same database, same port
     _, kids = runs("pgdown", uri)
@@ -241,9 +251,9 @@ def test_mlflow_outage_fails_trials_clearly_keeps_what_was_logged_and_the_sweep_
         capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert complete_slots("pgdown", storage) == SLOTS
+    assert complete_slots("pgdown", storage) == slots
     parents, kids = runs("pgdown", uri)
-    assert parents[0].info.status == "FINISHED" and finished_slots(kids) == SLOTS
+    assert parents[0].info.status == "FINISHED" and finished_slots(kids) == slots
     assert all(r.info.status in ("FINISHED", "FAILED") for r in kids), "a run of the outage was left RUNNING"
     after = {(r.data.tags["mta.arm"], int(r.data.tags["mta.seed"])): r for r in kids if r.info.status == "FINISHED"}
     for slot, metrics in metrics_before.items():  # nothing logged before the outage was lost or rerun
