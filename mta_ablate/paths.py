@@ -1,7 +1,8 @@
 """Where the workspace and its caches live.
 
 `MTA_HOME` (default `./mta-runs`, relative to the current directory) is the workspace root; downloads,
-corpora token arrays and trained tokenizers live under `MTA_HOME/cache/`.
+corpora token arrays and trained tokenizers live under `MTA_CACHE` (default `MTA_HOME/cache/`), which several
+workspaces or hosts may share.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ def mta_home() -> Path:
 
 
 def cache_dir(*parts: str) -> Path:
-    """`MTA_HOME/cache/<parts...>`, created on demand."""
-    path = mta_home().joinpath("cache", *parts)
+    """`$MTA_CACHE/<parts...>` (default `MTA_HOME/cache/<parts...>`), created on demand."""
+    root = (
+        Path(os.environ["MTA_CACHE"]).expanduser().absolute() if os.environ.get("MTA_CACHE") else mta_home() / "cache"
+    )
+    path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -5,7 +5,11 @@ import pytest
 
 @pytest.fixture
 def workspace(tmp_path, monkeypatch):
-    """A fresh MTA_HOME with the embedded stores (SQLite MLflow file, local artifacts) inside tmp_path."""
+    """A fresh MTA_HOME with the embedded stores (SQLite MLflow file, local artifacts) inside tmp_path; the corpora
+    cache stays the one `make data` filled (MTA_CACHE)."""
+    from mta_ablate.paths import cache_dir
+
+    monkeypatch.setenv("MTA_CACHE", str(cache_dir()))
     home = tmp_path / "mta-home"
     monkeypatch.setenv("MTA_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

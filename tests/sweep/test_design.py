@@ -140,3 +140,32 @@ def test_cli_rejects_a_bad_sweep_before_any_trial(workspace, tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "qk_pre=2x4" in result.stderr
     assert not (workspace / "optuna.db").exists() and not (workspace / "mlflow.db").exists()
+
+
+TINY_RUN = [
+    "train.max_steps=2",
+    "train.val_every=1",
+    "train.batch_size=2",
+    "train.val_batches=1",
+    "train.eval_batches=1",
+    "train.val_samples=2",
+    "train.eval_samples=2",
+    "train.warmup_steps=0",
+    "train.threads=1",
+]
+
+
+@pytest.mark.parametrize("path", sorted(__import__("glob").glob("sweeps/*.yaml")))
+def test_every_shipped_sweep_runs_one_tiny_trial(workspace, path):
+    """A broken sweep file cannot land: the first arm (or one sampled point of a search) trains for 2 steps."""
+    from mta_ablate.config.compose import load_experiment
+    from mta_ablate.sweep.design import sample_overrides
+    from mta_ablate.trial import run_trial
+
+    spec = parse_sweep(read_sweep_file(path, TINY_RUN), TINY_RUN, validate=False)
+    if spec.kind == "search":
+        overrides = sample_overrides(list(spec.space), optuna.create_study().ask())
+    else:
+        overrides = spec.arms[-1].overrides  # the last arm: usually the one furthest from the base experiment
+    result = run_trial(load_experiment(spec.experiment_overrides(overrides, spec.seeds[0])))
+    assert result.steps == 2 and spec.metric in result.metrics, sorted(result.metrics)
