@@ -184,7 +184,7 @@ def run_worker(
         trials = study.get_trials(deepcopy=False)
         waiting = [t for t in trials if t.state == TrialState.WAITING]
         if spec.kind == "search":
-            done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING) for t in trials)
+            done = sum(t.state != TrialState.WAITING for t in trials)  # failed ones count: no endless retries
             if spec.max_trials is not None and done >= spec.max_trials and not waiting:
                 break
         elif not waiting:
