@@ -106,5 +106,6 @@ def trainer_kwargs(train: TrainConfig) -> dict:
         gradient_clip_val=train.grad_clip or None,
         enable_progress_bar=train.progress == "rich" or (train.progress == "auto" and sys.stderr.isatty()),
         enable_model_summary=False,
+        enable_checkpointing=False,  # CheckpointOnValidation writes the one checkpoint we keep
         deterministic=False,
     )

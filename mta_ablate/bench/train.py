@@ -94,7 +94,7 @@ def lightning_step_times(model_config: ModelConfig, batches: list, seed: int = 0
     module.setup = lambda stage: None  # FLOP counting is not part of a training step
     timer = StepTimer()
     kwargs = {**trainer_kwargs(train), "limit_val_batches": 0, "val_check_interval": None}
-    trainer = L.Trainer(logger=False, callbacks=[timer], enable_checkpointing=False, **kwargs)
+    trainer = L.Trainer(logger=False, callbacks=[timer], **kwargs)
     loader = torch.utils.data.DataLoader(batches, batch_size=None)
     trainer.fit(module, train_dataloaders=loader)
     return timer.times
