@@ -52,7 +52,8 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.getLogger("mta_ablate").setLevel(level)
     import warnings
 
-    import lightning.pytorch  # noqa: F401  (sets its loggers up on import; quiet them afterwards)
+    import lightning.pytorch  # noqa: F401  (these set their loggers up on import; quiet them afterwards)
+    import mlflow  # noqa: F401
 
     for name in ("lightning.pytorch", "lightning.fabric", "mlflow"):  # their info lines (GPU, tips, DB setup) are noise
         logging.getLogger(name).setLevel(logging.WARNING)
