@@ -14,13 +14,10 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from mta_ablate.data.tasks import babi
 from mta_ablate.data.tasks.base import (
-    answer_at_end_batch,
-    answer_at_end_samples,
-    as_generator,
+    AnswerAtEndTask,
     check_choice,
     check_float,
     check_int,
@@ -58,7 +55,9 @@ class BabiLongConfig:
         return self.n_facts if self.n_facts is not None else babi.DEFAULT_FACTS[self.qa]
 
 
-class BabiLongTask:
+class BabiLongTask(AnswerAtEndTask):
+    META = ("question", "answer", "facts", "pad")
+
     name = "babilong"
 
     def __init__(self, config: BabiLongConfig):
@@ -126,18 +125,3 @@ class BabiLongTask:
             "question": question,
             "answer": answer,
         }
-
-    def generate(self, n: int, seed: int | np.random.Generator) -> list[dict]:
-        rng = as_generator(seed)
-        return [self._one(rng) for _ in range(n)]
-
-    def to_batch(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        return answer_at_end_batch(items, self.config.lm_weight)
-
-    def batch(self, n: int, seed: int | np.random.Generator) -> dict[str, torch.Tensor]:
-        """n samples -> {tokens, targets, loss_weight, loss_mask, answer_mask}, each (n, context_len)."""
-        check_int("batch_size", n, 1)
-        return self.to_batch(self.generate(n, seed))
-
-    def samples(self, n: int, seed: int | np.random.Generator) -> list[dict]:
-        return answer_at_end_samples(self.generate(n, seed), self.tokenizer, ("question", "answer", "facts", "pad"))

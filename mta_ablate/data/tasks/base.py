@@ -71,6 +71,29 @@ def answer_at_end_samples(items: list[dict], tokenizer, meta: tuple[str, ...]) -
     return out
 
 
+class AnswerAtEndTask:
+    """Shared by tasks whose samples end with their answer (needle, babilong). A subclass defines `_one(rng)` (one
+    sample dict with `seq` and `answer_len`), `config.lm_weight`, `tokenizer`, and `META`, the sample fields that
+    `samples()` shows."""
+
+    META: tuple[str, ...] = ()
+
+    def generate(self, n: int, seed: int | np.random.Generator) -> list[dict]:
+        rng = as_generator(seed)
+        return [self._one(rng) for _ in range(n)]
+
+    def to_batch(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        return answer_at_end_batch(items, self.config.lm_weight)
+
+    def batch(self, n: int, seed: int | np.random.Generator) -> dict[str, torch.Tensor]:
+        """n samples -> {tokens, targets, loss_weight, loss_mask, answer_mask}, each (n, context_len)."""
+        check_int("batch_size", n, 1)
+        return self.to_batch(self.generate(n, seed))
+
+    def samples(self, n: int, seed: int | np.random.Generator) -> list[dict]:
+        return answer_at_end_samples(self.generate(n, seed), self.tokenizer, self.META)
+
+
 def check_int(key: str, value, lo: int, hi: int | None = None) -> None:
     if (
         not isinstance(value, int | np.integer)

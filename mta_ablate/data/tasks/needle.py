@@ -16,12 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from mta_ablate.data.tasks.base import (
-    answer_at_end_batch,
-    answer_at_end_samples,
-    as_generator,
+    AnswerAtEndTask,
     check_choice,
     check_float,
     check_int,
@@ -169,7 +166,9 @@ class NeedleConfig:
                 check_float("depths", d, 0.0, 1.0)
 
 
-class NeedleTask:
+class NeedleTask(AnswerAtEndTask):
+    META = ("query", "answer", "keys", "values", "depths", "needle_start")
+
     name = "needle"
 
     def __init__(self, config: NeedleConfig):
@@ -267,20 +266,3 @@ class NeedleTask:
             if p == len(hay) or self.space_start[hay[p]]:
                 return p
         return pos
-
-    def generate(self, n: int, seed: int | np.random.Generator) -> list[dict]:
-        rng = as_generator(seed)
-        return [self._one(rng) for _ in range(n)]
-
-    def to_batch(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        return answer_at_end_batch(items, self.config.lm_weight)
-
-    def batch(self, n: int, seed: int | np.random.Generator) -> dict[str, torch.Tensor]:
-        """n samples -> {tokens, targets, loss_weight, loss_mask, answer_mask}, each (n, context_len)."""
-        check_int("batch_size", n, 1)
-        return self.to_batch(self.generate(n, seed))
-
-    def samples(self, n: int, seed: int | np.random.Generator) -> list[dict]:
-        return answer_at_end_samples(
-            self.generate(n, seed), self.tokenizer, ("query", "answer", "keys", "values", "depths", "needle_start")
-        )
