@@ -52,4 +52,13 @@ def run(args) -> int:
     console.print(f"  status:  mta-ablate status {spec.name}" + (f" --storage {args.storage}" if args.storage else ""))
     console.print(f"  report:  mta-ablate report {spec.name} --out reports/{spec.name}")
     console.print("  browse:  mta-ablate ui")
+    left = counts["waiting"] + counts["running"]
+    if left:
+        from mta_ablate.paths import mta_home
+
+        console.print(
+            f"[red]sweep incomplete:[/red] {left} trials not done and no worker left; see the worker logs in "
+            f"{mta_home() / 'logs' / spec.name}; the same command resumes"
+        )
+        return 1
     return 0 if counts["failed"] == 0 else 1
