@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 
 from mta_ablate.errors import ConfigError
 from mta_ablate.sweep.spec import SweepSpec, parse_sweep
@@ -50,13 +51,15 @@ def open_storage(url: str, heartbeat_s: int = 10, grace_s: int = 30):
     if not url.startswith(("sqlite:", "postgresql", "mysql")):
         raise ConfigError(f"--storage={url!r}: expected an RDB URL (sqlite:///..., postgresql+psycopg://...)")
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {"pool_pre_ping": True}
-    storage = optuna.storages.RDBStorage(
-        url,
-        engine_kwargs=engine_kwargs,
-        heartbeat_interval=heartbeat_s,
-        grace_period=grace_s,
-        heartbeat_stale_trial_callback=_retry_callback(optuna)(max_retry=3),
-    )
+    with warnings.catch_warnings():  # heartbeats and the retry callback are "experimental" in Optuna since v2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_s,
+            grace_period=grace_s,
+            heartbeat_stale_trial_callback=_retry_callback(optuna)(max_retry=3),
+        )
     if url.startswith("sqlite:"):
         _serialize_sqlite_transactions(storage.engine)
     return storage
