@@ -22,5 +22,5 @@ def run(args) -> int:
     if args.threads < 0:
         raise ConfigError(f"--threads={args.threads}: expected an integer >= 0")
     setup_logging()
-    run_worker(args.name, storage_url(args.storage), args.tracking_uri, args.threads, args.worker_id)
-    return 0
+    failed = run_worker(args.name, storage_url(args.storage), args.tracking_uri, args.threads, args.worker_id)
+    return 1 if failed else 0

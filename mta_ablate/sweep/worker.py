@@ -169,7 +169,7 @@ def run_worker(
     name: str, storage: str, tracking_uri: str | None = None, threads: int = 0, worker: str | None = None
 ) -> int:
     """Run trials of sweep `name` until its queue is empty (and nothing is running) or its budget is spent.
-    Returns the number of trials this worker ran."""
+    Returns how many of the trials this worker ran failed."""
     import optuna
     from optuna.trial import TrialState
 
@@ -177,7 +177,7 @@ def run_worker(
     study, spec, tracking_uri, parent = _load_when_ready(name, storage, tracking_uri)
     objective = make_objective(spec, study, tracking_uri, parent, threads, worker)
     deadline = study.user_attrs.get("mta.deadline")
-    ran = 0
+    states: list = []  # the end state of every trial this worker ran
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     while deadline is None or time.time() < deadline:
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and queued again by the callback
@@ -192,7 +192,7 @@ def run_worker(
                 time.sleep(min(2.0, spec.heartbeat_s))  # wait: a running trial may die and come back to the queue
                 continue
             break
-        study.optimize(objective, n_trials=1, catch=(Exception,))
-        ran += 1
-    log.info("worker %s: %d trials, sweep %s has no more work", worker, ran, name)
-    return ran
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[lambda _, t: states.append(t.state)])
+    failed = sum(s == TrialState.FAIL for s in states)
+    log.info("worker %s: %d trials (%d failed), sweep %s has no more work", worker, len(states), failed, name)
+    return failed

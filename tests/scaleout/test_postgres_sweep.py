@@ -229,7 +229,8 @@ def test_mlflow_outage_fails_trials_clearly_keeps_what_was_logged_and_the_sweep_
         time.sleep(0.3)
     mlflow_server.stop()
     before_slots = complete_slots("pgdown", storage)
-    assert wait_all(procs, 120) == [0, 0], logs(tmp_path)  # the workers drain the queue and exit
+    codes = wait_all(procs, 120)  # the workers drain the queue and exit, 1 when a trial of theirs failed
+    assert set(codes) <= {0, 1} and 1 in codes, logs(tmp_path)
 
     failed = [t for t in trials("pgdown", storage) if t.state == TrialState.FAIL]
     assert failed, "no trial failed while the MLflow server was down"
