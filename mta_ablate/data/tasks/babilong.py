@@ -61,14 +61,7 @@ class BabiLongTask(AnswerAtEndTask):
     name = "babilong"
 
     def __init__(self, config: BabiLongConfig):
-        from mta_ablate.data.corpora import load_corpus
-
-        self.config = config
-        corpus = load_corpus(config.haystack, config.tokenizer)
-        self.tokenizer = corpus.tokenizer
-        self.haystack = corpus.split(config.split).tokens
-        self.vocab_size = self.tokenizer.vocab_size
-        self.seq_len = config.context_len
+        self._load_haystack(config)
         fact = len(self.tokenizer.encode(" Sandra journeyed to the bathroom."))
         prompt = len(self.tokenizer.encode(" Question: Where was the football before the bathroom? Answer: bathroom"))
         if config.facts * fact + prompt + 1 > config.context_len:

@@ -78,6 +78,17 @@ class AnswerAtEndTask:
 
     META: tuple[str, ...] = ()
 
+    def _load_haystack(self, config) -> None:
+        """config, tokenizer, haystack tokens (of config.haystack's config.split), vocab_size and seq_len."""
+        from mta_ablate.data.corpora import load_corpus
+
+        self.config = config
+        corpus = load_corpus(config.haystack, config.tokenizer)
+        self.tokenizer = corpus.tokenizer
+        self.haystack = corpus.split(config.split).tokens
+        self.vocab_size = self.tokenizer.vocab_size
+        self.seq_len = config.context_len
+
     def generate(self, n: int, seed: int | np.random.Generator) -> list[dict]:
         rng = as_generator(seed)
         return [self._one(rng) for _ in range(n)]

@@ -172,14 +172,7 @@ class NeedleTask(AnswerAtEndTask):
     name = "needle"
 
     def __init__(self, config: NeedleConfig):
-        from mta_ablate.data.corpora import load_corpus
-
-        self.config = config
-        corpus = load_corpus(config.haystack, config.tokenizer)
-        self.tokenizer = corpus.tokenizer
-        self.haystack = corpus.split(config.split).tokens
-        self.vocab_size = self.tokenizer.vocab_size
-        self.seq_len = config.context_len
+        self._load_haystack(config)
         self.sentence_end = np.zeros(self.vocab_size, dtype=bool)  # tokens after which a sentence may start
         self.space_start = np.zeros(self.vocab_size, dtype=bool)  # tokens that start a new word
         for i in np.nonzero(self.tokenizer.token_bytes)[0]:
