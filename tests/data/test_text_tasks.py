@@ -26,7 +26,7 @@ def test_needles_sit_at_requested_depths_and_the_answer_is_the_asked_value(key_w
         h -= len(tok.encode(it["answer"]))
         slack = snap_window(h) / h
         for got in it["depths"]:
-            assert any(-0.5 / h - 1e-9 <= want - got <= slack + 1e-9 for want in depths)  # rounding, then snapping back
+            assert any(abs(want - got) <= slack + 0.5 / h + 1e-9 for want in depths)  # rounding, then snapping
         for key, value, start in zip(it["keys"], it["values"], it["needle_start"], strict=True):
             needle = tok.encode(f" The magic number of {key} is {value}.")
             assert seq[start : start + len(needle)].tolist() == needle.tolist()
@@ -35,6 +35,16 @@ def test_needles_sit_at_requested_depths_and_the_answer_is_the_asked_value(key_w
         if key_words == 2:
             asked = set(it["query"].split())
             assert all(len(asked & set(k.split())) == 1 for k in it["keys"][1:])
+
+
+def test_needles_never_land_inside_a_word():
+    task = build_task("needle", haystack="code", context_len=256, n_needles=2)
+    tok = task.tokenizer
+    for it in task.generate(300, seed=3):
+        for key, value, start in zip(it["keys"], it["values"], it["needle_start"], strict=True):
+            end = start + len(tok.encode(f" The magic number of {key} is {value}."))
+            before, after = tok.decode(it["seq"][start - 1 : start]), tok.decode(it["seq"][end : end + 1])
+            assert not (before[-1:].isalnum() and after[:1].isalnum()), f"needle inside a word: {before!r}|{after!r}"
 
 
 def test_needle_batch_weights_the_answer_over_the_text():

@@ -4,8 +4,8 @@
           What is the magic number of Oslo? The magic number of Oslo is 17
                                                                         ^^ answer (scored, loss weight 1)
 
-k needles at controlled depths (fraction of the haystack, snapped back to a sentence end or word start, at most
-`snap_window` tokens), keys unique within a sample, values unique within a sample, one question at the end. With
+k needles at controlled depths (fraction of the haystack, snapped to a sentence end or a word start, at most
+`snap_window` tokens away), keys unique within a sample, values unique within a sample, one question at the end. With
 `key_words=2` keys are two-word phrases and the other needles share one word with the asked key (distractors
 where attending to one token is not enough). The haystack is a random window of a corpus split (default: the
 `books` validation split, never trained on by `lm`). Every sample is exactly `context_len + 1` tokens.
@@ -26,6 +26,7 @@ from mta_ablate.data.tasks.base import (
 from mta_ablate.errors import ConfigError
 
 SNAP_TOKENS = 64
+MIN_SNAP_TOKENS = 16  # longer than almost every English word, so a needle never lands inside one
 CITIES = [
     "Paris",
     "London",
@@ -125,8 +126,8 @@ NOUNS = [
 
 
 def snap_window(haystack_len: int) -> int:
-    """Most tokens a needle moves back from its requested depth: min(SNAP_TOKENS, haystack / 16), at least 4."""
-    return max(4, min(SNAP_TOKENS, haystack_len // 16))
+    """Most tokens a needle moves from its requested depth: haystack / 16, within [MIN_SNAP_TOKENS, SNAP_TOKENS]."""
+    return max(MIN_SNAP_TOKENS, min(SNAP_TOKENS, haystack_len // 16))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -249,13 +250,13 @@ class NeedleTask(AnswerAtEndTask):
         }
 
     def _snap(self, hay: np.ndarray, pos: int) -> int:
-        """Move an insertion point back to just after a sentence end, else to the start of a word, else leave
-        it; never by more than `snap_window(len(hay))` tokens."""
+        """Move an insertion point back to just after a sentence end, else to the start of a word (back, or forward
+        when no word starts behind it), else leave it; never by more than `snap_window(len(hay))` tokens."""
         window = snap_window(len(hay))
         for p in range(pos, max(0, pos - window) - 1, -1):
             if p == 0 or self.sentence_end[hay[p - 1]]:
                 return p
-        for p in range(pos, max(0, pos - window // 4) - 1, -1):
+        for p in [*range(pos, max(0, pos - window) - 1, -1), *range(pos + 1, min(len(hay), pos + window) + 1)]:
             if p == len(hay) or self.space_start[hay[p]]:
                 return p
         return pos
