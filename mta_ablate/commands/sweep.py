@@ -38,7 +38,8 @@ def run(args) -> int:
             table.add_row(escape(arm.name), escape(arm.factor), escape(arm.level), escape(overrides))
         console.print(table)
         n = len(spec.slots()) if spec.kind != "search" else spec.max_trials
-        console.print(f"{n} trials ({len(spec.seeds)} seeds); base: {escape(' '.join(spec.base))}")
+        seeds = f"{len(spec.seeds)} seed" + ("s" if len(spec.seeds) > 1 else "")
+        console.print(f"{n} trials ({seeds}); base: {escape(' '.join(spec.base))}")
         return 0
     setup_logging()
     from mta_ablate.sweep.launch import run_sweep

@@ -6,10 +6,13 @@
 
 The answer is decoded greedily (as many tokens as the true value has): `exact` = the decoded value is the asked
 one, `first_token` = its first token is right, `wrong_needle` = it is the value of another needle in the sample.
+A cell whose needles and question alone fill the context (e.g. 4 two-word-key needles in 256 bytes) is skipped with
+a warning: it has no haystack to search, so it measures nothing.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 
 import numpy as np
@@ -17,6 +20,8 @@ import torch
 from torch import nn
 
 from mta_ablate.evaluate.common import EVAL_SEED, evaluating
+
+log = logging.getLogger(__name__)
 
 
 def greedy_answers(model: nn.Module, items: list[dict], batch_size: int = 32) -> list[list[int]]:
@@ -56,13 +61,18 @@ def needle_grid(
     """Needle accuracy per (context length, needles, depth bin), per (context, needles), and overall.
     `params` go to every NeedleConfig (key_words, value_digits, haystack, tokenizer, ...)."""
     from mta_ablate.data.tasks import build_task
+    from mta_ablate.data.tasks.needle import NeedlesDoNotFit
 
     edges = np.linspace(0.0, 1.0, depth_bins + 1)
     out: dict[str, float] = {}
     overall: dict[str, list[float]] = defaultdict(list)
     for ctx in context_lens:
         for k in n_needles:
-            task = build_task("needle", context_len=ctx, n_needles=k, **params)
+            try:
+                task = build_task("needle", context_len=ctx, n_needles=k, **params)
+            except NeedlesDoNotFit as e:
+                log.warning("needle grid: skipping ctx%d/k%d: %s", ctx, k, e)
+                continue
             items = task.generate(n, seed)
             decoded = greedy_answers(model, items, batch_size)
             cells: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))

@@ -76,6 +76,13 @@ def test_needle_grid_scores_exact_and_wrong_needle_answers():
     assert wrong["exact"] == 0.0 and wrong["wrong_needle"] == 1.0
 
 
+def test_needle_grid_skips_a_cell_whose_needles_fill_the_context():
+    params = {"context_lens": (256, 512), "n_needles": (2, 4), "n": 4, "haystack": "code", "key_words": 2}
+    out = needle_grid(NeedleOracle(), **params)
+    assert "ctx256/k4/exact" not in out
+    assert out["ctx256/k2/exact"] == out["ctx512/k2/exact"] == out["ctx512/k4/exact"] == out["exact"] == 1.0
+
+
 def test_babilong_accuracy_reports_each_task_and_length():
     torch.manual_seed(0)
     model = TransformerLM(

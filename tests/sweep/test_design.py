@@ -155,14 +155,19 @@ TINY_RUN = [
 ]
 
 
+GPU_ON_CPU = ["model=tiny", "task.seq_len=64", "train.accelerator=cpu", "train.precision=32-true"]
+"""What shrinks a `*_gpu.yaml` sweep (a paper-scale model on CUDA) to one that 2 CPU steps can run."""
+
+
 @pytest.mark.parametrize("path", sorted(__import__("glob").glob("sweeps/*.yaml")))
 def test_every_shipped_sweep_runs_one_tiny_trial(workspace, path):
-    """A broken sweep file cannot land: the first arm (or one sampled point of a search) trains for 2 steps."""
+    """A broken sweep file cannot land: the last arm (or one sampled point of a search) trains for 2 steps."""
     from mta_ablate.config.compose import load_experiment
     from mta_ablate.sweep.design import sample_overrides
     from mta_ablate.trial import run_trial
 
-    spec = parse_sweep(read_sweep_file(path, TINY_RUN), TINY_RUN, validate=False)
+    tiny = TINY_RUN + (GPU_ON_CPU if path.endswith("_gpu.yaml") else [])
+    spec = parse_sweep(read_sweep_file(path, tiny), tiny, validate=False)
     if spec.kind == "search":
         overrides = sample_overrides(list(spec.space), optuna.create_study().ask())
     else:

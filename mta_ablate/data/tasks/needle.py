@@ -125,6 +125,10 @@ NOUNS = [
 ]
 
 
+class NeedlesDoNotFit(ConfigError):
+    """The needles, question and answer alone fill the context (an evaluation grid skips such a cell)."""
+
+
 def snap_window(haystack_len: int) -> int:
     """Most tokens a needle moves from its requested depth: haystack / 16, within [MIN_SNAP_TOKENS, SNAP_TOKENS]."""
     return max(MIN_SNAP_TOKENS, min(SNAP_TOKENS, haystack_len // 16))
@@ -182,8 +186,9 @@ class NeedleTask(AnswerAtEndTask):
             self.space_start[i] = text[:1] in (" ", "\n")
         longest = self._needle_budget()
         if longest >= config.context_len:
-            raise ConfigError(
-                f"task.context_len={config.context_len}: needles and question need up to {longest} tokens"
+            raise NeedlesDoNotFit(
+                f"task.context_len={config.context_len}: {config.n_needles} needles and the question need up to"
+                f" {longest} tokens"
             )
         if len(self.haystack) < config.context_len:
             raise ConfigError(f"task.haystack={config.haystack!r}: split too short for context_len")
