@@ -48,7 +48,8 @@ class Report:
 
     sweep: Sweep
     reference: str
-    """The arm every other arm is compared with ("" when the sweep has none: no paired tests)."""
+    """The arm every other arm is compared with, or the grid levels each arm's own reference has (`comparison.ref`
+    names it per arm); "" when the sweep has none: no paired tests."""
     arms: list[str]
     metrics: list[str]
     """Metrics compared, the objective first."""
@@ -78,18 +79,44 @@ class Report:
     extras: dict = field(default_factory=dict)
 
 
-def resolve_reference(sweep: Sweep, baseline: str | None) -> str:
-    """`--baseline` if given, else the ablation design's reference, else an arm named `baseline`, else ""."""
-    arms = sweep.arms()
-    if baseline:
-        if baseline not in arms:
-            from mta_ablate.errors import ConfigError
+def resolve_reference(sweep: Sweep, baseline: str | None) -> tuple[str, dict[str, str]]:
+    """(label, arm -> its reference arm). The reference is `--baseline` if given, else the ablation design's
+    reference, else an arm named `baseline`, else none ({}: no paired tests).
 
-            raise ConfigError(f"--baseline={baseline!r}: not an arm of sweep {sweep.name!r}; arms: {arms}")
-        return baseline
-    if sweep.reference and sweep.reference in arms:
-        return sweep.reference
-    return "baseline" if "baseline" in arms else ""
+    `--baseline` is an arm, or some factor=level pairs of a grid (`variant=baseline`): each arm is then compared
+    with the arm that has those levels and its own levels of the other factors (`variant=mta,target=first` with
+    `variant=baseline,target=first`), so a grid is compared within each level of its other factors."""
+    arms = sweep.arms()
+    if baseline and baseline not in arms:
+        return baseline, _within(sweep, arms, baseline)
+    label = baseline or (sweep.reference if sweep.reference in arms else "")
+    label = label or ("baseline" if "baseline" in arms else "")
+    return label, (dict.fromkeys(arms, label) if label else {})
+
+
+def _levels(arm: str) -> dict[str, str] | None:
+    """`variant=mta,target=first` -> {"variant": "mta", "target": "first"}; None if the name is not factor=level."""
+    parts = [p.partition("=") for p in arm.split(",")]
+    return {k: v for k, _, v in parts} if all(k and sep for k, sep, _ in parts) else None
+
+
+def _within(sweep: Sweep, arms: list[str], baseline: str) -> dict[str, str]:
+    from mta_ablate.errors import ConfigError
+
+    grid = {arm: _levels(arm) for arm in arms}
+    want = _levels(baseline)
+    factors = {k: sorted({lv[k] for lv in grid.values()}) for k in (grid[arms[0]] or {})} if arms else {}
+    if want is None or any(lv is None or lv.keys() != factors.keys() for lv in grid.values()):
+        raise ConfigError(
+            f"--baseline={baseline!r}: not an arm of sweep {sweep.name!r}, nor factor=level pairs of its grid;"
+            f" arms: {arms}"
+        )
+    for k, v in want.items():
+        if v not in factors.get(k, ()):
+            allowed = "; ".join(f"{f}: {', '.join(levels)}" for f, levels in factors.items())
+            raise ConfigError(f"--baseline={baseline!r}: {k}={v} is not a level of this grid; allowed: {allowed}")
+    by_levels = {tuple(sorted(lv.items())): arm for arm, lv in grid.items()}
+    return {arm: by_levels.get(tuple(sorted({**lv, **want}.items())), "") for arm, lv in grid.items()}
 
 
 def _metrics(sweep: Sweep, done: pl.DataFrame) -> tuple[list[str], list[str]]:
@@ -120,7 +147,7 @@ def _warnings(sweep: Sweep, done: pl.DataFrame, arms: list[str]) -> list[str]:
     return out
 
 
-def _cost(done: pl.DataFrame, arms: list[str], reference: str) -> pl.DataFrame:
+def _cost(done: pl.DataFrame, arms: list[str], ref_of: dict[str, str]) -> pl.DataFrame:
     cols = []
     for key in PARAMS:
         if f"{PARAM_PREFIX}{key}" in done.columns:
@@ -130,11 +157,10 @@ def _cost(done: pl.DataFrame, arms: list[str], reference: str) -> pl.DataFrame:
     order = pl.DataFrame({"arm": arms, "_order": list(range(len(arms)))})
     frame = order.join(frame, on="arm", how="left").sort("_order").drop("_order")
     if "perf/step_ms" in frame.columns:
-        base = frame.filter(pl.col("arm") == (reference or arms[0]))["perf/step_ms"]
-        base_value = base[0] if base.len() and base[0] is not None else None
-        frame = frame.with_columns(
-            (pl.col("perf/step_ms") / base_value if base_value else pl.lit(None)).alias("step_rel")
-        )
+        step = dict(zip(frame["arm"], frame["perf/step_ms"], strict=True))
+        base = {arm: step.get(ref_of.get(arm) or (arms[0] if not ref_of else "")) for arm in step}
+        rel = [step[a] / base[a] if step[a] is not None and base[a] else None for a in step]
+        frame = frame.with_columns(pl.Series("step_rel", rel, dtype=pl.Float64))
     return frame
 
 
@@ -189,28 +215,27 @@ def analyse(
     ci: "t" or "bootstrap" (seeded by `seed`); alpha: the level for "significant" after Holm's correction."""
     done = sweep.complete()
     arms = sweep.arms()
-    reference = resolve_reference(sweep, baseline)
+    reference, ref_of = resolve_reference(sweep, baseline)
     metrics, corpora = _metrics(sweep, done)
     parts = []
     for metric in metrics:
         direction = stats.direction_of(metric, sweep.objective, sweep.direction)
-        parts.append(stats.compare_arms(done, metric, arms, reference, direction, ci=ci, seed=seed, alpha=alpha))
+        parts.append(stats.compare_arms(done, metric, arms, ref_of, direction, ci=ci, seed=seed, alpha=alpha))
     levels = sweep.trials.group_by("arm").agg(pl.col("factor").first(), pl.col("level").first())
     if parts:
         comparison = pl.concat(parts).join(levels, on="arm", how="left")
     else:
-        comparison = stats.compare_arms(done, "", [], reference).with_columns(
+        comparison = stats.compare_arms(done, "", [], ref_of).with_columns(
             factor=pl.lit(None, pl.String), level=pl.lit(None, pl.String)
         )
     comparison = comparison.select("metric", "arm", "factor", "level", pl.exclude("metric", "arm", "factor", "level"))
     findings = []
     headline = [m for m in dict.fromkeys([sweep.objective, *HEADLINE]) if m in metrics]
-    if reference:
+    if ref_of:
+        tested = (pl.col("arm") != pl.col("ref")) & (pl.col("ref") != "")
         for metric in headline:
-            for row in comparison.filter((pl.col("metric") == metric) & (pl.col("arm") != reference)).iter_rows(
-                named=True
-            ):
-                findings.append(stats.verdict(row, reference, metric, alpha))
+            for row in comparison.filter((pl.col("metric") == metric) & tested).iter_rows(named=True):
+                findings.append(stats.verdict(row, row["ref"], metric, alpha))
     elif arms:
         findings.append("No reference arm (pass --baseline ARM): arms are summarised but not tested against one.")
     best_arm, best_run = _best(sweep, done, comparison)
@@ -228,7 +253,7 @@ def analyse(
         findings=findings,
         warnings=_warnings(sweep, done, arms),
         not_complete=not_complete,
-        cost=_cost(done, arms, reference),
+        cost=_cost(done, arms, ref_of),
         needle_cells=needle_cells,
         needle_k=needle_k,
         corpora=corpora,
@@ -259,7 +284,7 @@ def headline_table(report: Report) -> pl.DataFrame:
     rows = report.comparison.filter(pl.col("metric") == objective)
     cost = report.cost.select("arm", *(["step_rel"] if "step_rel" in report.cost.columns else []))
     out = rows.join(cost, on="arm", how="left").with_columns(
-        pl.when(pl.col("arm") == report.reference)
+        pl.when(pl.col("arm") == pl.col("ref"))
         .then(pl.lit("reference"))
         .when(pl.col("n_pairs") < 2)
         .then(pl.lit("no test (n<2)"))

@@ -65,7 +65,8 @@ def plot_paired_differences(
     """Mean paired difference (arm - reference, matched by seed) with its 95% t interval; 0 = no change.
 
     This is what the tests judge: per-arm intervals can overlap while the paired difference is clearly non-zero."""
-    rows = comparison.filter((pl.col("metric") == metric) & (pl.col("arm") != reference) & pl.col("diff").is_not_nan())
+    tested = (pl.col("arm") != pl.col("ref")) & pl.col("diff").is_not_nan()
+    rows = comparison.filter((pl.col("metric") == metric) & tested)
     ax = _axis(ax, (6.0, 0.6 * max(2, rows.height) + 1.2))
     for i, r in enumerate(rows.iter_rows(named=True)):
         lo = r["diff"] - r["diff_lo"] if r["diff_lo"] == r["diff_lo"] else 0.0

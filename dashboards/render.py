@@ -92,10 +92,12 @@ def blocks(report: Report, figure_names: list[str], generated: datetime | None =
     head = headline_table(report)
     if head.height:
         out.append(("h", 2, f"Headline: {s.objective}"))
-        columns = ["arm", "factor", "level", "n", "mean", "95% CI", "Δ vs ref", "Δ 95% CI", "p t (Holm)"]
-        columns += ["p Wilcoxon (Holm)", "d_z", "step time vs ref", "verdict"]
+        within = len(set(head["ref"]) - {""}) > 1  # each arm has its own reference: say which
+        columns = ["arm", *(["vs"] if within else ["factor", "level"]), "n", "mean", "95% CI", "Δ vs ref", "Δ 95% CI"]
+        columns += ["p t (Holm)", "p Wilcoxon (Holm)", "d_z", "step time vs ref", "verdict"]
         rows = [
-            [r["arm"], r["factor"], r["level"], r["n"], r["mean"], _ci(r["ci_lo"], r["ci_hi"]), r["diff"]]
+            [r["arm"], *([r["ref"]] if within else [r["factor"], r["level"]]), r["n"], r["mean"]]
+            + [_ci(r["ci_lo"], r["ci_hi"]), r["diff"]]
             + [_ci(r["diff_lo"], r["diff_hi"]), r["p_t_holm"], r["p_wilcoxon_holm"], r["d_z"]]
             + [r.get("step_rel"), r["verdict"]]
             for r in head.iter_rows(named=True)

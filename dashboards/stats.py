@@ -12,6 +12,7 @@ Conventions (stated in every report):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,29 +152,33 @@ def compare_arms(
     trials: pl.DataFrame,
     metric: str,
     arms: list[str],
-    reference: str = "",
+    reference: str | Mapping[str, str] = "",
     direction: str = "minimize",
     ci: str = "t",
     seed: int = 0,
     alpha: float = 0.05,
 ) -> pl.DataFrame:
-    """Per arm on one metric: summary over seeds, paired test against `reference`, Holm across the other arms.
+    """Per arm on one metric: summary over seeds, paired test against its reference, Holm across the tested arms.
 
+    reference: one arm for all, or arm -> its own reference arm (a grid compared within the levels of its other
+    factors); an arm that is its own reference, or has none, is not tested.
     trials: complete trials, one row per (arm, seed). Returns one row per arm (in `arms` order) with columns
-    metric, arm, n, mean, std, ci_lo, ci_hi, ci_method, n_pairs, diff, diff_lo, diff_hi, rel_diff, t, p_t,
-    p_wilcoxon, d_z, p_t_holm, p_wilcoxon_holm, significant (bool: Holm-adjusted paired t p < alpha),
-    better (bool: the difference points the better way for `direction`; null for the reference).
+    metric, arm, ref (its reference arm, "" if none), n, mean, std, ci_lo, ci_hi, ci_method, n_pairs, diff,
+    diff_lo, diff_hi, rel_diff, t, p_t, p_wilcoxon, d_z, p_t_holm, p_wilcoxon_holm, significant (bool:
+    Holm-adjusted paired t p < alpha), better (bool: the difference points the better way for `direction`; null
+    for a reference).
     """
+    ref_of = dict.fromkeys(arms, reference) if isinstance(reference, str) else dict(reference)
     rows = []
-    ref = arm_values(trials, metric, reference) if reference else None
     for arm in arms:
         own = arm_values(trials, metric, arm)
         interval = mean_ci(own["value"].to_numpy(), method=ci, seed=seed)
-        row = {"metric": metric, "arm": arm, "n": interval.n, "mean": interval.mean, "std": interval.std}
-        row |= {"ci_lo": interval.lo, "ci_hi": interval.hi, "ci_method": ci}
+        ref_arm = ref_of.get(arm) or ""
+        row = {"metric": metric, "arm": arm, "ref": ref_arm, "n": interval.n, "mean": interval.mean}
+        row |= {"std": interval.std, "ci_lo": interval.lo, "ci_hi": interval.hi, "ci_method": ci}
         paired = Paired(0, *([math.nan] * 8))
-        if ref is not None and arm != reference:
-            joined = own.join(ref, on="seed", suffix="_ref")
+        if ref_arm and arm != ref_arm:
+            joined = own.join(arm_values(trials, metric, ref_arm), on="seed", suffix="_ref")
             paired = paired_test(joined["value"].to_numpy(), joined["value_ref"].to_numpy())
         row |= {"n_pairs": paired.n, "diff": paired.diff_mean, "diff_lo": paired.diff_lo, "diff_hi": paired.diff_hi}
         row |= {"rel_diff": paired.rel_diff, "t": paired.t, "p_t": paired.p_t, "p_wilcoxon": paired.p_wilcoxon}
@@ -184,15 +189,16 @@ def compare_arms(
     for row, pt, pw in zip(rows, p_t_holm, p_w_holm, strict=True):
         row["p_t_holm"], row["p_wilcoxon_holm"] = pt, pw
         row["significant"] = bool(pt < alpha) if not math.isnan(pt) else False
-        if math.isnan(row["diff"]) or row["arm"] == reference:
+        if math.isnan(row["diff"]) or row["arm"] == row["ref"]:
             row["better"] = None
         else:
             row["better"] = row["diff"] < 0 if direction == "minimize" else row["diff"] > 0
-    schema = {"metric": pl.String, "arm": pl.String, "n": pl.Int64, "ci_method": pl.String, "n_pairs": pl.Int64}
+    schema = {"metric": pl.String, "arm": pl.String, "ref": pl.String, "n": pl.Int64, "ci_method": pl.String}
+    schema |= {"n_pairs": pl.Int64}
     schema |= {"significant": pl.Boolean, "better": pl.Boolean}
     floats = ("mean", "std", "ci_lo", "ci_hi", "diff", "diff_lo", "diff_hi", "rel_diff", "t", "p_t", "p_wilcoxon")
     schema |= {c: pl.Float64 for c in (*floats, "d_z", "p_t_holm", "p_wilcoxon_holm")}
-    columns = ["metric", "arm", "n", "mean", "std", "ci_lo", "ci_hi", "ci_method", "n_pairs", "diff", "diff_lo"]
+    columns = ["metric", "arm", "ref", "n", "mean", "std", "ci_lo", "ci_hi", "ci_method", "n_pairs", "diff", "diff_lo"]
     columns += ["diff_hi", "rel_diff", "t", "p_t", "p_wilcoxon", "d_z", "p_t_holm", "p_wilcoxon_holm"]
     columns += ["significant", "better"]
     return pl.DataFrame(rows, schema={c: schema[c] for c in columns}, orient="row")

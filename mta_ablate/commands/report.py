@@ -15,7 +15,12 @@ def add_parser(sub) -> None:
     p = sub.add_parser("report", help="ablation report of a sweep: HTML, Markdown, CSV, Parquet, figures")
     p.add_argument("name", help="sweep name (the MLflow experiment)")
     p.add_argument("--out", default=None, help="output folder (default: reports/NAME)")
-    p.add_argument("--baseline", default=None, help="arm to compare against (default: the sweep's reference)")
+    p.add_argument(
+        "--baseline",
+        default=None,
+        help="arm to compare against (default: the sweep's reference), or some factor=level pairs of a grid"
+        " (variant=baseline): each arm is then compared with the arm that has those levels and its own other levels",
+    )
     p.add_argument("--ci", choices=("t", "bootstrap"), default="t", help="confidence interval of the mean over seeds")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm's correction")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")

@@ -195,3 +195,47 @@ def test_search_design_has_history_importance_and_pareto(shared_store, tmp_path)
 
     importance, reason = search_importance(result.report.sweep)
     assert reason is None and max(importance, key=importance.get) == "train.lr"
+
+
+def log_grid_sweep(uri: str, artifacts: Path, name: str) -> None:
+    """A 2x2 grid (variant x target), 3 seeds: MTA beats the baseline by 1.0 on target a and by 3.0 on target b,
+    while target b is 5.0 harder for both; its step time is 2x the baseline's on a and 3x on b."""
+    from mlflow.tracking import MlflowClient
+
+    from tests.dashboards.conftest import log_trial
+
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = client.create_experiment(name, artifact_location=(artifacts / name).resolve().as_uri())
+    tags = {"mta.kind": "sweep", "mta.sweep": name, "mta.design": "grid", "mta.reference": ""}
+    tags |= {"mta.objective": "final/ppl", "mta.direction": "minimize", "mta.storage": "sqlite:///nowhere.db"}
+    parent = client.create_run(exp_id, run_name=name, tags=tags).info.run_id
+    trial = 0
+    for target, hard, gain, cost in (("a", 0.0, 1.0, 2.0), ("b", 5.0, 3.0, 3.0)):
+        for variant in ("base", "mta"):
+            for seed, noise in enumerate((0.0, 0.5, 1.5)):
+                ppl = 10.0 + hard + noise - (gain + 0.1 * seed if variant == "mta" else 0.0)
+                step = 100.0 * (cost if variant == "mta" else 1.0)
+                metrics = {"final/ppl": ppl, "perf/step_ms": step}
+                arm = f"variant={variant},target={target}"
+                log_trial(client, exp_id, parent, name, arm, seed, trial, "", "", metrics)
+                trial += 1
+    client.set_terminated(parent, "FINISHED")
+
+
+def test_grid_compared_within_each_level_of_the_other_factors(store, shared_store, tmp_path, capsys):
+    home, uri, _ = shared_store  # `store`: the CLI's default store is this one
+    log_grid_sweep(uri, home / "mlartifacts", "grid2x2")
+    sweep = load.load_sweep("grid2x2", uri=uri)
+    report = analyse(sweep, baseline="variant=base")
+    rows = {r["arm"]: r for r in headline_table(report).iter_rows(named=True)}
+    for target, gain, cost in (("a", 1.0, 2.0), ("b", 3.0, 3.0)):
+        mta, base = rows[f"variant=mta,target={target}"], rows[f"variant=base,target={target}"]
+        assert mta["ref"] == f"variant=base,target={target}" and base["verdict"] == "reference"
+        assert mta["diff"] == pytest.approx(-(gain + 0.1))  # mean of -(gain + 0.1 * seed) over seeds 0-2
+        assert mta["verdict"] == "better" and mta["step_rel"] == pytest.approx(cost)
+    assert len(report.findings) == 2 and all(" than variant=base,target=" in f for f in report.findings)
+    whole_arm = analyse(sweep, baseline="variant=base,target=a")  # one reference for all: b looks worse than a
+    assert {r["ref"] for r in headline_table(whole_arm).iter_rows(named=True)} == {"variant=base,target=a"}
+    assert main(["report", "grid2x2", "--baseline", "variant=none", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "variant=none is not a level" in err and "variant: base, mta; target: a, b" in err
