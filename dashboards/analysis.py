@@ -19,13 +19,15 @@ from dashboards.load import PARAM_PREFIX, Sweep
 
 log = logging.getLogger(__name__)
 
-QUALITY = ("final/ppl", "toy/error", "needle/accuracy", "babilong/accuracy", "final/answer_acc", "final/loss")
+QUALITY = ("final/ppl", "toy/error", "needle/accuracy", "needle/first_token", "needle/wrong_needle")
+QUALITY += ("babilong/accuracy", "final/answer_acc", "final/loss")
 """Quality metrics compared when present (after the sweep's objective), in this order."""
 HEADLINE = ("final/ppl", "toy/error", "needle/accuracy", "babilong/accuracy")
 COST = ("perf/tokens_per_s", "perf/step_ms", "perf/peak_mem_mib")
 PARAMS = ("model/params/total", "model/params/mta", "model/params/non_mta")
 NEEDLE_CELL = re.compile(r"^needle/ctx(\d+)/k(\d+)/depth(\d+)-(\d+)/exact$")
 NEEDLE_K = re.compile(r"^needle/ctx(\d+)/k(\d+)/exact$")
+NEEDLE_WRONG = re.compile(r"^needle/ctx(\d+)/k(\d+)/wrong_needle$")
 CORPUS_PPL = re.compile(r"^final/ppl/(.+)$")
 
 
@@ -66,6 +68,8 @@ class Report:
     needle_cells: pl.DataFrame
     """arm, ctx (tokens), k (needles), depth_lo, depth_hi (percent), accuracy (mean over seeds), n."""
     needle_k: pl.DataFrame
+    needle_wrong: pl.DataFrame
+    """Like needle_k, with the wrong-needle rate (answered another needle's value) in its `accuracy` column."""
     """arm, ctx, k, accuracy (mean over seeds), n."""
     corpora: list[str]
     curves: pl.DataFrame
@@ -164,8 +168,8 @@ def _cost(done: pl.DataFrame, arms: list[str], ref_of: dict[str, str]) -> pl.Dat
     return frame
 
 
-def _needle(done: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    cells, ks = [], []
+def _needle(done: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    cells, ks, wrong = [], [], []
     for column in done.columns:
         if m := NEEDLE_CELL.match(column):
             ctx, k, lo, hi = (int(g) for g in m.groups())
@@ -177,6 +181,10 @@ def _needle(done: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         elif m := NEEDLE_K.match(column):
             ctx, k = (int(g) for g in m.groups())
             ks.append(done.select("arm", pl.col(column).alias("accuracy")).with_columns(ctx=pl.lit(ctx), k=pl.lit(k)))
+        elif m := NEEDLE_WRONG.match(column):
+            ctx, k = (int(g) for g in m.groups())
+            rate = done.select("arm", pl.col(column).alias("accuracy"))  # the wrong-needle rate, same layout
+            wrong.append(rate.with_columns(ctx=pl.lit(ctx), k=pl.lit(k)))
 
     def mean_over_seeds(parts: list[pl.DataFrame], keys: list[str]) -> pl.DataFrame:
         if not parts:
@@ -185,7 +193,9 @@ def _needle(done: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         agg = stacked.group_by(keys).agg(pl.col("accuracy").mean(), pl.len().alias("n"))
         return agg.sort(keys)
 
-    return mean_over_seeds(cells, ["arm", "ctx", "k", "depth_lo", "depth_hi"]), mean_over_seeds(ks, ["arm", "ctx", "k"])
+    by_k = ["arm", "ctx", "k"]
+    by_depth = mean_over_seeds(cells, [*by_k, "depth_lo", "depth_hi"])
+    return by_depth, mean_over_seeds(ks, by_k), mean_over_seeds(wrong, by_k)
 
 
 def _curves(histories: pl.DataFrame | None, key: str, done: pl.DataFrame) -> pl.DataFrame:
@@ -239,7 +249,7 @@ def analyse(
     elif arms:
         findings.append("No reference arm (pass --baseline ARM): arms are summarised but not tested against one.")
     best_arm, best_run = _best(sweep, done, comparison)
-    needle_cells, needle_k = _needle(done)
+    needle_cells, needle_k, needle_wrong = _needle(done)
     curve_key = history_key(sweep.objective) if sweep.objective else "val/loss"
     not_complete = sweep.trials.filter(pl.col("state") != "complete").select(
         "trial", "arm", "seed", "state", "status", "failure"
@@ -256,6 +266,7 @@ def analyse(
         cost=_cost(done, arms, ref_of),
         needle_cells=needle_cells,
         needle_k=needle_k,
+        needle_wrong=needle_wrong,
         corpora=corpora,
         curves=_curves(histories, curve_key, done),
         curve_key=curve_key,

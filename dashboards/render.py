@@ -29,6 +29,17 @@ METHOD = (
 CI_WORDS = {"t": "Student t", "bootstrap": "percentile bootstrap over seeds, 10,000 resamples, fixed seed"}
 
 
+def _needle_table(frame: pl.DataFrame, arms: list[str]) -> tuple:
+    cells = frame.sort("ctx", "k")
+    keys = [f"T={c} k={k}" for c, k in dict.fromkeys(cells.select("ctx", "k").iter_rows())]
+    rows = []
+    for arm in arms:
+        mine = {f"T={c} k={k}": v for a, c, k, v, _n in cells.select("arm", "ctx", "k", "accuracy", "n").iter_rows()
+                if a == arm}  # fmt: skip
+        rows.append([arm, *(mine.get(k) for k in keys)])
+    return ("table", ["arm", *keys], rows)
+
+
 def fmt(value, digits: int = 4) -> str:
     """Numbers for people: NaN/None -> '–', 4 significant digits, integers as integers."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -123,14 +134,13 @@ def blocks(report: Report, figure_names: list[str], generated: datetime | None =
             out.append(("fig", name, caption))
     if report.needle_k.height:
         out.append(("h", 2, "Needle retrieval"))
-        cells = report.needle_k.sort("ctx", "k")
-        keys = [f"T={c} k={k}" for c, k in dict.fromkeys(cells.select("ctx", "k").iter_rows())]
-        rows = []
-        for arm in report.arms:
-            mine = {f"T={c} k={k}": acc for a, c, k, acc, _n in cells.iter_rows() if a == arm}
-            rows.append([arm, *(mine.get(k) for k in keys)])
-        out.append(("p", "Exact-match accuracy, mean over seeds, by context length T (tokens) and needles k."))
-        out.append(("table", ["arm", *keys], rows))
+        for frame, what in (
+            (report.needle_k, "Exact-match accuracy"),
+            (report.needle_wrong, "Wrong-needle rate (the answer is another needle's value)"),
+        ):
+            if frame.height:
+                out.append(("p", f"{what}, mean over seeds, by context length T (tokens) and needles k."))
+                out.append(_needle_table(frame, report.arms))
         for name, caption in (("needle_grid", "Needle accuracy by depth and length"), ("needle_k", "Accuracy vs k")):
             if name in figure_names:
                 out.append(("fig", name, caption))

@@ -70,6 +70,7 @@ def arm_metrics(arm: str, seed: int, ppl: float) -> dict[str, float]:
     for ctx in (64, 128):
         for k in (1, 2):
             out[f"needle/ctx{ctx}/k{k}/exact"] = NEEDLE[arm] / k
+            out[f"needle/ctx{ctx}/k{k}/wrong_needle"] = (1.0 - NEEDLE[arm]) / 2 if k > 1 else 0.0
             for lo, hi in ((0, 50), (50, 100)):
                 out[f"needle/ctx{ctx}/k{k}/depth{lo}-{hi}/exact"] = NEEDLE[arm] / k * (1.0 if lo == 0 else 0.5)
     return out

@@ -95,6 +95,8 @@ def test_report_words_warnings_cost_needles_and_curves(store):
     )
     assert cell["accuracy"][0] == pytest.approx(0.375) and cell["n"][0] == 3
     assert sorted(set(report.needle_k["k"].to_list())) == [1, 2]
+    wrong = report.needle_wrong.filter((pl.col("arm") == "mta_full") & (pl.col("ctx") == 128))
+    assert wrong.sort("k")["accuracy"].to_list() == [0.0, 0.125]  # (1 - 0.75) / 2 with 2 needles, none with 1
     # val/ppl history: final + 4, + 2, + 0 at steps 10, 20, 30; only complete trials (the pruned one logged 30.0).
     base = report.curves.filter(pl.col("arm") == "no_head_mix").sort("step")
     assert base["mean"].to_list() == pytest.approx([statistics.fmean(NO_MIX_PPL.values()) + d for d in (4, 2, 0)])
@@ -127,6 +129,7 @@ def test_export_writes_every_file_and_logs_them_to_the_parent(store, tmp_path):
     md = (out / "report.md").read_text()
     assert "> **Warning:** 1 trial(s) failed" in md and "![final/ppl per arm](figures/objective.png)" in md
     assert "Holm" in md and "Student t" in md
+    assert "Wrong-needle rate" in md and "| mta_full | 0 | 0.125 | 0 | 0.125 |" in md
     assert result.logged_to == ids["parent"]
     from mlflow.tracking import MlflowClient
 
