@@ -41,6 +41,11 @@ def run(args) -> int:
         seeds = f"{len(spec.seeds)} seed" + ("s" if len(spec.seeds) > 1 else "")
         console.print(f"{n} trials ({seeds}); base: {escape(' '.join(spec.base))}")
         return 0
+    from mta_ablate.config.checks import check_device
+    from mta_ablate.config.compose import load_experiment
+
+    first = spec.arms[0].overrides if spec.kind != "search" and spec.arms else {}  # local workers train on this host
+    check_device(load_experiment(spec.experiment_overrides(first, spec.seeds[0])).train.accelerator)
     setup_logging()
     from mta_ablate.sweep.launch import run_sweep
     from mta_ablate.sweep.study import storage_url

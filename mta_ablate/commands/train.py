@@ -23,6 +23,7 @@ def run(args) -> int:
     from rich.table import Table
 
     from mta_ablate.cli import console, setup_logging
+    from mta_ablate.config.checks import check_device
     from mta_ablate.config.compose import load_experiment
 
     overrides = list(args.overrides) + ([f"train.accelerator={args.device}"] if args.device else [])
@@ -30,13 +31,7 @@ def run(args) -> int:
     if args.show_config:
         console.print(yaml.safe_dump(config.resolved, sort_keys=False), highlight=False, end="")
         return 0
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            from mta_ablate.errors import ConfigError
-
-            raise ConfigError("--device=cuda: no CUDA device is visible; allowed here: auto, cpu")
+    check_device(config.train.accelerator, "--device" if args.device else "train.accelerator")
     setup_logging()
     from mta_ablate.tracking.mlflow_store import tracking_uri
     from mta_ablate.trial import run_trial

@@ -142,6 +142,17 @@ def test_cli_rejects_a_bad_sweep_before_any_trial(workspace, tmp_path):
     assert not (workspace / "optuna.db").exists() and not (workspace / "mlflow.db").exists()
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this host has CUDA")
+def test_a_gpu_sweep_on_a_host_without_cuda_is_one_line_and_exit_2(workspace):
+    cmd = [sys.executable, "-m", "mta_ablate", "sweep", "sweeps/paper_ablation_gpu.yaml"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "train.accelerator=cuda: no CUDA device" in result.stderr and "allowed here: auto, cpu" in result.stderr
+    assert not (workspace / "optuna.db").exists() and not (workspace / "mlflow.db").exists()
+    train = subprocess.run([sys.executable, "-m", "mta_ablate", "train", "train=gpu"], capture_output=True, text=True)
+    assert train.returncode == 2 and "train.accelerator=cuda: no CUDA device" in train.stderr
+
+
 TINY_RUN = [
     "train.max_steps=2",
     "train.val_every=1",
