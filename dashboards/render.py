@@ -19,12 +19,12 @@ from dashboards.analysis import Report, headline_table
 
 METHOD = (
     "Statistics: per arm the mean over seeds, the sample standard deviation and a 95% confidence interval of the "
-    "mean ({ci}). Each arm is compared with the reference on the seeds both completed: the paired difference "
-    "(arm - reference) with its 95% t interval, a two-sided paired t-test and a two-sided Wilcoxon signed-rank "
-    "test (scipy; exact for small n), Holm's step-down correction across the arms compared on the same metric, and "
-    "the effect size Cohen's d_z = mean(diff)/sd(diff). 'Significant' means Holm-adjusted paired t p < {alpha}. "
-    "Failed, pruned and running trials are left out of the statistics and listed. With n seeds the Wilcoxon test "
-    "cannot go below p = 2/2^n (0.25 at n=3, 0.0625 at n=5)."
+    "mean ({ci}), clipped to [0, 1] for rates (error, accuracy). Each arm is compared with its reference on the "
+    "seeds both completed: the paired difference (arm - reference) with its 95% t interval, a two-sided paired "
+    "t-test and a two-sided Wilcoxon signed-rank test (scipy; exact for small n), Holm's step-down correction "
+    "across the arms compared on the same metric, and the effect size Cohen's d_z = mean(diff)/sd(diff). "
+    "'Significant' means Holm-adjusted paired t p < {alpha}. Failed, pruned and running trials are left out of the "
+    "statistics and listed. With n seeds the Wilcoxon test cannot go below p = 2/2^n (0.25 at n=3, 0.0625 at n=5)."
 )
 CI_WORDS = {"t": "Student t", "bootstrap": "percentile bootstrap over seeds, 10,000 resamples, fixed seed"}
 

@@ -21,6 +21,13 @@ import polars as pl
 CI_METHODS = ("t", "bootstrap")
 LOWER_IS_BETTER = ("ppl", "loss", "error", "bpb", "step_ms", "peak_mem", "duration")
 HIGHER_IS_BETTER = ("accuracy", "acc", "exact", "first_token", "tokens_per_s", "items_per_sec")
+RATES = ("error", "accuracy", "acc", "exact", "first_token", "wrong_needle")
+"""Metric names (last path part contains one) that are fractions in [0, 1]: their mean's CI is clipped to it."""
+
+
+def is_rate(metric: str) -> bool:
+    last = metric.lower().rsplit("/", 1)[-1]
+    return any(part in last for part in RATES)
 
 
 @dataclass(frozen=True)
@@ -175,7 +182,8 @@ def compare_arms(
         interval = mean_ci(own["value"].to_numpy(), method=ci, seed=seed)
         ref_arm = ref_of.get(arm) or ""
         row = {"metric": metric, "arm": arm, "ref": ref_arm, "n": interval.n, "mean": interval.mean}
-        row |= {"std": interval.std, "ci_lo": interval.lo, "ci_hi": interval.hi, "ci_method": ci}
+        lo, hi = (max(0.0, interval.lo), min(1.0, interval.hi)) if is_rate(metric) else (interval.lo, interval.hi)
+        row |= {"std": interval.std, "ci_lo": lo, "ci_hi": hi, "ci_method": ci}
         paired = Paired(0, *([math.nan] * 8))
         if ref_arm and arm != ref_arm:
             joined = own.join(arm_values(trials, metric, ref_arm), on="seed", suffix="_ref")

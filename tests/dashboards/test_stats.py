@@ -100,3 +100,11 @@ def test_directions_and_pareto_front():
     assert stats.direction_of("custom", "custom", "maximize") == "maximize"
     points = np.array([[1.0, 5.0], [2.0, 3.0], [3.0, 4.0], [4.0, 1.0]])
     assert stats.pareto_front(points).tolist() == [True, True, False, True]
+
+
+def test_a_rate_s_confidence_interval_stays_within_0_and_1():
+    trials = pl.DataFrame({"arm": ["a", "a"], "seed": [0, 1], "toy/error": [0.02, 0.9], "final/ppl": [1.02, 1.9]})
+    rate = stats.compare_arms(trials, "toy/error", ["a"]).row(0, named=True)
+    assert rate["ci_lo"] == 0.0 and rate["ci_hi"] == 1.0  # the t interval with n=2 is about [-5.1, 6.0]
+    ppl = stats.compare_arms(trials, "final/ppl", ["a"]).row(0, named=True)
+    assert ppl["ci_lo"] < 0.0 and ppl["ci_hi"] > 1.0  # not a rate: left as computed
