@@ -236,7 +236,7 @@ def verdict(row: dict, reference: str, metric: str, alpha: float = 0.05) -> str:
     small = " (Wilcoxon cannot reach p<0.05 with fewer than 6 pairs)" if n < 6 else ""
     return (
         f"{arm} vs {reference}: {change}, not significant (Holm p={p:.2g} >= {alpha}, n={n} seeds): "
-        f"indistinguishable from seed noise at this n{small}."
+        f"at this n the test cannot tell it from seed noise{small}."
     )
 
 
