@@ -182,7 +182,9 @@ def compare_arms(
         interval = mean_ci(own["value"].to_numpy(), method=ci, seed=seed)
         ref_arm = ref_of.get(arm) or ""
         row = {"metric": metric, "arm": arm, "ref": ref_arm, "n": interval.n, "mean": interval.mean}
-        lo, hi = (max(0.0, interval.lo), min(1.0, interval.hi)) if is_rate(metric) else (interval.lo, interval.hi)
+        lo, hi = interval.lo, interval.hi
+        if is_rate(metric) and not math.isnan(lo):  # NaN (one seed) stays NaN
+            lo, hi = max(0.0, lo), min(1.0, hi)
         row |= {"std": interval.std, "ci_lo": lo, "ci_hi": hi, "ci_method": ci}
         paired = Paired(0, *([math.nan] * 8))
         if ref_arm and arm != ref_arm:

@@ -66,7 +66,12 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # progress bars in logs are noise
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and not any(x.startswith("-") for x in extra):
+        args.overrides = [*args.overrides, *extra]  # `sweep FILE --workers 2 key=value`: overrides after options
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.run(args) or 0)
     except ConfigError as exc:

@@ -106,5 +106,7 @@ def test_a_rate_s_confidence_interval_stays_within_0_and_1():
     trials = pl.DataFrame({"arm": ["a", "a"], "seed": [0, 1], "toy/error": [0.02, 0.9], "final/ppl": [1.02, 1.9]})
     rate = stats.compare_arms(trials, "toy/error", ["a"]).row(0, named=True)
     assert rate["ci_lo"] == 0.0 and rate["ci_hi"] == 1.0  # the t interval with n=2 is about [-5.1, 6.0]
+    one = stats.compare_arms(trials.head(1), "toy/error", ["a"]).row(0, named=True)
+    assert math.isnan(one["ci_lo"]) and math.isnan(one["ci_hi"])  # one seed: no interval, not [0, 1]
     ppl = stats.compare_arms(trials, "final/ppl", ["a"]).row(0, named=True)
     assert ppl["ci_lo"] < 0.0 and ppl["ci_hi"] > 1.0  # not a rate: left as computed

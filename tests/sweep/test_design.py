@@ -185,3 +185,12 @@ def test_every_shipped_sweep_runs_one_tiny_trial(workspace, path):
         overrides = spec.arms[-1].overrides  # the last arm: usually the one furthest from the base experiment
     result = run_trial(load_experiment(spec.experiment_overrides(overrides, spec.seeds[0])))
     assert result.steps == 2 and spec.metric in result.metrics, sorted(result.metrics)
+
+
+def test_overrides_may_follow_options(workspace):
+    cmd = [sys.executable, "-m", "mta_ablate", "sweep", "sweeps/quickstart.yaml", "--dry-run", "train.max_steps=7"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "train.max_steps=7" in result.stdout.replace("\n", "")
+    bad = subprocess.run([*cmd, "--no-such-flag"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--no-such-flag" in bad.stderr
