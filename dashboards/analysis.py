@@ -81,6 +81,8 @@ class Report:
     ci: str
     alpha: float
     extras: dict = field(default_factory=dict)
+    equal_compute: pl.DataFrame | None = None
+    """Per compared arm: its validation metric at its reference's training FLOPs (see `_equal_compute`)."""
 
 
 def resolve_reference(sweep: Sweep, baseline: str | None) -> tuple[str, dict[str, str]]:
@@ -93,6 +95,10 @@ def resolve_reference(sweep: Sweep, baseline: str | None) -> tuple[str, dict[str
     arms = sweep.arms()
     if baseline and baseline not in arms:
         return baseline, _within(sweep, arms, baseline)
+    if not baseline and sweep.references:  # what the sweep file compared (and, with adaptive seeds, decided)
+        ref_of = {arm: ref for arm, ref in sweep.references.items() if arm in arms and ref in arms}
+        refs = set(ref_of.values())
+        return (refs.pop() if len(refs) == 1 else "each arm's own levels"), ref_of
     label = baseline or (sweep.reference if sweep.reference in arms else "")
     label = label or ("baseline" if "baseline" in arms else "")
     return label, (dict.fromkeys(arms, label) if label else {})
@@ -231,9 +237,11 @@ def analyse(
     for metric in metrics:
         direction = stats.direction_of(metric, sweep.objective, sweep.direction)
         parts.append(stats.compare_arms(done, metric, arms, ref_of, direction, ci=ci, seed=seed, alpha=alpha))
+    if parts and metrics[0] == sweep.objective and sweep.policy and ref_of and not baseline:
+        parts[0] = _with_decisions(parts[0], done, sweep, ref_of)
     levels = sweep.trials.group_by("arm").agg(pl.col("factor").first(), pl.col("level").first())
     if parts:
-        comparison = pl.concat(parts).join(levels, on="arm", how="left")
+        comparison = pl.concat(parts, how="diagonal").join(levels, on="arm", how="left")
     else:
         comparison = stats.compare_arms(done, "", [], ref_of).with_columns(
             factor=pl.lit(None, pl.String), level=pl.lit(None, pl.String)
@@ -245,7 +253,12 @@ def analyse(
         tested = (pl.col("arm") != pl.col("ref")) & (pl.col("ref") != "")
         for metric in headline:
             for row in comparison.filter((pl.col("metric") == metric) & tested).iter_rows(named=True):
-                findings.append(stats.verdict(row, row["ref"], metric, alpha))
+                if row.get("state") is not None:
+                    findings.append(stats.sequential_verdict(row, row["ref"], metric, sweep.policy))
+                elif metric == sweep.objective:
+                    findings.append(stats.verdict(row, row["ref"], metric, alpha))
+                else:
+                    findings.append("Exploratory (not the objective): " + stats.verdict(row, row["ref"], metric, alpha))
     elif arms:
         findings.append("No reference arm (pass --baseline ARM): arms are summarised but not tested against one.")
     best_arm, best_run = _best(sweep, done, comparison)
@@ -269,12 +282,83 @@ def analyse(
         needle_wrong=needle_wrong,
         corpora=corpora,
         curves=_curves(histories, curve_key, done),
+        equal_compute=_equal_compute(histories, curve_key, done, ref_of),
         curve_key=curve_key,
         best_arm=best_arm,
         best_run_id=best_run,
         ci=ci,
         alpha=alpha,
     )
+
+
+def _with_decisions(rows: pl.DataFrame, done: pl.DataFrame, sweep: Sweep, ref_of: dict[str, str]) -> pl.DataFrame:
+    """The objective's rows with the seeds-until-decided state of each comparison and the n it was decided at."""
+    from mta_ablate.sequential import SeedPolicy, decide
+
+    diffs = {}
+    for arm, ref in ref_of.items():
+        if ref and arm != ref:
+            own, other = stats.arm_values(done, sweep.objective, arm), stats.arm_values(done, sweep.objective, ref)
+            joined = own.join(other, on="seed", suffix="_ref").sort("seed")
+            diffs[arm] = (joined["value"] - joined["value_ref"]).to_list()
+    decisions = decide(diffs, SeedPolicy(**sweep.policy), sweep.direction)
+    states = [decisions[a].state if a in decisions else None for a in rows["arm"]]
+    at = [decisions[a].decided_at if a in decisions else None for a in rows["arm"]]
+    return rows.with_columns(pl.Series("state", states, pl.String), pl.Series("decided_at", at, pl.Int64))
+
+
+def _equal_compute(histories: pl.DataFrame | None, key: str, done: pl.DataFrame, ref_of: dict[str, str]):
+    """Each compared arm at its reference's training compute, paired by seed.
+
+    The reference's compute is its steps x FLOPs per step (`perf/train_flops`); the arm's validation curve (`key`) is
+    interpolated linearly at step = that compute / the arm's FLOPs per step. An arm whose curve does not reach that
+    far (it trained with less compute) has no value there: `reached` is false and the difference is null.
+    Returns arm, ref, ref_steps, steps_at_equal_flops, reached, n, diff_equal_steps, diff_equal_flops."""
+    import numpy as np
+
+    schema = {"arm": pl.String, "ref": pl.String, "ref_steps": pl.Int64, "steps_at_equal_flops": pl.Float64}
+    schema |= {"reached": pl.Boolean, "n": pl.Int64, "diff_equal_steps": pl.Float64, "diff_equal_flops": pl.Float64}
+    needed = {"perf/flops_per_step", "perf/train_flops"}
+    if histories is None or histories.is_empty() or not needed <= set(done.columns):
+        return pl.DataFrame(schema=schema)
+    curves = histories.filter(pl.col("key") == key)
+    rows = []
+    for arm, ref in ref_of.items():
+        if not ref or arm == ref:
+            continue
+        same_steps, same_flops, at_steps, ref_steps = [], [], [], 0
+        for seed in done.filter(pl.col("arm") == arm)["seed"].to_list():
+            a = done.filter((pl.col("arm") == arm) & (pl.col("seed") == seed)).row(0, named=True)
+            r = done.filter((pl.col("arm") == ref) & (pl.col("seed") == seed))
+            if r.is_empty() or not a["perf/flops_per_step"] or r["perf/train_flops"][0] is None:
+                continue
+            r = r.row(0, named=True)
+            a_curve = curves.filter(pl.col("run_id") == a["run_id"]).sort("step")
+            r_curve = curves.filter(pl.col("run_id") == r["run_id"]).sort("step")
+            if a_curve.is_empty() or r_curve.is_empty():
+                continue
+            step = r["perf/train_flops"] / a["perf/flops_per_step"]
+            ref_final, ref_steps = r_curve["value"][-1], int(r_curve["step"][-1])
+            same_steps.append(a_curve["value"][-1] - ref_final)
+            at_steps.append(step)
+            if a_curve["step"][0] <= step <= a_curve["step"][-1]:
+                same_flops.append(float(np.interp(step, a_curve["step"], a_curve["value"])) - ref_final)
+        if not at_steps:
+            continue
+        reached = len(same_flops) == len(at_steps)
+        rows.append(
+            {
+                "arm": arm,
+                "ref": ref,
+                "ref_steps": ref_steps,
+                "steps_at_equal_flops": float(np.mean(at_steps)),
+                "reached": reached,
+                "n": len(at_steps),
+                "diff_equal_steps": float(np.mean(same_steps)),
+                "diff_equal_flops": float(np.mean(same_flops)) if reached else None,
+            }
+        )
+    return pl.DataFrame(rows, schema=schema, orient="row")
 
 
 def _best(sweep: Sweep, done: pl.DataFrame, comparison: pl.DataFrame) -> tuple[str | None, str | None]:
@@ -294,6 +378,13 @@ def headline_table(report: Report) -> pl.DataFrame:
     objective = report.sweep.objective
     rows = report.comparison.filter(pl.col("metric") == objective)
     cost = report.cost.select("arm", *(["step_rel"] if "step_rel" in report.cost.columns else []))
+    if "state" in rows.columns:  # seeds until decided: the rule's state is the verdict
+        return rows.join(cost, on="arm", how="left").with_columns(
+            pl.when(pl.col("arm") == pl.col("ref"))
+            .then(pl.lit("reference"))
+            .otherwise(pl.col("state").fill_null("no test"))
+            .alias("verdict")
+        )
     out = rows.join(cost, on="arm", how="left").with_columns(
         pl.when(pl.col("arm") == pl.col("ref"))
         .then(pl.lit("reference"))

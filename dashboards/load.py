@@ -18,6 +18,7 @@ Reads only the tracking store (conventions in `mta_ablate.tracking.mlflow_store`
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -73,6 +74,10 @@ class Sweep:
     trials: pl.DataFrame
     tracking_uri: str
     metric_keys: tuple[str, ...] = field(default=())
+    policy: dict | None = None
+    """The sweep's seeds-until-decided rule ({initial, max, alpha, margin}), None for fixed seeds."""
+    references: dict = field(default_factory=dict)
+    """arm -> the arm the sweep compares it with (a reference maps to itself), as the sweep file named them."""
 
     def complete(self) -> pl.DataFrame:
         """The complete trials, one per (arm, seed): a retried seed keeps its latest complete run."""
@@ -181,6 +186,7 @@ def load_sweep(name: str, uri: str | None = None) -> Sweep:
     if parent is not None:
         children = [r for r in children if r.data.tags.get(PARENT_TAG) in (None, parent.info.run_id)]
     tags = parent.data.tags if parent is not None else {}
+    params = parent.data.params if parent is not None else {}
     trials = trials_frame(children)
     if parent is None:
         log.warning("sweep %s has no parent run (tag %s=%s); reading its trials only", name, TAG_KIND, KIND_SWEEP)
@@ -197,6 +203,8 @@ def load_sweep(name: str, uri: str | None = None) -> Sweep:
         trials=trials,
         tracking_uri=resolved_uri,
         metric_keys=tuple(sorted({k for r in children for k in r.data.metrics})),
+        policy=json.loads(params.get("sweep.seed_policy") or "null"),
+        references=json.loads(params.get("sweep.references") or "{}"),
     )
 
 

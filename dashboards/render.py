@@ -55,7 +55,10 @@ def fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
-def _ci(lo, hi) -> str:
+def _ci(lo, hi, n: int | None = None) -> str:
+    """An interval, or why there is none: with fewer than 3 seeds a t interval spans +-12.7 sd and means nothing."""
+    if n is not None and n < 3:
+        return "n<3: none"
     return "–" if lo is None or hi is None or math.isnan(lo) else f"[{fmt(lo)}, {fmt(hi)}]"
 
 
@@ -68,9 +71,9 @@ def _metric_rows(rows: pl.DataFrame) -> list[list]:
                 r["n"],
                 r["mean"],
                 r["std"],
-                _ci(r["ci_lo"], r["ci_hi"]),
+                _ci(r["ci_lo"], r["ci_hi"], r["n"]),
                 r["diff"],
-                _ci(r["diff_lo"], r["diff_hi"]),
+                _ci(r["diff_lo"], r["diff_hi"], r["n_pairs"]) if r["n_pairs"] else "–",
                 r["p_t_holm"],
                 r["p_wilcoxon_holm"],
                 r["d_z"],
@@ -104,15 +107,56 @@ def blocks(report: Report, figure_names: list[str], generated: datetime | None =
     if head.height:
         out.append(("h", 2, f"Headline: {s.objective}"))
         within = len(set(head["ref"]) - {""}) > 1  # each arm has its own reference: say which
-        columns = ["arm", *(["vs"] if within else ["factor", "level"]), "n", "mean", "95% CI", "Δ vs ref", "Δ 95% CI"]
-        columns += ["p t (Holm)", "p Wilcoxon (Holm)", "d_z", "step time vs ref", "verdict"]
+        levels = any(head["factor"].drop_nulls().to_list()) if "factor" in head.columns else False
+        sequential = "state" in head.columns
+        columns = ["arm", *(["vs"] if within else ["factor", "level"] if levels else []), "n", "mean", "95% CI"]
+        columns += ["Δ vs ref", "Δ 95% CI", *([] if sequential else ["p t (Holm)"]), "d_z", "step time vs ref"]
+        columns += ["verdict", *(["decided at n"] if sequential else ["seeds for 80% power"])]
         rows = [
-            [r["arm"], *([r["ref"]] if within else [r["factor"], r["level"]]), r["n"], r["mean"]]
-            + [_ci(r["ci_lo"], r["ci_hi"]), r["diff"]]
-            + [_ci(r["diff_lo"], r["diff_hi"]), r["p_t_holm"], r["p_wilcoxon_holm"], r["d_z"]]
-            + [r.get("step_rel"), r["verdict"]]
+            [r["arm"], *([r["ref"]] if within else [r["factor"], r["level"]] if levels else []), r["n"], r["mean"]]
+            + [_ci(r["ci_lo"], r["ci_hi"], r["n"]), r["diff"]]
+            + [_ci(r["diff_lo"], r["diff_hi"], r["n_pairs"]) if r["n_pairs"] else "–"]
+            + ([] if sequential else [r["p_t_holm"]])
+            + [r["d_z"], r.get("step_rel"), r["verdict"]]
+            + [r.get("decided_at") if sequential else r.get("seeds_80")]
             for r in head.iter_rows(named=True)
         ]
+        out.append(("table", columns, rows))
+        if sequential:
+            p = s.policy
+            out.append(
+                (
+                    "p",
+                    f"Verdicts: seeds until decided ({p['initial']} to {p['max']} seeds per comparison, added while "
+                    f"undecided). Sequential paired t-test: each look's p-value times the number of looks "
+                    f"(Bonferroni over looks, so peeking does not inflate false positives), Holm across arms, "
+                    f"family-wise alpha {p['alpha']}"
+                    + (
+                        f"; 'equivalent' by two one-sided tests with margin {p['margin']:g}."
+                        if p.get("margin")
+                        else "."
+                    )
+                    + " 'undecided' at the maximum n is an honest outcome: the test could not tell.",
+                )
+            )
+    eq = report.equal_compute
+    if eq is not None and eq.height:
+        out.append(("h", 2, f"Equal steps and equal compute ({report.curve_key})"))
+        out.append(
+            (
+                "p",
+                "Mean paired difference to the reference of the validation metric, at the end of training (equal "
+                "steps) and where the arm has spent its reference's training FLOPs (its curve interpolated at that "
+                "step). '–' where the arm trained with less compute than its reference. Wall time is in the cost "
+                "table (noisy on shared machines).",
+            )
+        )
+        rows = [
+            [r["arm"], r["ref"], r["n"], r["ref_steps"], r["steps_at_equal_flops"], r["diff_equal_steps"]]
+            + [r["diff_equal_flops"]]
+            for r in eq.iter_rows(named=True)
+        ]
+        columns = ["arm", "vs", "n", "ref steps", "arm steps at ref FLOPs", "Δ equal steps", "Δ equal FLOPs"]
         out.append(("table", columns, rows))
     for name, caption in (
         ("objective", f"{s.objective} per arm"),
@@ -121,7 +165,14 @@ def blocks(report: Report, figure_names: list[str], generated: datetime | None =
     ):
         if name in figure_names:
             out.append(("fig", name, caption))
-    out.append(("h", 2, "All metrics"))
+    out.append(("h", 2, "All metrics (exploratory)"))
+    out.append(
+        (
+            "p",
+            "Only the objective above decides. The tests below are exploratory: Holm-corrected across arms within "
+            "each metric, not across metrics.",
+        )
+    )
     for metric in report.metrics:
         if metric == s.objective:
             continue

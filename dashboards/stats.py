@@ -190,9 +190,12 @@ def compare_arms(
         if ref_arm and arm != ref_arm:
             joined = own.join(arm_values(trials, metric, ref_arm), on="seed", suffix="_ref")
             paired = paired_test(joined["value"].to_numpy(), joined["value_ref"].to_numpy())
-        row |= {"n_pairs": paired.n, "diff": paired.diff_mean, "diff_lo": paired.diff_lo, "diff_hi": paired.diff_hi}
+        diff_lo, diff_hi = paired.diff_lo, paired.diff_hi
+        if is_rate(metric) and not math.isnan(diff_lo):  # a difference of two rates lies in [-1, 1]
+            diff_lo, diff_hi = max(-1.0, diff_lo), min(1.0, diff_hi)
+        row |= {"n_pairs": paired.n, "diff": paired.diff_mean, "diff_lo": diff_lo, "diff_hi": diff_hi}
         row |= {"rel_diff": paired.rel_diff, "t": paired.t, "p_t": paired.p_t, "p_wilcoxon": paired.p_wilcoxon}
-        row |= {"d_z": paired.d_z}
+        row |= {"d_z": paired.d_z, "seeds_80": _seeds_80(paired, alpha)}
         rows.append(row)
     p_t_holm = holm([r["p_t"] for r in rows])
     p_w_holm = holm([r["p_wilcoxon"] for r in rows])
@@ -204,14 +207,23 @@ def compare_arms(
         else:
             row["better"] = row["diff"] < 0 if direction == "minimize" else row["diff"] > 0
     schema = {"metric": pl.String, "arm": pl.String, "ref": pl.String, "n": pl.Int64, "ci_method": pl.String}
-    schema |= {"n_pairs": pl.Int64}
+    schema |= {"n_pairs": pl.Int64, "seeds_80": pl.Int64}
     schema |= {"significant": pl.Boolean, "better": pl.Boolean}
     floats = ("mean", "std", "ci_lo", "ci_hi", "diff", "diff_lo", "diff_hi", "rel_diff", "t", "p_t", "p_wilcoxon")
     schema |= {c: pl.Float64 for c in (*floats, "d_z", "p_t_holm", "p_wilcoxon_holm")}
     columns = ["metric", "arm", "ref", "n", "mean", "std", "ci_lo", "ci_hi", "ci_method", "n_pairs", "diff", "diff_lo"]
     columns += ["diff_hi", "rel_diff", "t", "p_t", "p_wilcoxon", "d_z", "p_t_holm", "p_wilcoxon_holm"]
-    columns += ["significant", "better"]
+    columns += ["significant", "better", "seeds_80"]
     return pl.DataFrame(rows, schema={c: schema[c] for c in columns}, orient="row")
+
+
+def _seeds_80(paired: Paired, alpha: float) -> int | None:
+    """Paired seeds a fixed-n t-test would need for 80% power at the observed mean and sd of the differences."""
+    from mta_ablate.sequential import seeds_for_power
+
+    if paired.n < 2 or math.isnan(paired.d_z) or paired.d_z == 0:
+        return None
+    return seeds_for_power(paired.diff_mean, paired.diff_mean / paired.d_z, alpha)
 
 
 def verdict(row: dict, reference: str, metric: str, alpha: float = 0.05) -> str:
@@ -232,14 +244,36 @@ def verdict(row: dict, reference: str, metric: str, alpha: float = 0.05) -> str:
     way = "better" if row["better"] else "worse"
     if row["significant"]:
         return (
-            f"{arm} is significantly {way} than {reference}: {change}, paired t p={row['p_t']:.2g}, "
-            f"Holm p={p:.2g} < {alpha}, d_z={row['d_z']:.2f}, n={n} seeds."
+            f"{arm} is significantly {way} than {reference}: {change}, paired t-test p={row['p_t']:.2g}, "
+            f"Holm across arms p={p:.2g} < {alpha}, d_z={row['d_z']:.2f}, n={n} seeds."
         )
-    small = " (Wilcoxon cannot reach p<0.05 with fewer than 6 pairs)" if n < 6 else ""
+    need = row.get("seeds_80")
+    more = f" About {need} paired seeds would give 80% power at this effect and spread." if need else ""
     return (
-        f"{arm} vs {reference}: {change}, not significant (Holm p={p:.2g} >= {alpha}, n={n} seeds): "
-        f"at this n the test cannot tell it from seed noise{small}."
+        f"{arm} vs {reference}: {change}, not significant (paired t-test, Holm across arms p={p:.2g} >= {alpha}, "
+        f"n={n} seeds): at this n the test cannot tell it from seed noise.{more}"
     )
+
+
+def sequential_verdict(row: dict, reference: str, metric: str, policy: dict) -> str:
+    """One sentence on a comparison under the seeds-until-decided rule, naming that test."""
+    arm, n, state, at = row["arm"], row["n_pairs"] or 0, row["state"], row["decided_at"]
+    diff, rel = row["diff"], row["rel_diff"]
+    change = (f"{metric} {diff:+.4g}" + (f" ({rel:+.1%})" if rel == rel else "")) if n else "no paired seed"
+    margin = policy.get("margin")
+    test = (
+        f"sequential paired t-test (Bonferroni over the looks at {policy['initial']}..{policy['max']} seeds, Holm "
+        f"across arms, alpha {policy['alpha']}"
+        + (f"; equivalence: two one-sided tests, margin {margin:g})" if margin else ")")
+    )
+    if state in ("better", "worse"):
+        return f"{arm} is {state} than {reference}: {change}, decided at n={at} seeds by the {test}."
+    if state == "equivalent":
+        return f"{arm} is equivalent to {reference} within +-{margin:g}: {change}, decided at n={at} by the {test}."
+    where = "at the maximum" if n >= policy["max"] else "so far"
+    need = row.get("seeds_80")
+    more = f" A fixed-n t-test would need about {need} seeds for 80% power at this effect." if need else ""
+    return f"{arm} vs {reference}: {change}, undecided {where}, n={n}, by the {test}.{more}"
 
 
 def pareto_front(points: np.ndarray) -> np.ndarray:

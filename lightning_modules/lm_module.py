@@ -39,9 +39,10 @@ def decays(name: str, param: torch.nn.Parameter, mode: str) -> bool:
 
 
 class LMModule(L.LightningModule):
-    def __init__(self, model_config: ModelConfig, train: TrainConfig, task=None):
+    def __init__(self, model_config: ModelConfig, train: TrainConfig, task=None, seed: int = 0):
         super().__init__()
-        self.model = TransformerLM(model_config)
+        self.model = TransformerLM(model_config, seed=seed)
+        self.seed = seed
         self.train_config = train
         self.task = task  # for the task's own validation metrics (perplexity per corpus, toy error, ...)
         self._scores = ScoreSums()
@@ -76,6 +77,11 @@ class LMModule(L.LightningModule):
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, t))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        """Random draws of step k (dropout masks) come from (seed, k): the same in every arm of a seed, and after a
+        resume, whatever the model's construction or earlier steps drew from the global generator."""
+        torch.manual_seed(self.seed * 1_000_003 + self.global_step)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self.model(batch["tokens"])

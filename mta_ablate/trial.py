@@ -101,6 +101,7 @@ def run_trial(
     from lightning_modules.data_module import TaskDataModule
     from lightning_modules.evaluation import final_metrics
     from lightning_modules.lm_module import LMModule
+    from mta_ablate.attention.init import init_digest
     from mta_ablate.data import build_task
     from mta_ablate.tracking.lightning_logger import MlflowRunLogger
 
@@ -124,10 +125,11 @@ def run_trial(
             log_run_inputs(client, run_id, config)
         L.seed_everything(config.seed, workers=True, verbose=False)
         task = build_task(config.task.name, **config.task.params)
-        module = LMModule(config.model, train, task)
+        module = LMModule(config.model, train, task, seed=config.seed)
         counts = module.model.count_params()
         if not resumable:
             store.log_params(client, run_id, {f"model/params/{k}": str(v) for k, v in counts.items()})
+            client.log_dict(run_id, init_digest(module.model), "init_digest.json")
         data = TaskDataModule(task, train.batch_size, config.seed, train.val_batches)
         logger = MlflowRunLogger(client, run_id)
         trainer = L.Trainer(

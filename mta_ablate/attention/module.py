@@ -11,6 +11,7 @@ from torch import nn
 
 from mta_ablate.attention.functional import key_padding, mta_attention
 from mta_ablate.attention.spec import AttentionSpec, LayerPlan, depth_scale
+from mta_ablate.attention.init import GeneratorFor, trunc_normal, uniform
 
 
 def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,13 +29,13 @@ def apply_rope(x_BHTD: torch.Tensor, cos_TF: torch.Tensor, sin_TF: torch.Tensor)
     return out.flatten(-2).to(x_BHTD.dtype)
 
 
-def init_kernel(kernel_HQK: torch.Tensor, method: str, pad_key: str) -> None:
+def init_kernel(kernel_HQK: torch.Tensor, method: str, pad_key: str, generator: torch.Generator | None = None) -> None:
     """Fill a (H, c_q, c_k) key-query kernel in place (see `KernelInit`)."""
     _, c_q, c_k = kernel_HQK.shape
     left, _ = key_padding(c_k, pad_key)
     with torch.no_grad():
         if method == "uniform":
-            kernel_HQK.uniform_(-1.0, 1.0)
+            uniform(kernel_HQK, -1.0, 1.0, generator)
             return
         kernel_HQK.fill_({"const": 0.3}.get(method, 0.0))
         if method == "identity":  # current query row (last), current key column (left pad)
@@ -77,13 +78,15 @@ class MultiTokenAttention(nn.Module):
     def _head_mix_param(self, c_h: int | None) -> nn.Parameter | None:
         return nn.Parameter(torch.empty(self.n_heads // c_h, c_h, c_h)) if c_h else None
 
-    def reset_parameters(self) -> None:
-        for lin in (self.wq, self.wk, self.wv, self.wo):
-            nn.init.trunc_normal_(lin.weight, std=self.init_std, a=-3 * self.init_std, b=3 * self.init_std)
+    def reset_parameters(self, generator_for: GeneratorFor = lambda name: None) -> None:
+        """Initial values; `generator_for(name)` gives the generator of each parameter (paired initialisation)."""
+        for name in ("wq", "wk", "wv", "wo"):
+            trunc_normal(getattr(self, name).weight, self.init_std, generator_for(f"{name}.weight"))
         if self.mta_pre_kernel is not None:
-            init_kernel(self.mta_pre_kernel, self.spec.init, self.spec.pad_key)
+            init_kernel(self.mta_pre_kernel, self.spec.init, self.spec.pad_key, generator_for("mta_pre_kernel"))
         if self.mta_post_kernel is not None:
-            init_kernel(self.mta_post_kernel, self.spec.post_init or self.spec.init, self.spec.pad_key)
+            method = self.spec.post_init or self.spec.init
+            init_kernel(self.mta_post_kernel, method, self.spec.pad_key, generator_for("mta_post_kernel"))
         for mix in (self.mta_pre_head_mix, self.mta_post_head_mix):
             if mix is not None:  # head mixes start as identity
                 with torch.no_grad():
@@ -91,8 +94,7 @@ class MultiTokenAttention(nn.Module):
         if self.mta_norm_weight is not None:
             nn.init.ones_(self.mta_norm_weight)
         if self.mta_gate is not None:  # the reference leaves the bias uninitialised; 0 starts the gate at 0.5
-            std = self.init_std
-            nn.init.trunc_normal_(self.mta_gate.weight, std=std, a=-3 * std, b=3 * std)
+            trunc_normal(self.mta_gate.weight, self.init_std, generator_for("mta_gate.weight"))
             nn.init.zeros_(self.mta_gate.bias)
 
     def forward(self, x_BTE: torch.Tensor, cos_TF: torch.Tensor, sin_TF: torch.Tensor) -> torch.Tensor:

@@ -17,13 +17,18 @@ def run(args) -> int:
     import dataclasses
 
     from mta_ablate.cli import console
-    from mta_ablate.sweep import progress
+    from mta_ablate.sweep import adaptive, progress
     from mta_ablate.sweep.study import load, storage_url
 
     study, spec, _, _ = load(args.name, storage_url(args.storage))
     rows = progress.trial_rows(study)
+    decisions = adaptive.decisions(study, spec)
     if args.json:
-        print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        out = {
+            "trials": [dataclasses.asdict(r) for r in rows],
+            "decisions": {arm: {"vs": spec.reference_of[arm], **dataclasses.asdict(d)} for arm, d in decisions.items()},
+        }
+        print(json.dumps(out, indent=2))
         return 0
     c = progress.counts(rows)
     console.print(
@@ -31,6 +36,8 @@ def run(args) -> int:
             rows, f"sweep {spec.name} ({spec.kind}): " + ", ".join(f"{v} {k}" for k, v in c.items()), spec.metric
         )
     )
+    if decisions:
+        console.print(progress.decision_table(spec, decisions))
     overheads = [r.overhead_s for r in rows if r.overhead_s is not None]
     if overheads:
         console.print(

@@ -30,16 +30,32 @@ def run(args) -> int:
         raise ConfigError(f"--workers={args.workers}: expected an integer >= 1")
     spec = parse_sweep(read_sweep_file(args.file, args.overrides), args.overrides)  # every arm validated: exit 2
     if args.dry_run:
+        steps = {}
+        if spec.equalize:
+            from mta_ablate.sweep.compute import equalized_steps
+
+            steps = equalized_steps(spec)
         table = Table(title=f"sweep {spec.name}: {spec.kind} design, objective {spec.metric} ({spec.direction})")
-        for col in ("arm", "factor", "level", "overrides"):
+        for col in ("arm", "factor", "level", "compared with", "overrides", *(["max_steps"] if steps else [])):
             table.add_column(col)
         for arm in spec.arms:
             overrides = ", ".join(f"{k}={v}" for k, v in arm.overrides.items())
-            table.add_row(escape(arm.name), escape(arm.factor), escape(arm.level), escape(overrides))
+            ref = spec.reference_of.get(arm.name, "")
+            cells = [arm.name, arm.factor, arm.level, "(reference)" if ref == arm.name else ref, overrides]
+            table.add_row(*(escape(c) for c in cells), *([str(steps[arm.name])] if steps else []))
         console.print(table)
         n = len(spec.slots()) if spec.kind != "search" else spec.max_trials
-        seeds = f"{len(spec.seeds)} seed" + ("s" if len(spec.seeds) > 1 else "")
+        if spec.policy:
+            p = spec.policy
+            upto = len(spec.arms) * p.max
+            seeds = f"seeds {p.initial} to {p.max} per comparison, added while undecided; up to {upto} trials"
+            rule = f"alpha={p.alpha}" + (f", equivalence margin {p.margin}" if p.margin else "")
+            seeds += f"; sequential paired t-test, Holm across arms, {rule}"
+        else:
+            seeds = f"{len(spec.seeds)} seed" + ("s" if len(spec.seeds) > 1 else "")
         console.print(f"{n} trials ({seeds}); base: {escape(' '.join(spec.base))}")
+        if steps:
+            console.print("budget.equalize=flops: max_steps per arm give each arm its reference's training FLOPs")
         return 0
     from mta_ablate.config.checks import check_device
     from mta_ablate.config.compose import load_experiment

@@ -25,6 +25,7 @@ from torch import nn
 from mta_ablate.attention.module import MultiTokenAttention, rope_tables
 from mta_ablate.attention.spec import AttentionSpec
 from mta_ablate.errors import ConfigError
+from mta_ablate.attention.init import GeneratorFor, param_generator, scoped, trunc_normal
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,11 +98,10 @@ class FeedForward(nn.Module):
         self.w3 = nn.Linear(dim, hidden, bias=False)
         self.w2 = nn.Linear(hidden, dim, bias=False)
         self.std_in, self.std_out = std, hidden**-0.5
-        self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        for lin, std in ((self.w1, self.std_in), (self.w3, self.std_in), (self.w2, self.std_out)):
-            nn.init.trunc_normal_(lin.weight, std=std, a=-3 * std, b=3 * std)
+    def reset_parameters(self, generator_for: GeneratorFor = lambda name: None) -> None:
+        for name, std in (("w1", self.std_in), ("w3", self.std_in), ("w2", self.std_out)):
+            trunc_normal(getattr(self, name).weight, std, generator_for(f"{name}.weight"))
 
     def forward(self, x_BTE: torch.Tensor) -> torch.Tensor:
         return self.w2(F.silu(self.w1(x_BTE)) * self.w3(x_BTE))
@@ -123,9 +123,12 @@ class Block(nn.Module):
 
 
 class TransformerLM(nn.Module):
-    """Decoder-only LM: embeddings -> blocks -> RMSNorm -> tied output projection."""
+    """Decoder-only LM: embeddings -> blocks -> RMSNorm -> tied output projection.
 
-    def __init__(self, config: ModelConfig):
+    `seed` fixes the initial weights: each parameter is drawn from its own generator seeded by (seed, its name), so
+    two models of one seed share the initial values of every parameter they have in common (`attention/init.py`)."""
+
+    def __init__(self, config: ModelConfig, seed: int = 0):
         super().__init__()
         self.config = config
         plans = config.attention.resolve(config.n_heads, config.n_layers)
@@ -138,12 +141,15 @@ class TransformerLM(nn.Module):
         cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
-        self.init_weights()
+        self.init_weights(seed)
 
-    def init_weights(self) -> None:
-        """Embedding init (the output projection is tied to it); blocks init themselves."""
-        std = self.config.std
-        nn.init.trunc_normal_(self.tok_embeddings.weight, std=std, a=-3 * std, b=3 * std)
+    def init_weights(self, seed: int) -> None:
+        """Every parameter from its own (seed, name) generator; the output projection is tied to the embedding."""
+        generator_for = lambda name: param_generator(seed, name)  # noqa: E731
+        trunc_normal(self.tok_embeddings.weight, self.config.std, generator_for("tok_embeddings.weight"))
+        for i, layer in enumerate(self.layers):
+            layer.attention.reset_parameters(scoped(generator_for, f"layers.{i}.attention"))
+            layer.feed_forward.reset_parameters(scoped(generator_for, f"layers.{i}.feed_forward"))
 
     def forward(self, tokens_BT: torch.Tensor) -> torch.Tensor:
         """tokens (B, T) long -> logits (B, T, V) in the activation dtype."""

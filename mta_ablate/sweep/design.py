@@ -199,3 +199,48 @@ def sample_overrides(space: list[SearchParam], trial) -> dict[str, Any]:
         if all(chosen.get(k, _MISSING) == v for k, v in param.when.items()):
             chosen[param.key] = param.suggest(trial)
     return chosen
+
+
+# -- references: what each arm is compared with ---------------------------------------------------------------
+
+
+def references(design: dict, arms: list[Arm], reference: Any = None) -> dict[str, str]:
+    """arm -> the arm it is compared with (a reference maps to itself); {} when the design names no reference.
+
+    ablation: the reference arm. arms: `reference` (an arm name), else an arm named `baseline`. grid: `reference` as
+    {factor: level} (or `factor=level,...`): each arm is compared with the arm that has those levels and its own
+    levels of the other factors, so a grid is compared within each level of its other factors."""
+    names = [a.name for a in arms]
+    kind = design.get("kind")
+    if kind == "ablation":
+        if reference is not None:
+            raise ConfigError("sweep.seeds.reference: an ablation's reference is its design.reference arm; remove it")
+        ref = next(a.name for a in arms if a.factor == REFERENCE)
+        return dict.fromkeys(names, ref)
+    if kind == "arms":
+        ref = reference if reference is not None else ("baseline" if "baseline" in names else None)
+        if ref is None:
+            return {}
+        if ref not in names:
+            raise ConfigError(f"sweep.seeds.reference={ref!r}: not an arm; arms: {', '.join(names)}")
+        return dict.fromkeys(names, ref)
+    if kind != "grid" or reference is None:
+        return {}
+    return _within_levels(design, names, reference)
+
+
+def _within_levels(design: dict, names: list[str], reference: Any) -> dict[str, str]:
+    keys = list(design.get("factors") or {})
+    if isinstance(reference, str):
+        reference = dict(part.split("=", 1) for part in reference.split(",") if "=" in part)
+    if not isinstance(reference, dict) or not reference:
+        raise ConfigError(f"sweep.seeds.reference={reference!r}: a grid's reference is {{factor: level}}")
+    want = {short_key(k, keys) if k in keys else k: format_value(v) for k, v in reference.items()}
+    grid = {name: dict(part.split("=", 1) for part in name.split(",")) for name in names}
+    factors = {k: sorted({lv[k] for lv in grid.values() if k in lv}) for k in grid[names[0]]}
+    for k, v in want.items():
+        if v not in factors.get(k, ()):
+            allowed = "; ".join(f"{f}: {', '.join(levels)}" for f, levels in factors.items())
+            raise ConfigError(f"sweep.seeds.reference: {k}={v} is not a level of this grid; allowed: {allowed}")
+    by_levels = {tuple(sorted(lv.items())): name for name, lv in grid.items()}
+    return {name: by_levels[tuple(sorted({**lv, **want}.items()))] for name, lv in grid.items()}

@@ -121,3 +121,19 @@ def table(rows: list[TrialRow], title: str, metric: str):
             escape(r.note[:60]),
         )
     return t
+
+
+def decision_table(spec, decisions):
+    """Per compared arm: its reference, paired seeds so far, the sequential rule's state and when it was reached."""
+    from rich.table import Table
+
+    policy = spec.policy
+    rule = f"alpha {policy.alpha}" + (f", margin {policy.margin:g}" if policy.margin else "")
+    table = Table(title=f"seeds until decided ({policy.initial} to {policy.max} seeds; {rule}; Holm across arms)")
+    for col in ("arm", "vs", "n", "state", "decided at n", "sequential p"):
+        table.add_column(col)
+    for arm, d in decisions.items():
+        state = d.state if d.state != "undecided" else ("undecided" if d.open else f"undecided at max ({policy.max})")
+        at = str(d.decided_at) if d.decided_at else ""
+        table.add_row(arm, spec.reference_of[arm], str(d.n), state, at, f"{d.p_seq:.3g}")
+    return table

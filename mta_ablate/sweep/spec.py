@@ -3,7 +3,8 @@
     name: kernel_sizes                 # the Optuna study and the MLflow experiment
     defaults: [{model: toy}, {attention: mta_toy}, {task: find_block}, {train: cpu_quick}]   # base experiment
     base: {train.max_steps: 600}       # more overrides of the base experiment
-    seeds: [0, 1, 2]                   # every arm runs once per seed
+    seeds: [0, 1, 2]                   # every arm runs once per seed; or adaptive (seeds until decided):
+    # seeds: {initial: 3, max: 10, alpha: 0.05, margin: null, reference: baseline}
     objective: {metric: toy/error, direction: minimize}
     budget: {max_trials: null, timeout_min: null}
     design: {kind: ablation, reference: {...}, factors: {attention.qk_pre: [[2, 3], [2, 7]]}}
@@ -20,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from mta_ablate.errors import ConfigError
-from mta_ablate.sweep.design import Arm, SearchParam, expand, search_space
+from mta_ablate.sequential import SeedPolicy
+from mta_ablate.sweep.design import Arm, SearchParam, expand, references, search_space
 
 PRUNERS = ("none", "median", "asha", "hyperband")
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
@@ -48,6 +50,12 @@ class SweepSpec:
     heartbeat_s: int = 10
     grace_s: int = 30
     raw: dict = field(default_factory=dict)
+    policy: SeedPolicy | None = None
+    """Seeds until decided (`seeds: {initial, max, ...}`); None for a fixed list of seeds."""
+    reference_of: dict[str, str] = field(default_factory=dict)
+    """arm -> the arm it is compared with (itself for a reference); empty when the design has no reference."""
+    equalize: str | None = None
+    """`budget.equalize: flops`: each arm's max_steps is set so that its training FLOPs match its reference's."""
 
     @property
     def kind(self) -> str:
@@ -55,7 +63,14 @@ class SweepSpec:
 
     @property
     def reference(self) -> str:
-        return next((a.name for a in self.arms if a.factor == "reference"), "")
+        """The reference arm's name when one arm is every arm's reference, else "" (a grid compares within levels)."""
+        refs = set(self.reference_of.values())
+        return refs.pop() if len(refs) == 1 else ""
+
+    @property
+    def all_seeds(self) -> tuple[int, ...]:
+        """Every seed a trial may get: the fixed list, or 0 .. max-1 of an adaptive policy."""
+        return tuple(range(self.policy.max)) if self.policy else self.seeds
 
     @property
     def report_metric(self) -> str:
@@ -123,11 +138,7 @@ def parse_sweep(data: dict, overrides: list[str] = (), validate: bool = True) ->
     if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
         raise ConfigError(f"sweep.name={name!r}: expected a non-empty name without spaces or slashes")
     base = _base_overrides(data.get("defaults") or [], data.get("base") or {})
-    seeds = data.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise ConfigError(f"sweep.seeds={seeds!r}: expected a non-empty list of integers >= 0")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"sweep.seeds={seeds!r}: a seed is listed twice")
+    seeds, policy, reference = _seeds(data.get("seeds", [0]))
     objective = data.get("objective") or {}
     metric, direction = objective.get("metric"), objective.get("direction", "minimize")
     if not isinstance(metric, str) or "/" not in metric:
@@ -143,6 +154,9 @@ def parse_sweep(data: dict, overrides: list[str] = (), validate: bool = True) ->
         raise ConfigError(f"sweep.budget.max_trials={max_trials!r}: expected an integer >= 1 or null")
     if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
         raise ConfigError(f"sweep.budget.timeout_min={timeout!r}: expected minutes > 0 or null")
+    equalize = budget.get("equalize")
+    if equalize not in (None, "flops"):
+        raise ConfigError(f"sweep.budget.equalize={equalize!r}: allowed: flops, or null (equal steps)")
     pruner = data.get("pruner") or {"kind": "none"}
     if not isinstance(pruner, dict) or pruner.get("kind", "none") not in PRUNERS:
         raise ConfigError(f"sweep.pruner={pruner!r}: kind must be one of {', '.join(PRUNERS)}")
@@ -158,8 +172,16 @@ def parse_sweep(data: dict, overrides: list[str] = (), validate: bool = True) ->
         arms, space = (), tuple(search_space(design))
         if max_trials is None and timeout is None:
             raise ConfigError("sweep.budget: a search design needs max_trials or timeout_min")
+        if policy or equalize:
+            raise ConfigError("sweep.seeds / sweep.budget.equalize: adaptive seeds and equal compute need fixed arms")
     else:
         arms, space = tuple(expand(design)), ()
+    reference_of = references(design, list(arms), reference)
+    if (policy or equalize) and not reference_of:
+        raise ConfigError(
+            "sweep.seeds.reference: adaptive seeds and equal compute compare arms with a reference; name it "
+            "(an arm of an arms design, or {factor: level} of a grid)"
+        )
     spec = SweepSpec(
         name=name,
         base=[*base, *(o for o in overrides if not o.startswith("sweep."))],
@@ -176,10 +198,41 @@ def parse_sweep(data: dict, overrides: list[str] = (), validate: bool = True) ->
         heartbeat_s=interval,
         grace_s=grace,
         raw=data,
+        policy=policy,
+        reference_of=reference_of,
+        equalize=equalize,
     )
     if validate:
         validate_configs(spec)
     return spec
+
+
+SEED_KEYS = ("initial", "max", "alpha", "margin", "reference")
+
+
+def _seeds(seeds: Any) -> tuple[list[int], SeedPolicy | None, Any]:
+    """(seeds to queue first, adaptive policy or None, reference) from a list or {initial, max, alpha, ...}."""
+    if isinstance(seeds, dict):
+        unknown = sorted(set(seeds) - set(SEED_KEYS))
+        if unknown:
+            raise ConfigError(f"sweep.seeds.{unknown[0]}: unknown key; allowed: {', '.join(SEED_KEYS)}")
+        initial, most = seeds.get("initial", 3), seeds.get("max", 10)
+        alpha, margin = seeds.get("alpha", 0.05), seeds.get("margin")
+        if not (isinstance(initial, int) and isinstance(most, int) and 2 <= initial <= most <= 100):
+            raise ConfigError(f"sweep.seeds={seeds!r}: expected integers 2 <= initial <= max <= 100")
+        if not isinstance(alpha, int | float) or not 0 < alpha < 0.5:
+            raise ConfigError(f"sweep.seeds.alpha={alpha!r}: expected a level in (0, 0.5)")
+        if margin is not None and (not isinstance(margin, int | float) or margin <= 0):
+            raise ConfigError(f"sweep.seeds.margin={margin!r}: expected a positive number (objective units) or null")
+        policy = SeedPolicy(initial, most, float(alpha), float(margin) if margin is not None else None)
+        return list(range(initial)), policy, seeds.get("reference")
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise ConfigError(
+            f"sweep.seeds={seeds!r}: expected a non-empty list of integers >= 0, or {{initial: 3, max: 10}}"
+        )
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"sweep.seeds={seeds!r}: a seed is listed twice")
+    return seeds, None, None
 
 
 def _base_overrides(defaults: list, base: dict) -> list[str]:

@@ -16,6 +16,7 @@ import os
 import warnings
 
 from mta_ablate.errors import ConfigError
+from mta_ablate.sweep import adaptive
 from mta_ablate.sweep.spec import SweepSpec, parse_sweep
 from mta_ablate.tracking import mlflow_store as store
 
@@ -25,6 +26,9 @@ ATTR_SPEC, ATTR_OVERRIDES, ATTR_TRACKING, ATTR_PARENT = "mta.spec", "mta.overrid
 FAILURE_KIND = "mta.failure_kind"  # user attr of a failed trial: interrupted | error | stale
 SKIPPED = "mta.skipped"  # user attr of a trial that found no work (a race for the last queued trial)
 ATTR_READY = "mta.ready"  # set once the sweep's trials are queued; until then workers wait and `status` says so
+
+
+ATTR_STEPS = "mta.max_steps"  # {arm: max_steps} of a sweep whose arms get equal training compute (budget.equalize)
 
 
 class SweepNotReady(ConfigError):
@@ -158,6 +162,9 @@ def create_or_resume(
     """Create the study and parent run, or resume them; queue every (arm, seed) that has no live or finished trial."""
     import optuna
 
+    from mta_ablate.sweep.compute import equalized_steps
+
+    equal_steps = equalized_steps(spec) if spec.equalize else None  # before anything is stored
     storage = open_storage(url, spec.heartbeat_s, spec.grace_s)
     sampler, pruner = sampler_and_pruner(spec, base_max_steps(spec))
     study = optuna.create_study(
@@ -177,6 +184,8 @@ def create_or_resume(
         )
     tracking_uri = tracking_uri or attrs.get(ATTR_TRACKING) or store.tracking_uri()
     if stored is None:
+        if equal_steps:
+            study.set_user_attr(ATTR_STEPS, json.dumps(equal_steps))
         study.set_user_attr(ATTR_SPEC, json.dumps(spec.raw))
         study.set_user_attr(ATTR_OVERRIDES, json.dumps(list(overrides)))
         study.set_user_attr(ATTR_TRACKING, tracking_uri)
@@ -187,6 +196,7 @@ def create_or_resume(
     client.update_run(parent, status="RUNNING")
     if spec.kind != "search":
         queue_missing_slots(study, spec, retry_failed)
+        adaptive.extend(study, spec)  # a sweep stopped between a trial's end and its next seed
     if ATTR_READY not in attrs:
         study.set_user_attr(ATTR_READY, True)
     return study, tracking_uri, parent
@@ -217,6 +227,8 @@ def _create_parent_run(spec: SweepSpec, url: str, tracking_uri: str) -> str:
             "sweep.seeds": json.dumps(list(spec.seeds)),
             "sweep.arms": str(len(spec.arms)),
             "sweep.base": json.dumps(spec.base),
+            "sweep.seed_policy": json.dumps(spec.policy.to_dict() if spec.policy else None),
+            "sweep.references": json.dumps(spec.reference_of)[:6000],
         },
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -232,8 +244,9 @@ def slot_of(trial) -> tuple[str, int] | None:
 
 
 def queue_missing_slots(study, spec: SweepSpec, retry_failed: bool = False) -> int:
-    """Enqueue every (arm, seed) with no waiting, running, complete or pruned trial. A slot whose trials all failed
-    is queued again when they were interrupted (Ctrl-C, a dead worker), or with retry_failed. Returns how many."""
+    """Enqueue every (arm, seed) with no waiting, running, complete or pruned trial: the design's first seeds, and any
+    seed an adaptive sweep added. A slot whose trials all failed is queued again when they were interrupted (Ctrl-C,
+    a dead worker), or with retry_failed. Returns how many."""
     from optuna.trial import TrialState
 
     taken, failed = set(), {}
@@ -245,20 +258,26 @@ def queue_missing_slots(study, spec: SweepSpec, retry_failed: bool = False) -> i
             taken.add(slot)
         elif t.state == TrialState.FAIL:
             failed.setdefault(slot, []).append(t.user_attrs.get(FAILURE_KIND, "stale"))
+    arms = {a.name: a for a in spec.arms}
+    wanted = [(arm.name, seed) for arm, seed in spec.slots()] + [s for s in failed if s[0] in arms]
     queued = 0
-    for arm, seed in spec.slots():
-        slot = (arm.name, seed)
+    for slot in dict.fromkeys(wanted):
         if slot in taken:
             continue
         kinds = failed.get(slot)
         if kinds and not retry_failed and all(k == "error" for k in kinds):
             continue  # it raised (NaN, bad data): recorded as failed, not retried unless asked
-        study.enqueue_trial(
-            {"arm": arm.name, "seed": seed},
-            user_attrs={"arm": arm.name, "seed": seed, "factor": arm.factor, "level": arm.level},
-        )
+        enqueue_slot(study, arms[slot[0]], slot[1])
         queued += 1
     return queued
+
+
+def enqueue_slot(study, arm, seed: int) -> None:
+    """Queue one (arm, seed) trial, carrying its identity in user attributes."""
+    study.enqueue_trial(
+        {"arm": arm.name, "seed": seed},
+        user_attrs={"arm": arm.name, "seed": seed, "factor": arm.factor, "level": arm.level},
+    )
 
 
 def redact(url: str) -> str:

@@ -9,10 +9,12 @@ atomically, heartbeats mark the trial of a dead worker stale, and the retry call
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
 
+from mta_ablate.sweep import adaptive
 from mta_ablate.sweep import study as sweep_study
 from mta_ablate.sweep.design import Arm, arm_name
 from mta_ablate.sweep.spec import SweepSpec, to_override
@@ -69,6 +71,7 @@ def make_objective(spec: SweepSpec, study, tracking_uri: str | None, parent: str
     from mta_ablate.trial import run_trial
 
     arms = {a.name: a for a in spec.arms}
+    equal_steps = json.loads(study.user_attrs.get(sweep_study.ATTR_STEPS, "{}"))
 
     def objective(trial: optuna.Trial) -> float:
         try:
@@ -93,7 +96,7 @@ def make_objective(spec: SweepSpec, study, tracking_uri: str | None, parent: str
             if "arm" not in trial.user_attrs:  # queued trials carry their (arm, seed); this one was not queued
                 return _skip(trial, "no queued work left (another worker took the last trial)")
             arm = arms[trial.suggest_categorical("arm", list(arms))]
-            seed = trial.suggest_categorical("seed", list(spec.seeds))
+            seed = trial.suggest_categorical("seed", list(spec.all_seeds))
             other = _find_duplicate(study, trial, arm.name, seed)
             if other is not None:
                 return _skip(trial, f"trial {other.number} already has {arm.name} seed {seed}")
@@ -114,6 +117,8 @@ def make_objective(spec: SweepSpec, study, tracking_uri: str | None, parent: str
         ]
         if threads:
             extra.append(f"train.threads={threads}")
+        if arm.name in equal_steps:  # budget.equalize: this arm's steps for its reference's training FLOPs
+            extra.append(f"train.max_steps={equal_steps[arm.name]}")
         config = load_experiment(spec.experiment_overrides(arm.overrides, seed, extra), arm=arm.name)
 
         def report(step: int, metrics: dict[str, float]) -> None:
@@ -188,11 +193,14 @@ def run_worker(
             if spec.max_trials is not None and done >= spec.max_trials and not waiting:
                 break
         elif not waiting:
+            if adaptive.extend(study, spec):  # a comparison is still open: its next seeds are queued
+                continue
             if any(t.state == TrialState.RUNNING for t in trials):
                 time.sleep(min(2.0, spec.heartbeat_s))  # wait: a running trial may die and come back to the queue
                 continue
             break
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[lambda _, t: states.append(t.state)])
+        adaptive.extend(study, spec)  # queue the next seeds at once, so that idle workers can take them
     failed = sum(s == TrialState.FAIL for s in states)
     log.info("worker %s: %d trials (%d failed), sweep %s has no more work", worker, len(states), failed, name)
     return failed

@@ -1,0 +1,129 @@
+"""Seeds until decided inside a sweep: which seeds get queued, atomically, and each (arm, seed) run exactly once."""
+
+import multiprocessing
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from mta_ablate.errors import ConfigError
+from mta_ablate.sweep import adaptive
+from mta_ablate.sweep.spec import parse_sweep
+from mta_ablate.sweep.study import SKIPPED, open_storage, queue_missing_slots, storage_url
+from tests.sweep.test_runner import THREE_ARMS, run_sweep, sweep_file, trials
+
+ADAPTIVE = {"initial": 2, "max": 4}
+
+
+def spec_of(design=THREE_ARMS, seeds=None):
+    data = {
+        "name": "s",
+        "defaults": [{"model": "toy"}, {"task": "find_block"}, {"train": "cpu_quick"}],
+        "seeds": seeds or ADAPTIVE,
+        "objective": {"metric": "final/loss", "direction": "minimize"},
+        "design": design,
+    }
+    return parse_sweep(data, validate=False)
+
+
+def done(value):
+    return ("done", value)
+
+
+def test_the_next_seed_is_queued_only_when_both_sides_are_finished_and_the_comparison_is_open():
+    spec = spec_of()
+    slots = {(a, s): done(1.0 + 0.1 * s + (0.05 if a == "k3" else 0)) for a in ("baseline", "k3") for s in (0, 1)}
+    slots |= {("k7", 0): done(0.5), ("k7", 1): ("running", None)}
+    decisions, wanted = adaptive.plan(spec, slots)
+    assert decisions["k3"].open and decisions["k3"].n == 2
+    assert wanted == [("k3", 2), ("baseline", 2)]  # k7's seed 1 is still running: no look yet
+    slots |= {("k3", 2): ("waiting", None), ("baseline", 2): ("waiting", None), ("k7", 1): done(0.4)}
+    _, wanted = adaptive.plan(spec, slots)
+    assert wanted == [("k7", 2)]  # the reference's seed 2 is already queued for k3
+
+
+def test_a_decided_or_maxed_comparison_gets_no_more_seeds():
+    spec = spec_of(seeds={"initial": 2, "max": 2})
+    slots = {(a, s): done(float(s) + (a == "k3")) for a in ("baseline", "k3", "k7") for s in (0, 1)}
+    decisions, wanted = adaptive.plan(spec, slots)
+    assert wanted == [] and not decisions["k3"].open
+
+
+@pytest.mark.parametrize(
+    ("seeds", "design", "message"),
+    [
+        ({"initial": 1, "max": 4}, THREE_ARMS, "2 <= initial <= max"),
+        ({"initial": 3, "max": 5, "alpha": 0.7}, THREE_ARMS, "sweep.seeds.alpha"),
+        ({"initial": 3, "max": 5, "reference": "nope"}, THREE_ARMS, "not an arm"),
+        ({"initial": 3, "max": 5, "begin": 1}, THREE_ARMS, "unknown key"),
+        (
+            {"initial": 3, "max": 5},
+            {"kind": "arms", "arms": [{"name": "a", "overrides": {}}, {"name": "b", "overrides": {}}]},
+            "name it",
+        ),
+    ],
+)
+def test_bad_seed_policies_are_one_line_errors(seeds, design, message):
+    with pytest.raises(ConfigError, match=message):
+        spec_of(design, seeds)
+
+
+def test_a_grid_compares_each_arm_within_its_other_levels():
+    grid = {"kind": "grid", "factors": {"attention": ["baseline", "mta_toy"], "train.lr": [0.001, 0.003]}}
+    spec = spec_of(grid, {"initial": 2, "max": 3, "reference": {"attention": "baseline"}})
+    assert spec.reference_of["attention=mta_toy,lr=0.003"] == "attention=baseline,lr=0.003"
+    assert spec.reference_of["attention=baseline,lr=0.001"] == "attention=baseline,lr=0.001"
+
+
+def _extend_in_process(url, barrier):
+    study = optuna.load_study(study_name="race", storage=open_storage(url))
+    spec = spec_of()
+    barrier.wait()
+    adaptive.extend(study, spec)
+
+
+def test_two_workers_finishing_at_once_add_each_seed_once(workspace):
+    url = storage_url()
+    study = optuna.create_study(study_name="race", storage=open_storage(url))
+    spec = spec_of()
+    queue_missing_slots(study, spec)
+    for t in study.get_trials():  # finish the first seeds by hand with values that leave every comparison open
+        trial = study.ask()
+        trial.set_user_attr("arm", t.user_attrs["arm"])
+        trial.set_user_attr("seed", t.user_attrs["seed"])
+        study.tell(trial, 1.0 + 0.1 * t.user_attrs["seed"] + 0.01 * len(t.user_attrs["arm"]))
+    for t in study.get_trials(states=(TrialState.WAITING,)):
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        study._storage.set_trial_user_attr(t._trial_id, SKIPPED, "replaced by a hand-finished trial")
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_extend_in_process, args=(url, barrier)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    waiting = [(t.user_attrs["arm"], t.user_attrs["seed"]) for t in study.get_trials(states=(TrialState.WAITING,))]
+    assert sorted(waiting) == [("baseline", 2), ("k3", 2), ("k7", 2)]
+
+
+def test_an_adaptive_sweep_with_two_workers_runs_each_arm_and_seed_once(workspace, tmp_path):
+    path = sweep_file(tmp_path, "adapt", THREE_ARMS, seeds=ADAPTIVE)
+    text = path.read_text().replace("metric: toy/error", "metric: final/loss")
+    path.write_text(text)
+    result = run_sweep(path, "--workers", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    ran = [(t.user_attrs["arm"], t.user_attrs["seed"]) for t in trials("adapt") if t.state == TrialState.COMPLETE]
+    assert len(ran) == len(set(ran))  # exactly once
+    seeds = {arm: sorted(s for a, s in ran if a == arm) for arm in ("baseline", "k3", "k7")}
+    for arm, got in seeds.items():
+        assert got == list(range(len(got))) and 2 <= len(got) <= 4, (arm, got)
+    study = optuna.load_study(study_name="adapt", storage=storage_url())
+    spec = parse_sweep(__import__("yaml").safe_load(text), validate=False)
+    decisions = adaptive.decisions(study, spec)
+    for arm in ("k3", "k7"):  # every comparison ended decided, or at its maximum
+        assert not decisions[arm].open and decisions[arm].n == len(seeds[arm])
+    assert len(seeds["baseline"]) == max(len(seeds["k3"]), len(seeds["k7"]))
+    status = __import__("subprocess").run(
+        [__import__("sys").executable, "-m", "mta_ablate", "status", "adapt"], capture_output=True, text=True
+    )
+    assert "seeds until decided" in status.stdout and "decided at n" in status.stdout
