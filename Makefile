@@ -29,8 +29,8 @@ install: $(STAMP)
 data: install
 	$(BIN)/mta-ablate data fetch books wiki
 
-# The quickstart sweep (baseline vs two MTA kernels on the toy task, 2 seeds, 2 workers; a few minutes on 2 cores)
-# into the embedded stores under MTA_HOME, then its report. Running it again resumes (finished trials are kept).
+# The quickstart sweep (baseline vs a 2x7 and a 1x1 kernel on the toy task, seeds until decided, 2 workers; about
+# 4 minutes on 2 cores) into the embedded stores under MTA_HOME, then its report. Running it again resumes (finished trials are kept).
 quickstart: install data
 	$(BIN)/mta-ablate sweep sweeps/quickstart.yaml --workers 2
 	$(BIN)/mta-ablate report quickstart --out reports/quickstart

@@ -148,7 +148,7 @@ def _warnings(sweep: Sweep, done: pl.DataFrame, arms: list[str]) -> list[str]:
         out.append("No parent run of this sweep was found: design, objective and reference are unknown.")
     seeds = {arm: set(done.filter(pl.col("arm") == arm)["seed"].to_list()) for arm in arms}
     every = set().union(*seeds.values()) if seeds else set()
-    for arm in arms:
+    for arm in arms if not sweep.policy else ():  # seeds until decided: arms stop at different n by design
         missing = sorted(every - seeds[arm])
         if missing:
             out.append(f"Arm {arm} has no complete trial for seed(s) {missing}.")

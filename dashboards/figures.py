@@ -29,10 +29,11 @@ def _axis(ax: Axes | None, size: tuple[float, float] = (6.0, 3.6)) -> Axes:
 
 
 def _yerr(rows: pl.DataFrame) -> np.ndarray:
-    """(2, arms) distances from the mean to the CI ends; 0 where there is no CI (n < 2)."""
+    """(2, arms) distances from the mean to the CI ends; 0 where there is no meaningful CI (n < 3)."""
     mean = rows["mean"].to_numpy()
-    lo = np.nan_to_num(mean - rows["ci_lo"].to_numpy(), nan=0.0)
-    hi = np.nan_to_num(rows["ci_hi"].to_numpy() - mean, nan=0.0)
+    few = rows["n"].to_numpy() < 3
+    lo = np.where(few, 0.0, np.nan_to_num(mean - rows["ci_lo"].to_numpy(), nan=0.0))
+    hi = np.where(few, 0.0, np.nan_to_num(rows["ci_hi"].to_numpy() - mean, nan=0.0))
     return np.vstack([lo, hi])
 
 
@@ -69,10 +70,11 @@ def plot_paired_differences(
     rows = comparison.filter((pl.col("metric") == metric) & tested)
     ax = _axis(ax, (6.0, 0.6 * max(2, rows.height) + 1.2))
     for i, r in enumerate(rows.iter_rows(named=True)):
-        lo = r["diff"] - r["diff_lo"] if r["diff_lo"] == r["diff_lo"] else 0.0
-        hi = r["diff_hi"] - r["diff"] if r["diff_hi"] == r["diff_hi"] else 0.0
+        shown = r["n_pairs"] >= 3 and r["diff_lo"] == r["diff_lo"]  # no interval from fewer than 3 seeds
+        lo, hi = (r["diff"] - r["diff_lo"], r["diff_hi"] - r["diff"]) if shown else (0.0, 0.0)
         ax.errorbar(r["diff"], i, xerr=[[lo], [hi]], fmt="o", color=colors[r["arm"]], capsize=4)
-        mark = " *" if r["significant"] else ""
+        decided = r.get("state") in ("better", "worse") if r.get("state") is not None else r["significant"]
+        mark = " *" if decided else ""
         ax.annotate(
             f"{r['arm']}{mark}", (r["diff"], i), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8
         )
@@ -80,7 +82,7 @@ def plot_paired_differences(
     ax.set_yticks([])
     ax.set_ylim(-0.7, max(0.7, rows.height - 0.3))
     ax.set_xlabel(f"{metric}: arm - {reference} (paired by seed)")
-    ax.set_title("Difference to the reference, 95% t CI (* = significant after Holm)", fontsize=10)
+    ax.set_title("Difference to the reference, 95% t CI from 3 seeds on (* = decided different)", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     return ax
 

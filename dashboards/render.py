@@ -91,6 +91,7 @@ def blocks(report: Report, figure_names: list[str], generated: datetime | None =
     generated = generated or datetime.now(UTC)
     out: list[tuple] = [("h", 1, f"Ablation report: {s.name}")]
     out += [("warn", w) for w in report.warnings]
+    out += [("h", 2, "What was learned"), ("ul", report.findings or ["No complete trials yet."])]
     counts = s.counts()
     out.append(
         (
@@ -102,7 +103,6 @@ def blocks(report: Report, figure_names: list[str], generated: datetime | None =
             f"Generated {generated:%Y-%m-%d %H:%M} UTC.",
         )
     )
-    out += [("h", 2, "Findings"), ("ul", report.findings or ["No complete trials yet."])]
     head = headline_table(report)
     if head.height:
         out.append(("h", 2, f"Headline: {s.objective}"))
@@ -128,8 +128,9 @@ def blocks(report: Report, figure_names: list[str], generated: datetime | None =
                 (
                     "p",
                     f"Verdicts: seeds until decided ({p['initial']} to {p['max']} seeds per comparison, added while "
-                    f"undecided). Sequential paired t-test: each look's p-value times the number of looks "
-                    f"(Bonferroni over looks, so peeking does not inflate false positives), Holm across arms, "
+                    f"undecided). Sequential paired t-test: each look's p-value divided by its share of alpha, "
+                    f"proportional to its seeds (a weighted Bonferroni over looks, so peeking does not inflate false "
+                    f"positives), Holm across arms, "
                     f"family-wise alpha {p['alpha']}"
                     + (
                         f"; 'equivalent' by two one-sided tests with margin {p['margin']:g}."

@@ -262,7 +262,8 @@ def sequential_verdict(row: dict, reference: str, metric: str, policy: dict) -> 
     change = (f"{metric} {diff:+.4g}" + (f" ({rel:+.1%})" if rel == rel else "")) if n else "no paired seed"
     margin = policy.get("margin")
     test = (
-        f"sequential paired t-test (Bonferroni over the looks at {policy['initial']}..{policy['max']} seeds, Holm "
+        f"sequential paired t-test (weighted Bonferroni over the looks at {policy['initial']}..{policy['max']} seeds, "
+        f"Holm "
         f"across arms, alpha {policy['alpha']}"
         + (f"; equivalence: two one-sided tests, margin {margin:g})" if margin else ")")
     )

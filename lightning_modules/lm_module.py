@@ -38,6 +38,16 @@ def decays(name: str, param: torch.nn.Parameter, mode: str) -> bool:
     return mode == "all" or (param.ndim == 2 and not is_mta_param(name))
 
 
+def step_flops(model_config: ModelConfig, batch_size: int, seq_len: int) -> int:
+    """Forward + backward FLOPs of one training batch, counted on a meta-device model (nothing is allocated)."""
+    from lightning.fabric.utilities.throughput import measure_flops
+
+    with torch.device("meta"):
+        meta_model = TransformerLM(model_config)
+        tokens = torch.zeros(batch_size, seq_len, dtype=torch.long)
+    return int(measure_flops(meta_model, lambda: meta_model(tokens), lambda y: y.float().sum()))
+
+
 class LMModule(L.LightningModule):
     def __init__(self, model_config: ModelConfig, train: TrainConfig, task=None, seed: int = 0):
         super().__init__()
@@ -52,14 +62,8 @@ class LMModule(L.LightningModule):
         """FLOPs of one training batch (forward + backward), counted on a meta-device copy, for ThroughputMonitor."""
         if stage != "fit" or getattr(self, "flops_per_batch", None):
             return
-        from lightning.fabric.utilities.throughput import measure_flops
-
-        batch = self.trainer.datamodule.batch_size
-        seq = self.trainer.datamodule.task.seq_len
-        with torch.device("meta"):
-            meta_model = TransformerLM(self.model.config)
-            tokens = torch.zeros(batch, seq, dtype=torch.long)
-        self.flops_per_batch = measure_flops(meta_model, lambda: meta_model(tokens), lambda y: y.float().sum())
+        datamodule = self.trainer.datamodule
+        self.flops_per_batch = step_flops(self.model.config, datamodule.batch_size, datamodule.task.seq_len)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model(tokens)

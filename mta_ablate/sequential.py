@@ -4,11 +4,12 @@
     states = decide({"mta": [-0.3, -0.2, -0.4]}, policy, "minimize")    # arm -> paired diffs (arm - ref) by seed
     states["mta"].state                                                   # better | worse | equivalent | undecided
 
-The rule. Each comparison is looked at after every seed from `initial` to `max` (L = max - initial + 1 looks). At look
+The rule. Each comparison is looked at after every seed from `initial` to `max`. At look
 n the paired t-test on the first n differences gives p(n) (two-sided), and with a margin, the two one-sided tests of
 equivalence give q(n) = max of their p-values. A comparison's sequential p-value is min over its looks so far of
-L * p(n): a Bonferroni union over the looks, so P(it ever falls to x) <= x for every x under the null, however
-often one peeks and whatever the dependence between looks. Holm's step-down over the compared arms then turns the
+p(n) / w(n), where the look's share w(n) = n / (initial + ... + max) grows with its seeds: a weighted Bonferroni union
+over the looks, so P(it ever falls to x) <= x for every x under the null, however often one peeks and whatever the
+dependence between looks. Holm's step-down over the compared arms then turns the
 sequential p-values into decisions at family-wise level `alpha`: "different" (better or worse by the objective's
 direction) when the Holm-adjusted sequential p(n) <= alpha, "equivalent" when the same holds for q(n). A decision
 never reverts (sequential p-values only fall as seeds are added), and an arm gets another seed only while it is
@@ -38,9 +39,9 @@ class SeedPolicy:
     margin: float | None = None
     """Equivalence margin, in the objective's own units (|mean difference| < margin counts as no difference)."""
 
-    @property
-    def looks(self) -> int:
-        return self.max - self.initial + 1
+    def share(self, n: int) -> float:
+        """The share of alpha spent at the look with n seeds: proportional to n, summing to 1 over the looks."""
+        return n / sum(range(self.initial, self.max + 1))
 
     def to_dict(self) -> dict:
         return {"initial": self.initial, "max": self.max, "alpha": self.alpha, "margin": self.margin}
@@ -87,9 +88,9 @@ def _sequential(d: np.ndarray, policy: SeedPolicy) -> dict[int, tuple[float, flo
     for n in range(policy.initial, min(d.size, policy.max) + 1):
         p, q = t_pvalues(d[:n], policy.margin)
         if not math.isnan(p):
-            p_seq = min(p_seq, policy.looks * p)
+            p_seq = min(p_seq, p / policy.share(n))
         if policy.margin and not math.isnan(q):
-            q_seq = min(q_seq, policy.looks * q)
+            q_seq = min(q_seq, q / policy.share(n))
         out[n] = (p_seq, q_seq)
     return out
 

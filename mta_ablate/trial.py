@@ -145,6 +145,9 @@ def run_trial(
             raise KeyboardInterrupt("training was interrupted")
         clock["evaluate"] = time.perf_counter()
         metrics = {**final_metrics(module.model, task, train), **_cost_summary(logger.latest)}
+        if getattr(module, "flops_per_batch", None):  # training compute, for comparisons at equal FLOPs
+            metrics["perf/flops_per_step"] = float(module.flops_per_batch)
+            metrics["perf/train_flops"] = float(module.flops_per_batch) * trainer.global_step
         clock["finish"] = time.perf_counter()
         logger.log_metrics(metrics, step=trainer.global_step)
         logger.flush()

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mta_ablate.attention.functional import key_padding, mta_attention
-from mta_ablate.attention.spec import AttentionSpec, LayerPlan, depth_scale
 from mta_ablate.attention.init import GeneratorFor, trunc_normal, uniform
+from mta_ablate.attention.spec import AttentionSpec, LayerPlan, depth_scale
 
 
 def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -95,12 +95,14 @@ def _print(console, report, head) -> None:
     s = report.sweep
     title = f"{s.name}: {s.objective} ({s.direction}), reference {report.reference or 'none'}, 95% CI {report.ci}"
     table = Table(title=title)
-    for column in ("arm", "n", "mean", "95% CI", "Δ vs ref", "p (t, Holm)", "step time vs ref", "verdict"):
+    sequential = "state" in head.columns  # seeds until decided: the rule's state and when it was reached
+    test_column = "decided at n" if sequential else "p (t, Holm)"
+    for column in ("arm", "n", "mean", "95% CI", "Δ vs ref", test_column, "step time vs ref", "verdict"):
         left = column in ("arm", "verdict")
         table.add_column(column, justify="left" if left else "right", no_wrap=left)
-    style = {"better": "green", "worse": "red", "not significant": "dim"}
+    style = {"better": "green", "worse": "red", "not significant": "dim", "undecided": "dim"}
     for r in head.iter_rows(named=True):
-        ci = "–" if math.isnan(r["ci_lo"]) else f"[{_cell(r['ci_lo'])}, {_cell(r['ci_hi'])}]"
+        ci = "–" if math.isnan(r["ci_lo"]) or r["n"] < 3 else f"[{_cell(r['ci_lo'])}, {_cell(r['ci_hi'])}]"
         verdict = r["verdict"]
         table.add_row(
             r["arm"],
@@ -108,7 +110,7 @@ def _print(console, report, head) -> None:
             _cell(r["mean"]),
             ci,
             _cell(r["diff"]),
-            _cell(r["p_t_holm"]),
+            str(r["decided_at"] or "–") if sequential else _cell(r["p_t_holm"]),
             _cell(r.get("step_rel")),
             f"[{style[verdict]}]{verdict}[/]" if verdict in style else verdict,
         )

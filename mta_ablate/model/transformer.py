@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mta_ablate.attention.init import GeneratorFor, param_generator, scoped, trunc_normal
 from mta_ablate.attention.module import MultiTokenAttention, rope_tables
 from mta_ablate.attention.spec import AttentionSpec
 from mta_ablate.errors import ConfigError
-from mta_ablate.attention.init import GeneratorFor, param_generator, scoped, trunc_normal
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -84,7 +84,7 @@ def slot_states(study) -> dict[tuple[str, int], tuple[str, float | None]]:
 
 
 def paired_diffs(spec: SweepSpec, values: dict[tuple[str, int], float | None], seeds: dict[str, int]):
-    """arm -> differences (arm - reference) over its first `seeds[arm]` seeds, in seed order, where both have a value."""
+    """arm -> differences (arm - reference) over its first `seeds[arm]` seeds, in seed order, where both exist."""
     out = {}
     for arm, ref in spec.reference_of.items():
         if arm == ref:

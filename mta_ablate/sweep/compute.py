@@ -10,17 +10,11 @@ from mta_ablate.sweep.spec import SweepSpec
 
 def step_flops(config) -> int:
     """Forward + backward FLOPs of one training batch of an experiment config (as ThroughputMonitor counts them)."""
-    import torch
-    from lightning.fabric.utilities.throughput import measure_flops
-
+    from lightning_modules.lm_module import step_flops as model_step_flops
     from mta_ablate.data import build_task
-    from mta_ablate.model import TransformerLM
 
     seq = build_task(config.task.name, **config.task.params).seq_len
-    with torch.device("meta"):
-        model = TransformerLM(config.model)
-        tokens = torch.zeros(config.train.batch_size, seq, dtype=torch.long)
-    return int(measure_flops(model, lambda: model(tokens), lambda y: y.float().sum()))
+    return model_step_flops(config.model, config.train.batch_size, seq)
 
 
 def equalized_steps(spec: SweepSpec) -> dict[str, int]:

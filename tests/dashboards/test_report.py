@@ -108,7 +108,7 @@ def test_running_sweep_says_so_at_the_top(store, tmp_path):
     result = export_report("live", tmp_path / "live", uri=uri, log_artifact=False)
     assert result.report.sweep.running
     md = (tmp_path / "live" / "report.md").read_text()
-    first = md.split("## Findings")[0]
+    first = md.split("## What was learned")[0]
     assert "still running" in first and "partial" in first
     assert "still running" in (tmp_path / "live" / "report.html").read_text().split("<h2>")[0]
 

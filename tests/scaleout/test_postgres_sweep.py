@@ -278,3 +278,34 @@ def test_a_short_mlflow_outage_is_ridden_out_by_the_client_back_off(workspace, t
     assert wait_all(procs, 300) == [0, 0], logs(tmp_path)
     assert complete_slots("pgblip", storage) == SLOTS
     assert not [t for t in trials("pgblip", storage) if t.state == TrialState.FAIL]
+
+
+def test_adaptive_seeds_on_postgres_survive_a_kill_and_run_each_slot_once(workspace, tmp_path, postgres, shared_mlflow):
+    """Seeds until decided with three workers on PostgreSQL, one killed with SIGKILL mid-trial: the survivors finish,
+    every (arm, seed) completes exactly once, and each arm's seeds are 0..n-1 with n in [initial, max]."""
+    storage = postgres.url(postgres.create("optuna"))
+    design = {"kind": "arms", "arms": SIX_ARMS["arms"][:3]}
+    path = sweep_file(
+        tmp_path, "pgadapt", design, base={"train.max_steps": 20, "train.val_every": 5}, seeds={"initial": 2, "max": 3}
+    )
+    path.write_text(path.read_text().replace("metric: toy/error", "metric: final/loss"))
+    spec = parse_sweep(read_sweep_file(str(path), []), [])
+    create_or_resume(spec, [], storage, shared_mlflow.url)
+    procs = {f"w{i}": worker("pgadapt", storage, f"w{i}", tmp_path / f"w{i}.log") for i in range(3)}
+    victim, deadline = None, time.time() + 120
+    while victim is None:
+        assert time.time() < deadline, logs(tmp_path)
+        time.sleep(0.2)
+        running = [t for t in trials("pgadapt", storage) if t.state == TrialState.RUNNING and t.intermediate_values]
+        victim = running[0] if running else None
+    os.killpg(procs[victim.user_attrs["worker"]].pid, signal.SIGKILL)
+    procs[victim.user_attrs["worker"]].wait()
+    survivors = [p for w, p in procs.items() if w != victim.user_attrs["worker"]]
+    assert wait_all(survivors, 240) == [0, 0], logs(tmp_path)
+    done = complete_slots("pgadapt", storage)
+    assert len(done) == len(set(done)), done
+    arms = [a["name"] for a in design["arms"]]
+    per_arm = {arm: sorted(s for a, s in done if a == arm) for arm in arms}
+    assert all(seeds == list(range(len(seeds))) and 2 <= len(seeds) <= 3 for seeds in per_arm.values()), per_arm
+    _, kids = runs("pgadapt", shared_mlflow.url)
+    assert finished_slots(kids) == sorted(done)

@@ -1,6 +1,7 @@
 """Seeds until decided inside a sweep: which seeds get queued, atomically, and each (arm, seed) run exactly once."""
 
 import multiprocessing
+from pathlib import Path
 
 import optuna
 import pytest
@@ -127,3 +128,20 @@ def test_an_adaptive_sweep_with_two_workers_runs_each_arm_and_seed_once(workspac
         [__import__("sys").executable, "-m", "mta_ablate", "status", "adapt"], capture_output=True, text=True
     )
     assert "seeds until decided" in status.stdout and "decided at n" in status.stdout
+    # every run logged its initial weights' digests: shared parameters are bit-identical across arms of one seed
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from mta_ablate.tracking.mlflow_store import tracking_uri
+
+    client = MlflowClient(tracking_uri())
+    exp = client.get_experiment_by_name("adapt").experiment_id
+    kids = [r for r in client.search_runs([exp]) if r.data.tags.get("mta.kind") == "trial"]
+    digests = {}
+    for run in kids:
+        path = client.download_artifacts(run.info.run_id, "init_digest.json", str(workspace))
+        digests[(run.data.tags["mta.arm"], int(run.data.tags["mta.seed"]))] = json.loads(Path(path).read_text())
+    base0, k7_0, base1 = digests[("baseline", 0)], digests[("k7", 0)], digests[("baseline", 1)]
+    assert all(k7_0[name] == value for name, value in base0.items())
+    assert any(base1[name] != value for name, value in base0.items())
