@@ -84,6 +84,13 @@ def export_report(
     """Load (if given a name), analyse, draw and write the report of one sweep into `out` (created)."""
     if isinstance(sweep, str):
         sweep = load_sweep(sweep, uri)
+    if sweep.complete().is_empty():
+        from mta_ablate.errors import ConfigError
+
+        raise ConfigError(
+            f"sweep {sweep.name!r} has no complete trial yet: nothing to report, nothing written "
+            f"(see `mta-ablate status {sweep.name}`)"
+        )
     histories = load_histories(sweep, [history_key(sweep.objective)]) if sweep.trials.height else None
     report = analyse(sweep, histories, baseline=baseline, ci=ci, seed=seed, alpha=alpha)
     extras: dict = {"mta_parameters": mta_parameters_png(report)}

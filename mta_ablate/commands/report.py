@@ -51,6 +51,11 @@ def run(args) -> int:
     from dashboards.export import export_report
 
     out = Path(args.out) if args.out else Path("reports") / args.name
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out={out}: is a file; expected a folder for report.html, report.md and figures/")
+    from mta_ablate.preflight import check_tracking
+
+    check_tracking(args.tracking_uri, read_only=True)  # a read-only command never creates a store
     result = export_report(
         args.name,
         out,

@@ -17,10 +17,13 @@ def run(args) -> int:
     import dataclasses
 
     from mta_ablate.cli import console
+    from mta_ablate.preflight import check_storage
     from mta_ablate.sweep import adaptive, progress
     from mta_ablate.sweep.study import load, storage_url
 
-    study, spec, _, _ = load(args.name, storage_url(args.storage))
+    url = storage_url(args.storage, create=False)
+    check_storage(url, read_only=True)  # a read-only command never creates a store
+    study, spec, _, _ = load(args.name, url)
     rows = progress.trial_rows(study)
     decisions = adaptive.decisions(study, spec)
     if args.json:

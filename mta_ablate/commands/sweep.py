@@ -59,19 +59,33 @@ def run(args) -> int:
         return 0
     from mta_ablate.config.checks import check_device
     from mta_ablate.config.compose import load_experiment
+    from mta_ablate.preflight import check_storage, check_tracking, check_workspace
+    from mta_ablate.sweep.study import storage_url
+
+    check_workspace()  # every place this sweep will write, checked before anything is stored
+    storage = storage_url(args.storage, create=False)
+    check_storage(storage)
+    check_tracking(args.tracking_uri)
 
     first = spec.arms[0].overrides if spec.kind != "search" and spec.arms else {}  # local workers train on this host
     check_device(load_experiment(spec.experiment_overrides(first, spec.seeds[0])).train.accelerator)
     setup_logging()
     from mta_ablate.sweep.launch import run_sweep
-    from mta_ablate.sweep.study import storage_url
 
     storage = storage_url(args.storage)
     counts = run_sweep(spec, args.overrides, storage, args.tracking_uri, args.workers, console, args.retry_failed)
     console.print(
         f"sweep {spec.name}: {counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed"
     )
-    console.print(f"  status:  mta-ablate status {spec.name}" + (f" --storage {args.storage}" if args.storage else ""))
+    from mta_ablate.preflight import redact
+
+    where = f" --storage {redact(args.storage)}" if args.storage else ""
+    hidden = (
+        "  (password hidden: pass it, or set MTA_OPTUNA_STORAGE)"
+        if args.storage and redact(args.storage) != args.storage
+        else ""
+    )
+    console.print(f"  status:  mta-ablate status {spec.name}{where}{hidden}", highlight=False)
     console.print(f"  report:  mta-ablate report {spec.name} --out reports/{spec.name}")
     console.print("  browse:  mta-ablate ui")
     left = counts["waiting"] + counts["running"]

@@ -32,6 +32,10 @@ def run(args) -> int:
         console.print(yaml.safe_dump(config.resolved, sort_keys=False), highlight=False, end="")
         return 0
     check_device(config.train.accelerator, "--device" if args.device else "train.accelerator")
+    from mta_ablate.preflight import check_tracking, check_workspace
+
+    check_workspace()
+    check_tracking(args.tracking_uri)
     setup_logging()
     from mta_ablate.tracking.mlflow_store import tracking_uri
     from mta_ablate.trial import run_trial

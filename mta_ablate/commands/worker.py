@@ -21,6 +21,13 @@ def run(args) -> int:
 
     if args.threads < 0:
         raise ConfigError(f"--threads={args.threads}: expected an integer >= 0")
+    from mta_ablate.preflight import check_storage, check_tracking, check_workspace
+
+    check_workspace()
+    url = storage_url(args.storage, create=False)
+    check_storage(url, read_only=True)  # the sweep must exist: its creator made the store
+    if args.tracking_uri:
+        check_tracking(args.tracking_uri)
     setup_logging()
-    failed = run_worker(args.name, storage_url(args.storage), args.tracking_uri, args.threads, args.worker_id)
+    failed = run_worker(args.name, url, args.tracking_uri, args.threads, args.worker_id)
     return 1 if failed else 0

@@ -137,6 +137,22 @@ class ExperimentConfig:
         return self.tracking.run_name or f"{self.arm}-seed{self.seed}"
 
 
+def _check_fits(model: ModelConfig, seq_len: int, task: str) -> None:
+    """The task's sequences fit the model (RoPE tables) and every key-query kernel fits the sequence."""
+    if seq_len > model.max_seq_len:
+        raise ConfigError(
+            f"task {task}: its sequences are {seq_len} tokens, longer than model.max_seq_len={model.max_seq_len}; "
+            f"raise model.max_seq_len to >= {seq_len} or shorten the task"
+        )
+    for name in ("qk_pre", "qk_post"):
+        kernel = getattr(model.attention, name)
+        if kernel and max(kernel) > seq_len:
+            raise ConfigError(
+                f"attention.{name}={list(kernel)}: wider than the task's {seq_len}-token sequences; "
+                f"allowed: c_q, c_k <= {seq_len}"
+            )
+
+
 def experiment_from_dict(values: dict[str, Any], arm: str | None = None) -> ExperimentConfig:
     """Validate plain data into an `ExperimentConfig`; raises `ConfigError` naming the first bad key."""
     from mta_ablate.data import build_task  # the task knows its vocabulary and validates its own params
@@ -157,7 +173,8 @@ def experiment_from_dict(values: dict[str, Any], arm: str | None = None) -> Expe
     if "name" not in task_values:
         raise ConfigError("task.name: missing; choose a task group, e.g. task=find_block")
     task = TaskConfig(name=task_values.pop("name"), params=task_values)
-    vocab_size = build_task(task.name, **task.params).vocab_size
+    built = build_task(task.name, **task.params)
+    vocab_size = built.vocab_size
     model_values = dict(values["model"] or {})
     model_values.pop("name", None)
     for reserved in ("vocab_size", "attention"):
@@ -167,6 +184,7 @@ def experiment_from_dict(values: dict[str, Any], arm: str | None = None) -> Expe
                 f"group, not in model"
             )
     model = build(ModelConfig, {**model_values, "vocab_size": vocab_size, "attention": spec}, "model")
+    _check_fits(model, built.seq_len, task.name)
     train = build(TrainConfig, dict(values["train"] or {}), "train")
     tracking = build(TrackingConfig, dict(values["tracking"] or {}), "tracking")
     return ExperimentConfig(

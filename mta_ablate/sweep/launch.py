@@ -23,22 +23,10 @@ from mta_ablate.tracking import mlflow_store as store
 log = logging.getLogger(__name__)
 
 
-def worker_command(name: str, storage: str, tracking_uri: str, threads: int, worker_id: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "mta_ablate",
-        "worker",
-        name,
-        "--storage",
-        storage,
-        "--tracking-uri",
-        tracking_uri,
-        "--threads",
-        str(threads),
-        "--worker-id",
-        worker_id,
-    ]
+def worker_command(name: str, threads: int, worker_id: str) -> list[str]:
+    """The worker's command line. The storage and tracking URIs travel in its environment (MTA_OPTUNA_STORAGE,
+    MLFLOW_TRACKING_URI), never on the command line, where `ps` would show a password to every user of the host."""
+    return [sys.executable, "-m", "mta_ablate", "worker", name, "--threads", str(threads), "--worker-id", worker_id]
 
 
 def start_workers(spec: SweepSpec, storage: str, tracking_uri: str, n: int) -> list[subprocess.Popen]:
@@ -51,9 +39,10 @@ def start_workers(spec: SweepSpec, storage: str, tracking_uri: str, n: int) -> l
     for i in range(n):
         out = open(logs / f"worker{i}.log", "ab")  # noqa: SIM115  (closed by the child's exit)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        env |= {"MTA_OPTUNA_STORAGE": storage, "MLFLOW_TRACKING_URI": tracking_uri}
         procs.append(
             subprocess.Popen(
-                worker_command(spec.name, storage, tracking_uri, threads, f"local{i}"),
+                worker_command(spec.name, threads, f"local{i}"),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,

@@ -109,18 +109,37 @@ def to_override(key: str, value: Any) -> str:
 
 def read_sweep_file(path: str | Path, overrides: list[str] = ()) -> dict:
     """The sweep file as plain data, with `sweep.`-prefixed overrides applied (OmegaConf dot-list)."""
+    import yaml
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"sweep file {str(path)!r} is a folder; expected a YAML file such as sweeps/quickstart.yaml")
     if not path.is_file():
         raise ConfigError(f"sweep file {str(path)!r} does not exist")
+    raw = path.read_bytes()
     try:
-        conf = OmegaConf.load(path)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"sweep file {path}: not a text YAML file (it is not UTF-8 text)") from None
+    if "\x00" in text:
+        raise ConfigError(f"sweep file {path}: not a text YAML file (it holds NUL bytes)")
+    if "${" in text and "oc.env" in text:
+        raise ConfigError(
+            f"sweep file {path}: ${{oc.env:...}} is not allowed (its value would be stored with the sweep)"
+        )
+    try:
+        conf = OmegaConf.create(yaml.safe_load(text) or {})
         own = [o.removeprefix("sweep.") for o in overrides if o.startswith("sweep.")]
         if own:
             conf = OmegaConf.merge(conf, OmegaConf.from_dotlist(own))
         data = OmegaConf.to_container(conf, resolve=True)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"sweep file {path}: not valid YAML{where}: {problem}") from None
     except (OmegaConfBaseException, ValueError) as exc:
         raise ConfigError(f"sweep file {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -249,13 +268,38 @@ def _base_overrides(defaults: list, base: dict) -> list[str]:
     return out + [to_override(k, v) for k, v in base.items()]
 
 
+TASK_FAMILY = {"lm": "final", "find_block": "toy", "needle": "needle", "babilong": "babilong"}
+"""The prefix of each task's own final metrics (toy/error, needle/accuracy, ...)."""
+GENERIC = ("loss", "ppl", "error", "answer_acc", "bpb", "loss_best")
+"""What every task logs as val/<name> during training and final/<name> at the end."""
+
+
+def check_objective(metric: str, task: str, corpora=()) -> None:
+    """The objective must be a metric the task logs, so a trial cannot train fully and then find no objective."""
+    head, _, rest = metric.partition("/")
+    name, _, corpus = rest.partition("/")
+    family = TASK_FAMILY.get(task)
+    if head in ("final", "val") and name in GENERIC and (not corpus or (name in ("ppl", "bpb") and corpus in corpora)):
+        return
+    if head == family and head != "final" and rest:
+        return
+    if head == "perf" and rest:
+        return
+    allowed = [f"{family}/..."] if family and family != "final" else []
+    allowed += [f"final/{g}" for g in GENERIC[:5]] + ["val/<same>"]
+    if task == "lm":
+        allowed += [f"final/ppl/<corpus: {', '.join(corpora)}>"]
+    raise ConfigError(f"objective.metric={metric!r}: task {task} does not log it; allowed: {', '.join(allowed)}")
+
+
 def validate_configs(spec: SweepSpec) -> None:
     """Compose and validate the experiment of every arm (fixed designs) or every range end and choice (search)."""
     from mta_ablate.config.compose import load_experiment
 
     def check(label: str, overrides: dict) -> None:
         try:
-            load_experiment(spec.experiment_overrides(overrides, spec.seeds[0]))
+            config = load_experiment(spec.experiment_overrides(overrides, spec.seeds[0]))
+            check_objective(spec.metric, config.task.name, config.task.params.get("corpora") or ())
         except ConfigError as exc:
             raise ConfigError(f"sweep {spec.name}, {label}: {exc}") from None
 

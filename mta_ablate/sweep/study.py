@@ -15,6 +15,7 @@ import logging
 import os
 import warnings
 
+from mta_ablate import preflight
 from mta_ablate.errors import ConfigError
 from mta_ablate.sweep import adaptive
 from mta_ablate.sweep.spec import SweepSpec, parse_sweep
@@ -36,7 +37,8 @@ class SweepNotReady(ConfigError):
     find an empty queue and leave."""
 
 
-def storage_url(url: str | None = None) -> str:
+def storage_url(url: str | None = None, create: bool = True) -> str:
+    """--storage, else $MTA_OPTUNA_STORAGE, else MTA_HOME/optuna.db (its folder created unless `create` is false)."""
     if url:
         return url
     if os.environ.get("MTA_OPTUNA_STORAGE"):
@@ -44,7 +46,8 @@ def storage_url(url: str | None = None) -> str:
     from mta_ablate.paths import mta_home
 
     home = mta_home()
-    home.mkdir(parents=True, exist_ok=True)
+    if create:
+        home.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{home / 'optuna.db'}"
 
 
@@ -153,7 +156,18 @@ def load(name: str, url: str, tracking_uri: str | None = None):
     storage = open_storage(url, spec.heartbeat_s, spec.grace_s)
     sampler, pruner = sampler_and_pruner(spec, base_max_steps(spec))
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-    return study, spec, tracking_uri or attrs.get(ATTR_TRACKING), attrs.get(ATTR_PARENT)
+    return study, spec, _tracking(tracking_uri, attrs), attrs.get(ATTR_PARENT)
+
+
+def _tracking(explicit: str | None, attrs: dict) -> str | None:
+    """--tracking-uri, else MLFLOW_TRACKING_URI, else the URI the sweep was created with (stored without password)."""
+    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or attrs.get(ATTR_TRACKING)
+    if uri and "***" in uri:
+        raise ConfigError(
+            f"the sweep's tracking URI {uri} has a password, which is never stored; pass --tracking-uri or set "
+            "MLFLOW_TRACKING_URI"
+        )
+    return uri
 
 
 def create_or_resume(
@@ -182,13 +196,13 @@ def create_or_resume(
             f"sweep {spec.name!r} already exists in {redact(url)} with a different sweep file or "
             f"overrides; resume it unchanged, or give the new sweep another name (sweep.name=...)"
         )
-    tracking_uri = tracking_uri or attrs.get(ATTR_TRACKING) or store.tracking_uri()
+    tracking_uri = _tracking(tracking_uri, attrs) or store.tracking_uri()
     if stored is None:
         if equal_steps:
             study.set_user_attr(ATTR_STEPS, json.dumps(equal_steps))
         study.set_user_attr(ATTR_SPEC, json.dumps(spec.raw))
         study.set_user_attr(ATTR_OVERRIDES, json.dumps(list(overrides)))
-        study.set_user_attr(ATTR_TRACKING, tracking_uri)
+        study.set_user_attr(ATTR_TRACKING, redact(tracking_uri))
     parent = attrs.get(ATTR_PARENT) or _create_parent_run(spec, url, tracking_uri)
     if ATTR_PARENT not in attrs:
         study.set_user_attr(ATTR_PARENT, parent)
@@ -280,8 +294,4 @@ def enqueue_slot(study, arm, seed: int) -> None:
     )
 
 
-def redact(url: str) -> str:
-    """A storage URL without its password, for tags and messages."""
-    import re
-
-    return re.sub(r"(://[^:/@]+):[^@]+@", r"\1:***@", url)
+redact = preflight.redact  # a URL without its password, for tags and messages

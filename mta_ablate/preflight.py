@@ -1,0 +1,127 @@
+"""Checks of the places a command will read or write, before any work starts and before anything is stored.
+
+    check_workspace()                     # MTA_HOME is a folder we can write (or can be created)
+    check_storage(url, read_only=False)   # an Optuna RDB storage: URL, driver, folder or server reachable
+    check_tracking(uri, read_only=False)  # an MLflow tracking URI: scheme, folder or server reachable
+
+Each raises ConfigError with one line naming what is wrong and what is allowed; a URL is always shown redacted (no
+password). A read-only check (`status`, `report`) also fails when an embedded store does not exist yet, so that a
+read-only command never creates one. No torch, no Optuna, no MLflow here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from mta_ablate.errors import ConfigError
+from mta_ablate.paths import mta_home
+
+NOT_A_PLACE = ("/proc", "/sys", "/dev")
+STORAGE_FORMS = "sqlite:///PATH, postgresql+psycopg://USER@HOST:PORT/DB or mysql+pymysql://..."
+TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "databricks")
+
+
+def redact(url: str) -> str:
+    """A URL without its password: `user:pw@`, `:pw@` and `?password=pw` forms."""
+    url = re.sub(r"(://[^:/@?#]*):[^@/?#]*@", r"\1:***@", url)
+    return re.sub(r"(?i)([?&](?:password|passwd|pwd)=)[^&#]*", r"\1***", url)
+
+
+def _writable_folder(folder: Path, what: str) -> None:
+    if any(str(folder) == p or str(folder).startswith(p + "/") for p in NOT_A_PLACE):
+        raise ConfigError(f"{what}: {folder} is a kernel filesystem, not a place for files; choose a normal folder")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{what}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what}: {existing} is not writable by this user; choose a folder you can write")
+
+
+def check_workspace() -> Path:
+    """MTA_HOME (default ./mta-runs) must be a writable folder, or creatable; nothing is created here."""
+    home = mta_home()
+    if home.exists() and not home.is_dir():
+        raise ConfigError(f"MTA_HOME={home}: is a file; expected a folder for the workspace (stores, checkpoints)")
+    _writable_folder(home, f"MTA_HOME={home}")
+    return home
+
+
+def _sqlite_file(database: str | None, what: str, read_only: bool) -> None:
+    if not database or database == ":memory:":
+        raise ConfigError(f"{what}: a SQLite store needs a file path (sqlite:////abs/path.db)")
+    path = Path(database).expanduser().absolute()
+    if read_only and not path.is_file():
+        raise ConfigError(f"{what}: no store at {path} (nothing has been run into it yet)")
+    if path.is_dir():
+        raise ConfigError(f"{what}: {path} is a folder, not a database file")
+    _writable_folder(path.parent, what)
+    if not path.parent.is_dir() and path.parent != mta_home():  # SQLite creates the file, never its folder
+        raise ConfigError(f"{what}: the folder {path.parent} does not exist; create it, or choose another path")
+
+
+def check_storage(url: str, read_only: bool = False, option: str = "--storage") -> None:
+    """An Optuna storage URL that names a reachable RDB: SQLite (its folder), PostgreSQL or MySQL (a connection)."""
+    from sqlalchemy import create_engine, exc
+    from sqlalchemy.engine import make_url
+
+    what = f"{option}={redact(url)}"
+    try:
+        parsed = make_url(url)
+    except exc.ArgumentError:
+        raise ConfigError(f"{what}: not a database URL; expected {STORAGE_FORMS}") from None
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql", "mysql"):
+        raise ConfigError(f"{what}: {backend!r} is not a supported storage; expected {STORAGE_FORMS}")
+    if backend == "sqlite":
+        _sqlite_file(parsed.database, what, read_only)
+        return
+    try:
+        parsed.get_dialect()
+    except (ImportError, exc.NoSuchModuleError) as err:
+        driver = {"postgresql": "psycopg[binary]", "mysql": "pymysql"}[backend]
+        raise ConfigError(f"{what}: its database driver is not installed ({err}); pip install {driver}") from None
+    timeout = {"postgresql": {"connect_timeout": 5}, "mysql": {"connect_timeout": 5}}[backend]
+    try:
+        engine = create_engine(parsed, connect_args=timeout)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except ImportError as err:
+        raise ConfigError(f"{what}: its database driver is not installed ({err}); install it with pip") from None
+    except Exception as err:  # refused, unknown host, bad password, missing database: one line, no password
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()
+        raise ConfigError(f"{what}: cannot connect: {redact(reason[0] if reason else type(err).__name__)}") from None
+
+
+def check_tracking(uri: str | None, read_only: bool = False) -> None:
+    """An MLflow tracking URI (None: MLFLOW_TRACKING_URI, else MTA_HOME/mlflow.db) that can be used now."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:  # the embedded store
+        _sqlite_file(str(mta_home() / "mlflow.db"), "tracking store", read_only)
+        return
+    what = f"--tracking-uri={redact(uri)}"
+    scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else "file"
+    if scheme not in TRACKING_SCHEMES:
+        raise ConfigError(f"{what}: unknown scheme {scheme!r}; allowed: {', '.join(TRACKING_SCHEMES)}")
+    if scheme == "sqlite":
+        _sqlite_file(uri.split(":///", 1)[-1] if ":///" in uri else "", what, read_only)
+    elif scheme == "file" or ":" not in uri:
+        folder = Path(uri.removeprefix("file://") if uri.startswith("file:") else uri).expanduser().absolute()
+        if read_only and not folder.is_dir():
+            raise ConfigError(f"{what}: no store at {folder}")
+        _writable_folder(folder, what)
+    elif scheme in ("http", "https"):
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
+                response.read(64)
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            raise ConfigError(f"{what}: the MLflow server does not answer ({getattr(err, 'reason', err)})") from None
+    elif scheme in ("postgresql", "mysql"):
+        check_storage(uri, option="--tracking-uri")
