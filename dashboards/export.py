@@ -19,6 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
+
 from dashboards.analysis import Report, analyse, history_key
 from dashboards.load import Sweep, download_artifact, load_histories, load_sweep
 from dashboards.render import blocks, build_figures, to_html, to_markdown
@@ -70,6 +72,10 @@ def search_importance(sweep: Sweep, storage: str | None = None) -> tuple[dict[st
         return {}, f"parameter importance unavailable: {type(exc).__name__}: {exc}"
 
 
+def _csv_safe(cell: str | None) -> str | None:
+    return "'" + cell if cell and cell[0] in "=+-@\t\r" else cell
+
+
 def export_report(
     sweep: str | Sweep,
     out: Path,
@@ -111,7 +117,10 @@ def export_report(
     paths["report.html"] = out / "report.html"
     paths["report.html"].write_text(to_html(content, images, f"Ablation report: {sweep.name}"), encoding="utf-8")
     paths["summary.csv"] = out / "summary.csv"
-    report.comparison.write_csv(paths["summary.csv"], float_precision=6)
+    guarded = report.comparison.with_columns(  # a cell starting = + - @ is a formula to a spreadsheet: quote it
+        pl.col(pl.String).map_elements(_csv_safe, return_dtype=pl.String)
+    )
+    guarded.write_csv(paths["summary.csv"], float_precision=6)
     paths["trials.parquet"] = out / "trials.parquet"
     sweep.trials.write_parquet(paths["trials.parquet"])
     logged_to = None

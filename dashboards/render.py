@@ -221,8 +221,13 @@ def blocks(report: Report, figure_names: list[str], generated: datetime | None =
     return out
 
 
+def _md(text: str) -> str:
+    """Text for Markdown: HTML-escaped (an arm named `<script>` stays text in every viewer)."""
+    return html.escape(str(text), quote=False)
+
+
 def _md_cell(value) -> str:
-    return fmt(value).replace("|", "\\|").replace("\n", " ")
+    return _md(fmt(value)).replace("|", "\\|").replace("\n", " ")
 
 
 def to_markdown(content: list[tuple], figure_dir: str = "figures") -> str:
@@ -231,13 +236,13 @@ def to_markdown(content: list[tuple], figure_dir: str = "figures") -> str:
     for block in content:
         kind = block[0]
         if kind == "h":
-            lines += ["#" * block[1] + " " + block[2], ""]
+            lines += ["#" * block[1] + " " + _md(block[2]), ""]
         elif kind == "p":
-            lines += [block[1], ""]
+            lines += [_md(block[1]), ""]
         elif kind == "warn":
-            lines += [f"> **Warning:** {block[1]}", ""]
+            lines += [f"> **Warning:** {_md(block[1])}", ""]
         elif kind == "ul":
-            lines += [f"- {item}" for item in block[1]] + [""]
+            lines += [f"- {_md(item)}" for item in block[1]] + [""]
         elif kind == "table":
             columns, rows = block[1], block[2]
             lines.append("| " + " | ".join(columns) + " |")

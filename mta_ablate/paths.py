@@ -8,7 +8,13 @@ workspaces or hosts may share.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+from mta_ablate.errors import ConfigError
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=,+@:\[\]-]{0,199}")
+"""Names that become folders under MTA_HOME (sweeps, arms, runs): no slashes, no leading dot, no spaces."""
 
 
 def mta_home() -> Path:
@@ -24,3 +30,13 @@ def cache_dir(*parts: str) -> Path:
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def check_name(name: str, what: str) -> str:
+    """A sweep, arm or run name that is safe as one folder name under MTA_HOME (it cannot climb out with `..`)."""
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(
+            f"{what}={name!r}: not a safe name; allowed: letters, digits and . _ = , + @ : [ ] -, starting with a "
+            "letter or digit (no slashes, spaces or '..')"
+        )
+    return name

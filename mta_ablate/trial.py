@@ -140,7 +140,8 @@ def run_trial(
         )
         logger.step_fn = lambda: trainer.global_step
         clock["fit"] = time.perf_counter()
-        trainer.fit(module, datamodule=data, ckpt_path=str(resumable[1]) if resumable else None)
+        ckpt = str(resumable[1]) if resumable else None
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)  # a checkpoint never runs code
         if trainer.interrupted:
             raise KeyboardInterrupt("training was interrupted")
         clock["evaluate"] = time.perf_counter()

@@ -37,6 +37,8 @@ CASES = [
     ("tracking-down", f"sweep {Q} --tracking-uri http://127.0.0.1:1", "does not answer"),
     ("home-is-file", "train model=toy task=find_block MTA_HOME={tmp}/afile", "is a file"),
     ("home-in-proc", "train model=toy task=find_block MTA_HOME=/proc/mta", "kernel filesystem"),
+    ("arm-name-climbs", "sweep {tmp}/climb.yaml --dry-run", "not a safe name"),
+    ("run-name-climbs", "train model=toy task=find_block tracking.run_name=../../x", "not a safe name"),
     ("status-no-store", "status x", "no store at"),
     ("report-no-store", "report x", "no store at"),
     ("report-out-file", "report x --out {tmp}/afile", "is a file"),
@@ -50,6 +52,8 @@ def scratch(workspace, tmp_path):
     (tmp_path / "folder.yaml").mkdir()
     (tmp_path / "env.yaml").write_text("name: x\nbase: {train.lr: '${oc.env:SECRET_LR}'}\n")
     (tmp_path / "afile").write_text("a file")
+    climb = "name: climb\ndefaults: [{model: toy}, {task: find_block}]\nobjective: {metric: toy/error}\n"
+    (tmp_path / "climb.yaml").write_text(climb + "design: {kind: arms, arms: [{name: ../../x, overrides: {}}]}\n")
     return tmp_path
 
 
@@ -86,3 +90,19 @@ def test_redact_hides_every_password_form(url, shown):
     from mta_ablate.preflight import redact
 
     assert redact(url) == shown
+
+
+def test_report_text_is_escaped_and_csv_cells_cannot_be_formulas():
+    from dashboards.export import _csv_safe
+    from dashboards.render import to_markdown
+
+    md = to_markdown([("p", "RuntimeError: <script>alert(1)</script>"), ("table", ["a"], [["<b>x</b>"]])])
+    assert "<script>" not in md and "&lt;script&gt;" in md and "&lt;b&gt;" in md
+    assert [_csv_safe(c) for c in ("=1+1", "+x", "-cmd", "@SUM(A1)", "mta_full", None)] == [
+        "'=1+1",
+        "'+x",
+        "'-cmd",
+        "'@SUM(A1)",
+        "mta_full",
+        None,
+    ]

@@ -128,6 +128,12 @@ class ExperimentConfig:
     arm: str
     resolved: dict
 
+    def __post_init__(self) -> None:
+        from mta_ablate.paths import check_name
+
+        check_name(self.tracking.experiment, "tracking.experiment")
+        check_name(self.run_name, "tracking.run_name" if self.tracking.run_name else "the arm name")
+
     @property
     def attention(self) -> AttentionSpec:
         return self.model.attention

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mta_ablate.errors import ConfigError
+from mta_ablate.paths import check_name
 
 DESIGNS = ("ablation", "grid", "arms", "search")
 REFERENCE = "reference"
@@ -86,6 +87,8 @@ def expand(design: dict) -> list[Arm]:
             raise ConfigError(f"design.factors={factors!r}: a {kind} design needs at least one factor with levels")
         arms = _grid(design, factors) if kind == "grid" else _ablation(design, factors)
     names = [a.name for a in arms]
+    for name in names:
+        check_name(name, "design: arm name")
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
         raise ConfigError(f"design: two arms are both named {duplicate!r}; give levels distinct labels")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mta_ablate.errors import ConfigError
+from mta_ablate.paths import check_name
 from mta_ablate.sequential import SeedPolicy
 from mta_ablate.sweep.design import Arm, SearchParam, expand, references, search_space
 
@@ -154,8 +155,9 @@ def parse_sweep(data: dict, overrides: list[str] = (), validate: bool = True) ->
     if unknown:
         raise ConfigError(f"sweep.{unknown[0]}: unknown key; allowed: {', '.join(KEYS)}")
     name = data.get("name")
-    if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
-        raise ConfigError(f"sweep.name={name!r}: expected a non-empty name without spaces or slashes")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"sweep.name={name!r}: expected a non-empty name")
+    check_name(name, "sweep.name")
     base = _base_overrides(data.get("defaults") or [], data.get("base") or {})
     seeds, policy, reference = _seeds(data.get("seeds", [0]))
     objective = data.get("objective") or {}
