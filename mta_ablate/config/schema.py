@@ -61,7 +61,9 @@ class TrainConfig:
     precision: Literal["auto", "32-true", "bf16-mixed"] = "auto"
     """auto: bf16-mixed on CUDA, 32-true on CPU."""
     threads: int = 0
-    """CPU threads for torch; 0 keeps torch's default."""
+    """CPU threads for torch in this trial; 0 keeps torch's default (or a worker's --threads). The CPU recipes fix it
+    to 1: floating-point sums depend on the thread count, so a fixed count keeps a trial's numbers the same whichever
+    worker, host or worker count runs it."""
     checkpoint: bool = True
     """Write a checkpoint at every validation (needed for resume)."""
     resume: bool = False

@@ -1,7 +1,9 @@
 """`mta-ablate sweep FILE`: create or resume the study, start N local workers, show live progress, close the sweep.
 
-Workers are separate processes (`mta-ablate worker NAME ...`), each with about cores/N torch threads: two 2-thread
-processes on 2 cores slow each other down ~10x through OpenMP contention, two 1-thread processes do not.
+Workers are separate processes (`mta-ablate worker NAME ...`), each running its trials with the config's
+`train.threads` (the CPU recipes fix 1, so a trial's numbers do not depend on how many workers ran it), or cores/N
+when the config leaves it at 0: two 2-thread processes on 2 cores slow each other down ~10x through OpenMP
+contention, two 1-thread processes do not.
 Their logs go to MTA_HOME/logs/<sweep>/worker<i>.log.
 """
 
@@ -34,7 +36,11 @@ def start_workers(spec: SweepSpec, storage: str, tracking_uri: str, n: int) -> l
 
     logs = mta_home() / "logs" / spec.name
     logs.mkdir(parents=True, exist_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // n)
+    from mta_ablate.config.compose import load_experiment
+
+    # the trial's own thread count when its config fixes one (the CPU recipes: 1), else a share of the cores
+    threads = load_experiment(spec.experiment_overrides({}, spec.seeds[0])).train.threads
+    threads = threads or max(1, (os.cpu_count() or 1) // n)
     procs = []
     for i in range(n):
         out = open(logs / f"worker{i}.log", "ab")  # noqa: SIM115  (closed by the child's exit)
@@ -42,7 +48,7 @@ def start_workers(spec: SweepSpec, storage: str, tracking_uri: str, n: int) -> l
         env |= {"MTA_OPTUNA_STORAGE": storage, "MLFLOW_TRACKING_URI": tracking_uri}
         procs.append(
             subprocess.Popen(
-                worker_command(spec.name, threads, f"local{i}"),
+                worker_command(spec.name, threads, f"{os.uname().nodename}:local{i}"),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,

@@ -72,6 +72,7 @@ def make_objective(spec: SweepSpec, study, tracking_uri: str | None, parent: str
 
     arms = {a.name: a for a in spec.arms}
     equal_steps = json.loads(study.user_attrs.get(sweep_study.ATTR_STEPS, "{}"))
+    base_threads = load_experiment(spec.experiment_overrides({}, spec.seeds[0])).train.threads
 
     def objective(trial: optuna.Trial) -> float:
         try:
@@ -115,7 +116,7 @@ def make_objective(spec: SweepSpec, study, tracking_uri: str | None, parent: str
             "train.resume=true",
             to_override("tracking.run_name", run_name),
         ]
-        if threads:
+        if threads and base_threads == 0:  # the config leaves it open: this worker's share of the cores
             extra.append(f"train.threads={threads}")
         if arm.name in equal_steps:  # budget.equalize: this arm's steps for its reference's training FLOPs
             extra.append(f"train.max_steps={equal_steps[arm.name]}")
@@ -170,6 +171,27 @@ def _load_when_ready(name: str, storage: str, tracking_uri: str | None, wait_s: 
             time.sleep(2)
 
 
+def _warn_if_oversubscribed(study, worker: str, threads: int) -> None:
+    """Warn when this host's running trials plus this worker want more threads than the host has cores: two 2-thread
+    processes on 2 cores run each trial 8-10x slower than one thread each."""
+    from optuna.trial import TrialState
+
+    host = worker.split(":", 1)[0]
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    here = sum(str(t.user_attrs.get("worker", "")).startswith(f"{host}:") for t in running)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    wanted = (here + 1) * max(1, threads or int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or 1)
+    if wanted > cores:
+        log.warning(
+            "host %s: %d trial(s) already running here plus this worker want %d threads on %d cores; trials will "
+            "slow each other down several-fold (start fewer workers, or give each fewer threads)",
+            host,
+            here,
+            wanted,
+            cores,
+        )
+
+
 def run_worker(
     name: str, storage: str, tracking_uri: str | None = None, threads: int = 0, worker: str | None = None
 ) -> int:
@@ -181,6 +203,7 @@ def run_worker(
     worker = worker or f"{os.uname().nodename}:{os.getpid()}"
     study, spec, tracking_uri, parent = _load_when_ready(name, storage, tracking_uri)
     objective = make_objective(spec, study, tracking_uri, parent, threads, worker)
+    _warn_if_oversubscribed(study, worker, threads)
     deadline = study.user_attrs.get("mta.deadline")
     states: list = []  # the end state of every trial this worker ran
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -145,3 +145,17 @@ def test_an_adaptive_sweep_with_two_workers_runs_each_arm_and_seed_once(workspac
     base0, k7_0, base1 = digests[("baseline", 0)], digests[("k7", 0)], digests[("baseline", 1)]
     assert all(k7_0[name] == value for name, value in base0.items())
     assert any(base1[name] != value for name, value in base0.items())
+
+
+def test_the_same_trial_is_bitwise_identical_with_one_or_two_workers(workspace, tmp_path, monkeypatch):
+    """A CPU trial's thread count comes from its config (train.threads=1 in the CPU recipes), not from how many
+    workers share the host: the same (arm, seed) gives the same numbers to the last bit either way."""
+    values = {}
+    for workers in ("1", "2"):
+        monkeypatch.setenv("MTA_HOME", str(tmp_path / f"home{workers}"))
+        design = {"kind": "arms", "arms": [{"name": "k7", "overrides": {"attention": "mta_toy"}}]}
+        path = sweep_file(tmp_path, f"threads{workers}", design, seeds=[0, 1])
+        result = run_sweep(path, "--workers", workers)
+        assert result.returncode == 0, result.stderr[-2000:]
+        values[workers] = sorted((t.user_attrs["seed"], t.value) for t in trials(f"threads{workers}"))
+    assert values["1"] == values["2"] and len(values["1"]) == 2
