@@ -201,7 +201,12 @@ def blocks(report: Report, figure_names: list[str], generated: datetime | None =
         names = {"model/params/total": "params", "model/params/mta": "MTA params", "perf/tokens_per_s": "tokens/s"}
         names |= {"perf/step_ms": "step ms", "step_rel": "step time vs ref", "perf/peak_mem_mib": "peak MiB"}
         cols = [c for c in report.cost.columns if c in names]
-        rows = [[r["arm"], r["n"], *(r[c] for c in cols)] for r in report.cost.iter_rows(named=True)]
+        whole = ("perf/tokens_per_s", "model/params/total", "model/params/mta", "perf/peak_mem_mib")
+
+        def cell(r, c):  # counts and rates as integers with thousands separators
+            return round(r[c]) if c in whole and r[c] is not None and r[c] == r[c] else r[c]
+
+        rows = [[r["arm"], r["n"], *(cell(r, c) for c in cols)] for r in report.cost.iter_rows(named=True)]
         out.append(("table", ["arm", "n", *(names[c] for c in cols)], rows))
         if "cost" in figure_names:
             out.append(("fig", "cost", "Quality vs cost"))

@@ -1,9 +1,9 @@
 """`mta_attention`: the Multi-Token Attention op, pure torch.
 
-Layout legend (mta_reference.md 1.1): B batch, H heads, T query positions, S key positions (T == S here),
+Layout legend: B batch, H heads, T query positions, S key positions (T == S here),
 D head dim, G head groups, C head group size c_h. Tensors are named by layout: `q_BHTD`, `scores_BHTS`.
 
-Order of operations (mta_reference.md 1.2, the reference code after its June 2025 fix):
+Order of operations (the paper's reference code after its June 2025 fix):
     logits = q k^T / sqrt(D)
     pre kernel:    zero the future logits, pad (c_q-1 rows on top; keys per pad_key), depthwise conv
     pre head mix:  mix the H logit maps within each group of c_h heads
@@ -12,7 +12,7 @@ Order of operations (mta_reference.md 1.2, the reference code after its June 202
     post head mix: mix the H weight maps within each group
     dropout (training only), weights @ v
 
-Speed on CPU (mta_kernels.md 6-7, re-measured by `mta-ablate bench attention`): the (B, H, T, S) maps are
+Speed on CPU (measured by `mta-ablate bench attention`): the (B, H, T, S) maps are
 kept channels-last (memory order B, T, S, H) from the first convolution to the last head mix, so the
 depthwise convolution (conv2d, groups=H) and the head mix (a 1x1 conv2d, groups=G, i.e. one small GEMM
 per group over T*S rows) both run on oneDNN's fast channels-last path. The causal mask is one broadcast

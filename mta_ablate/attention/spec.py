@@ -1,7 +1,7 @@
 """`AttentionSpec`: the typed description of one attention variant, and the named presets.
 
 A spec is data. It says which Multi-Token Attention operations a model uses, with which kernel sizes, in
-which layers, with which normalisation and initialisation (mta_reference.md sections 1.2-1.8). It knows
+which layers, with which normalisation and initialisation (as in the paper and its reference code). It knows
 nothing about the model's shape: checks that need `n_heads` or `n_layers` run in `resolve()`, which the
 model calls when it is built.
 
@@ -191,7 +191,7 @@ class LayerPlan:
 
 
 def depth_scale(layer_id: int) -> float:
-    """(1 - lambda_init(l)) with lambda_init(l) = 0.8 - 0.6 exp(-0.3 l), l 0-based (mta_reference.md 1.6)."""
+    """(1 - lambda_init(l)) with lambda_init(l) = 0.8 - 0.6 exp(-0.3 l), l 0-based (the paper's depth scaling)."""
     return 1.0 - (0.8 - 0.6 * math.exp(-0.3 * layer_id))
 
 

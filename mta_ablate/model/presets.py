@@ -1,6 +1,6 @@
 """Model shapes the sweeps name. `vocab_size` is filled from the data when the model is built.
 
-toy/tiny/small run on a 2-core CPU; 300m and 880m are the paper's shapes (mta_reference.md 2.1) for GPU users.
+toy/tiny/small run on a 2-core CPU; 300m and 880m are the paper's shapes (its appendix configs) for GPU users.
 """
 
 from __future__ import annotations

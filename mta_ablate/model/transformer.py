@@ -8,7 +8,7 @@
 
 Pre-RMSNorm blocks, RoPE, SwiGLU feed-forward, tied embeddings, no biases (the MTA gate has one, as in the
 reference). Init as in the paper's lingua configs: truncated normal (+-3 sigma) with sigma = dim^-1/2, the
-feed-forward output with hidden^-1/2, norms at 1 (mta_reference.md 1.7).
+feed-forward output with hidden^-1/2, norms at 1.
 
 Layout legend: B batch, T positions, E model dim, V vocabulary, F feed-forward hidden.
 """
@@ -188,6 +188,6 @@ def lm_loss(logits_BTV: torch.Tensor, targets_BT: torch.Tensor, mask_BT: torch.T
 
 
 def paper_mta_overhead(n_layers: int, n_heads: int, head_dim: int, c_q: int, c_k: int, c_h: int) -> int:
-    """The paper's MTA parameter overhead (Table 8, mta_reference.md 1.9):
+    """The paper's MTA parameter overhead (its Table 8):
     2 L M (c_q c_k / 4 + c_h) + L (2 d + 1), for KQ convolutions in a quarter of the layers."""
     return int(2 * n_layers * n_heads * (c_q * c_k / 4 + c_h) + n_layers * (2 * head_dim + 1))

@@ -1,1 +1,1 @@
-"""Filled by a later issue; see docs/architecture.md."""
+"""Sweeps: sweep files, designs, the Optuna study, workers, seeds until decided (see docs/architecture.md)."""

@@ -1,1 +1,1 @@
-"""Filled by a later issue; see docs/architecture.md."""
+"""MLflow conventions: store, names, tags, the run logger and figures (see docs/architecture.md)."""

@@ -32,10 +32,12 @@ def plot_mta_parameters(arrays: dict[str, np.ndarray], path: Path, title: str = 
                 ax.axis("off")
                 continue
             image = ax.imshow(a[c], cmap="RdBu_r", vmin=-limit, vmax=limit)
-            label = "head" if "kernel" in name else "group"
-            ax.set_title(f"{label} {c}", fontsize=8)
-            if c == 0:
-                ax.set_ylabel(name.replace("model.layers.", "L").replace(".attention.mta_", "\n"), fontsize=7)
+            kernel = "kernel" in name
+            ax.set_title(f"{'head' if kernel else 'group'} {c}", fontsize=8)
+            ax.set_xlabel("key offset (c_k)" if kernel else "from head", fontsize=6)
+            parameter = name.replace("model.layers.", "L").replace(".attention.mta_", "\n")
+            axis = "query offset (c_q)" if kernel else "to head"
+            ax.set_ylabel(f"{parameter}\n{axis}" if c == 0 else axis, fontsize=6)
         fig.colorbar(image, ax=axes[r].tolist(), shrink=0.8)
     if title:
         fig.suptitle(title, fontsize=10)

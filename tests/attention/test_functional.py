@@ -1,4 +1,4 @@
-"""`mta_attention` against a slow, obviously-correct transcription of mta_reference.md 1.2-1.4."""
+"""`mta_attention` against a slow, obviously-correct transcription of the paper's reference code."""
 
 import math
 import random

@@ -78,7 +78,7 @@ def test_identity_init_equals_the_baseline_with_the_same_weights(pad_key, kernel
 
 
 def test_parameter_counts_match_the_paper_880m_table():
-    """mta_reference.md 1.9: baseline 876,553,728; MTA 876,583,320; talking heads 876,566,016."""
+    """The paper's Table 8: baseline 876,553,728; MTA 876,583,320; talking heads 876,566,016."""
     shape = model_preset("880m")
     counts = {}
     with torch.device("meta"):

@@ -1,4 +1,4 @@
-"""bAbI-style stories QA1-QA3 generated in-project (no package ships bAbI; offline_data.md section 5).
+"""bAbI-style stories QA1-QA3 generated in-project (no installable package ships bAbI).
 
 Each generator returns (facts, question, answer) with a one-word answer:
   qa1  single supporting fact   "Mary went to the kitchen."            "Where is Mary?"               kitchen

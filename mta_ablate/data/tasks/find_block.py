@@ -1,4 +1,4 @@
-"""`find_block`: the MTA paper's motivating toy task (mta_reference.md section 3).
+"""`find_block`: the MTA paper's motivating toy task (its section 3).
 
 A sample is K blocks of N distinct letters joined by ".", then "#" and a query of L distinct letters taken
 from exactly one block (the target); the model must output that block (`all`), its first letter or its last:
