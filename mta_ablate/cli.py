@@ -24,7 +24,7 @@ from mta_ablate.errors import ConfigError
 console = Console(width=None if sys.stdout.isatty() else 150)  # logs and pipes get wide tables
 err_console = Console(stderr=True, soft_wrap=True)  # errors stay on one line
 
-COMMANDS = ("train", "sweep", "worker", "status", "report", "ui", "bench", "data")
+COMMANDS = ("train", "sweep", "worker", "status", "sweeps", "report", "delete", "ui", "bench", "data")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,7 +36,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mta_ablate import __version__
+
     parser = _Parser(prog="mta-ablate", description="Ablations of Multi-Token Attention variants.")
+    parser.add_argument("--version", action="version", version=f"mta-ablate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
         importlib.import_module(f"mta_ablate.commands.{name}").add_parser(sub)

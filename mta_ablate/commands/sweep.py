@@ -56,6 +56,7 @@ def run(args) -> int:
         console.print(f"{n} trials ({seeds}); base: {escape(' '.join(spec.base))}")
         if steps:
             console.print("budget.equalize=flops: max_steps per arm give each arm its reference's training FLOPs")
+        console.print(_existing(spec.name, args.storage), highlight=False)
         return 0
     from mta_ablate.config.checks import check_device
     from mta_ablate.config.compose import load_experiment
@@ -98,3 +99,26 @@ def run(args) -> int:
         )
         return 1
     return 0 if counts["failed"] == 0 else 1
+
+
+def _existing(name: str, storage: str | None) -> str:
+    """One line for --dry-run: is this sweep new, or already in the store, and how much of it is left?"""
+    from mta_ablate.errors import ConfigError
+    from mta_ablate.preflight import check_storage, redact
+    from mta_ablate.sweep.study import storage_url
+
+    url = storage_url(storage, create=False)
+    try:
+        check_storage(url, read_only=True)
+    except ConfigError as exc:
+        return f"store: {exc} -> running it creates sweep {name} there" if "no store" in str(exc) else f"store: {exc}"
+    from mta_ablate.commands.sweeps import rows
+
+    found = next((r for r in rows(url) if r["sweep"] == name), None)
+    if found is None:
+        return f"store {redact(url)}: no sweep {name} yet; running it creates it"
+    left = found["waiting"] + found["running"]
+    return (
+        f"store {redact(url)}: sweep {name} exists ({found['state']}): {found['complete']} complete, "
+        f"{left} left, {found['failed']} failed; running it resumes (an unchanged file and overrides only)"
+    )

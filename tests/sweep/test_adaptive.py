@@ -159,3 +159,36 @@ def test_the_same_trial_is_bitwise_identical_with_one_or_two_workers(workspace, 
         assert result.returncode == 0, result.stderr[-2000:]
         values[workers] = sorted((t.user_attrs["seed"], t.value) for t in trials(f"threads{workers}"))
     assert values["1"] == values["2"] and len(values["1"]) == 2
+
+
+def test_sweeps_lists_delete_removes_and_dry_run_says_what_exists(workspace, tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from mta_ablate.cli import main
+    from mta_ablate.sweep.spec import read_sweep_file
+    from mta_ablate.sweep.study import create_or_resume
+    from mta_ablate.tracking.mlflow_store import tracking_uri
+
+    path = sweep_file(tmp_path, "gone", THREE_ARMS)
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    assert "creates sweep gone there" in " ".join(capsys.readouterr().out.split())  # no store yet, none created
+    assert not workspace.exists()
+    create_or_resume(parse_sweep(read_sweep_file(str(path), []), []), [], storage_url(), None)
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    assert "sweep gone exists (queued): 0 complete, 6 left" in " ".join(capsys.readouterr().out.split())
+    assert main(["sweeps", "--json"]) == 0
+    (row,) = __import__("json").loads(capsys.readouterr().out)
+    assert (row["sweep"], row["state"], row["waiting"], row["design"]) == ("gone", "queued", 6, "arms")
+    assert main(["delete", "gone", "--yes"]) == 0
+    assert main(["sweeps", "--json"]) == 0
+    assert __import__("json").loads(capsys.readouterr().out.split("deleted sweep gone")[-1]) == []
+    assert MlflowClient(tracking_uri()).get_experiment_by_name("gone").lifecycle_stage == "deleted"
+    assert main(["delete", "gone", "--yes"]) == 2  # no such sweep any more: one line, exit 2
+
+
+def test_version():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "mta_ablate", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("mta-ablate 0.")
