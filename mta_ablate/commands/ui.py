@@ -1,14 +1,16 @@
-"""`mta-ablate ui [--port P] [--host H] [--optuna [--optuna-port Q] [--storage URL | --sweep NAME]]`.
+"""`mta-ablate ui [--port P] [--host H] [--sweep NAME] [--optuna [--optuna-port Q] [--storage URL]]`.
 
 Starts `mlflow server` on the configured store (MLFLOW_TRACKING_URI, else the SQLite file MTA_HOME/mlflow.db with
-artifacts under MTA_HOME/mlartifacts), prints its URL and runs until Ctrl-C. Sweeps appear as one experiment each,
-a parent run with its trials nested under it; group by the tags `mta.arm` or `mta.seed` in the runs table.
-`--optuna` also starts optuna-dashboard (a separate package) on the sweep's Optuna storage.
+artifacts under MTA_HOME/mlartifacts), prints its URL and one link per sweep, and runs until Ctrl-C. A sweep's link
+opens its runs table in a saved view: the parent run expanded, its trials grouped by arm (tag `mta.arm`, averaged
+over seeds; click a group to see its seeds), with arm, seed, state, the objective and the cost columns shown.
+`--optuna` also starts optuna-dashboard (`pip install 'mta-ablate[dashboard]'`) on the sweep's Optuna storage.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +24,9 @@ def add_parser(sub) -> None:
     p.add_argument("--optuna", action="store_true", help="also start optuna-dashboard on the sweep's storage")
     p.add_argument("--optuna-port", type=int, default=8080, help="optuna-dashboard port (default 8080)")
     p.add_argument("--storage", default=None, help="Optuna storage URL for --optuna (default: from --sweep)")
-    p.add_argument("--sweep", default=None, help="sweep whose recorded storage --optuna opens (default: latest)")
+    p.add_argument(
+        "--sweep", default=None, help="print only this sweep's link; its recorded storage is what --optuna opens"
+    )
     p.set_defaults(run=run)
 
 
@@ -64,11 +68,27 @@ def _sweep_storage(uri: str, sweep: str | None) -> str:
     raise ConfigError("--optuna: no sweep with a recorded Optuna storage (tag mta.storage); pass --storage URL")
 
 
+def sweep_links(uri: str, base_url: str, only: str | None = None) -> list[tuple[str, str]]:
+    """(sweep, link to its saved runs view) for every sweep in the store (experiments with a sweep parent run)."""
+    from dashboards.load import KIND_SWEEP, TAG_KIND
+    from mta_ablate.tracking.mlflow_store import client, sweep_view_url
+
+    mlflow_client = client(uri)
+    out = []
+    for experiment in mlflow_client.search_experiments():
+        if only not in (None, experiment.name):
+            continue
+        if mlflow_client.search_runs([experiment.experiment_id], f"tags.`{TAG_KIND}` = '{KIND_SWEEP}'", max_results=1):
+            out.append((experiment.name, sweep_view_url(base_url, experiment.experiment_id)))
+    return out
+
+
 def run(args) -> int:
     import importlib.util
 
     from mta_ablate.cli import console, err_console
     from mta_ablate.paths import mta_home
+    from mta_ablate.preflight import redact
     from mta_ablate.tracking.mlflow_store import tracking_uri
 
     _check_port(args.port, "--port")
@@ -83,14 +103,17 @@ def run(args) -> int:
         url = f"http://{args.host}:{args.port}"
         commands.append(("MLflow UI", mlflow_command(uri, artifacts.as_uri(), args.host, args.port), url))
     if args.optuna:
-        if importlib.util.find_spec("optuna_dashboard") is None:
+        dashboard = shutil.which("optuna-dashboard", path=os.path.dirname(sys.executable)) or shutil.which(
+            "optuna-dashboard"
+        )
+        if importlib.util.find_spec("optuna_dashboard") is None or dashboard is None:
             err_console.print(
-                "[red]error:[/red] --optuna needs the optuna-dashboard package: pip install optuna-dashboard",
+                "[red]error:[/red] --optuna needs the optuna-dashboard package: pip install 'mta-ablate[dashboard]'",
                 highlight=False,
             )
             return 1
         storage = args.storage or _sweep_storage(uri, args.sweep)
-        cmd = [sys.executable, "-m", "optuna_dashboard", storage, "--host", args.host, "--port", str(args.optuna_port)]
+        cmd = [dashboard, storage, "--host", args.host, "--port", str(args.optuna_port)]
         commands.append(("optuna-dashboard", cmd, f"http://{args.host}:{args.optuna_port}"))
     if not commands:
         return 0
@@ -99,7 +122,10 @@ def run(args) -> int:
     try:
         for name, cmd, url in commands:
             processes.append(subprocess.Popen(cmd, start_new_session=True))  # own group: stop it whole
-            console.print(f"{name}: {url}  (store {uri if name == 'MLflow UI' else cmd[3]})", highlight=False)
+            console.print(f"{name}: {url}  (store {redact(uri if name == 'MLflow UI' else cmd[1])})", highlight=False)
+        if not uri.startswith(("http://", "https://", "databricks")):
+            for name, link in sweep_links(uri, f"http://{args.host}:{args.port}", args.sweep):
+                console.print(f"  sweep {name}: {link}", highlight=False)
         console.print("Ctrl-C stops.", highlight=False)
         while True:
             for (name, _, _), proc in zip(commands, processes, strict=False):

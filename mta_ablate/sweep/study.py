@@ -189,6 +189,7 @@ def create_or_resume(
         pruner=pruner,
         load_if_exists=True,
     )
+    study.set_metric_names([spec.metric])  # dashboards show the objective by name, not "Objective 0"
     attrs = study.user_attrs
     stored = (json.loads(attrs[ATTR_SPEC]), json.loads(attrs[ATTR_OVERRIDES])) if ATTR_SPEC in attrs else None
     if stored is not None and stored != (spec.raw, list(overrides)):
@@ -228,12 +229,13 @@ def _create_parent_run(spec: SweepSpec, url: str, tracking_uri: str) -> str:
         store.TAG_KIND: store.KIND_SWEEP,
         store.TAG_SWEEP: spec.name,
         store.TAG_DESIGN: spec.kind,
-        store.TAG_REFERENCE: spec.reference,
+        store.TAG_REFERENCE: spec.reference or ("each arm within its other levels" if spec.reference_of else ""),
         store.TAG_OBJECTIVE: spec.metric,
         store.TAG_DIRECTION: spec.direction,
         store.TAG_STORAGE: redact(url),
     }
     run = client.create_run(exp, run_name=spec.name, tags=tags)
+    store.save_sweep_view(client, exp, run.info.run_id, spec.metric)
     store.log_params(
         client,
         run.info.run_id,
@@ -289,7 +291,7 @@ def queue_missing_slots(study, spec: SweepSpec, retry_failed: bool = False) -> i
 def enqueue_slot(study, arm, seed: int) -> None:
     """Queue one (arm, seed) trial, carrying its identity in user attributes."""
     study.enqueue_trial(
-        {"arm": arm.name, "seed": seed},
+        {"arm": arm.name},
         user_attrs={"arm": arm.name, "seed": seed, "factor": arm.factor, "level": arm.level},
     )
 

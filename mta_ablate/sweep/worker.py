@@ -97,7 +97,7 @@ def make_objective(spec: SweepSpec, study, tracking_uri: str | None, parent: str
             if "arm" not in trial.user_attrs:  # queued trials carry their (arm, seed); this one was not queued
                 return _skip(trial, "no queued work left (another worker took the last trial)")
             arm = arms[trial.suggest_categorical("arm", list(arms))]
-            seed = trial.suggest_categorical("seed", list(spec.all_seeds))
+            seed = int(trial.user_attrs["seed"])  # an attribute, not a parameter: no dashboard ranks it as one
             other = _find_duplicate(study, trial, arm.name, seed)
             if other is not None:
                 return _skip(trial, f"trial {other.number} already has {arm.name} seed {seed}")

@@ -49,8 +49,43 @@ def client(uri: str | None = None):
     return MlflowClient(tracking_uri=tracking_uri(uri))
 
 
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+"""Tells MLflow's UI these are training runs: it opens the runs table, not the GenAI overview (traces, tokens)."""
+SWEEP_VIEW = "mta-sweep"
+"""Key of the saved view of a sweep's runs (experiment tag `mlflow.sharedViewState.mta-sweep`)."""
+
+
+def sweep_view(parent_run_id: str, objective: str) -> dict:
+    """The saved runs-table view of a sweep: its parent expanded, trials grouped by arm, identity, objective and cost
+    columns shown. Opened by `sweep_view_url`."""
+    columns = ["tags.`mta.arm`", "tags.`mta.seed`", "tags.`mta.state`", f"metrics.`{objective}`"]
+    columns += ["metrics.`perf/step_ms`", "metrics.`perf/train_flops`", "metrics.`perf/tokens_per_s`"]
+    return {
+        "searchFilter": "",
+        "orderByKey": "attributes.start_time",
+        "orderByAsc": False,
+        "selectedColumns": columns,
+        "runsExpanded": {parent_run_id: True},
+        "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": TAG_ARM}]},
+        "groupsExpanded": {},
+    }
+
+
+def save_sweep_view(mlflow_client, experiment: str, parent_run_id: str, objective: str) -> None:
+    mlflow_client.set_experiment_tag(
+        experiment, f"mlflow.sharedViewState.{SWEEP_VIEW}", json.dumps(sweep_view(parent_run_id, objective))
+    )
+
+
+def sweep_view_url(base_url: str, experiment: str) -> str:
+    """The MLflow UI page of a sweep, in its saved view (runs table, grouped by arm, the parent expanded)."""
+    query = f"workflowType=machine_learning&viewStateShareKey={SWEEP_VIEW}"  # the training UI, not the GenAI one
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment}/runs?{query}"
+
+
 def experiment_id(mlflow_client, name: str) -> str:
-    """The experiment's id, created on first use (embedded store: artifacts under MTA_HOME/mlartifacts)."""
+    """The experiment's id, created on first use (embedded store: artifacts under MTA_HOME/mlartifacts) and marked
+    as model training for MLflow's UI."""
     found = mlflow_client.get_experiment_by_name(name)
     if found is not None:
         if found.lifecycle_stage == "deleted":
@@ -65,7 +100,7 @@ def experiment_id(mlflow_client, name: str) -> str:
     if mlflow_client.tracking_uri.startswith("sqlite:"):
         location = (mta_home() / "mlartifacts" / name).resolve().as_uri()
     try:
-        return mlflow_client.create_experiment(name, artifact_location=location)
+        return mlflow_client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
     except Exception:  # another worker created it first
         found = mlflow_client.get_experiment_by_name(name)
         if found is None:

@@ -71,7 +71,7 @@ def test_ui_optuna_without_the_package_is_one_clear_line(store, capsys):
         pytest.skip("optuna-dashboard is installed here; this test covers its absence")
     assert main(["ui", "--optuna", "--storage", "sqlite:///x.db"]) == 1
     err = capsys.readouterr().err.strip()
-    assert "pip install optuna-dashboard" in err and len(err.splitlines()) == 1
+    assert "pip install 'mta-ablate[dashboard]'" in err and len(err.splitlines()) == 1
 
 
 def test_ui_bad_port_is_exit_2(store, capsys):
