@@ -80,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C, SIGINT or SIGTERM: what ran is recorded as interrupted; no traceback
+        err_console.print("interrupted; the same command resumes", highlight=False)
+        return 130
 
 
 if __name__ == "__main__":

@@ -121,6 +121,8 @@ def run_trial(
         if resumable:
             client.update_run(run_id, status="RUNNING")
             client.set_tag(run_id, store.TAG_STATE, "running")
+            if store.TAG_FAILURE in client.get_run(run_id).data.tags:  # the interruption it resumes from is over
+                client.delete_tag(run_id, store.TAG_FAILURE)
         else:
             log_run_inputs(client, run_id, config)
         L.seed_everything(config.seed, workers=True, verbose=False)
@@ -141,7 +143,12 @@ def run_trial(
         logger.step_fn = lambda: trainer.global_step
         clock["fit"] = time.perf_counter()
         ckpt = str(resumable[1]) if resumable else None
-        trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)  # a checkpoint never runs code
+        try:
+            trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)  # a checkpoint never runs code
+        except SystemExit:
+            if trainer.interrupted:  # Lightning answers Ctrl-C / SIGTERM with sys.exit(1): it is an interruption
+                raise KeyboardInterrupt("training was interrupted") from None
+            raise
         if trainer.interrupted:
             raise KeyboardInterrupt("training was interrupted")
         clock["evaluate"] = time.perf_counter()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("worker", help="run queued trials of an existing sweep (any host, same storage)")
@@ -29,5 +31,9 @@ def run(args) -> int:
     if args.tracking_uri:
         check_tracking(args.tracking_uri)
     setup_logging()
+    from mta_ablate.sweep.launch import _interrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)  # a terminated worker records its trial as interrupted, like Ctrl-C
+    signal.signal(signal.SIGINT, _interrupt)
     failed = run_worker(args.name, url, args.tracking_uri, args.threads, args.worker_id)
     return 1 if failed else 0

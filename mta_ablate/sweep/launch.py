@@ -81,6 +81,10 @@ def watch(study, spec: SweepSpec, procs: list[subprocess.Popen], console, refres
         console.print(render())
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def stop_workers(procs: list[subprocess.Popen], timeout_s: float = 30) -> None:
     for p in procs:
         if p.poll() is None:
@@ -134,10 +138,14 @@ def run_sweep(
     if spec.timeout_min and "mta.deadline" not in study.user_attrs:
         study.set_user_attr("mta.deadline", time.time() + 60 * spec.timeout_min)
     procs = start_workers(spec, storage, tracking_uri, workers)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or either signal sent to this process alone
+        signal.signal(sig, _interrupt)
     try:
         watch(study, spec, procs, console)
     except KeyboardInterrupt:
-        console.print("interrupted: stopping workers; run the same command again to resume")
+        console.print(
+            "interrupted: stopping workers (their trials are recorded as interrupted); the same command resumes"
+        )
         stop_workers(procs)
         raise
     failed = [p.returncode for p in procs if p.returncode not in (0, None)]

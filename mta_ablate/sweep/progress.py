@@ -6,7 +6,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from mta_ablate.sweep.study import SKIPPED
+from mta_ablate.sweep.study import FAILURE_KIND, SKIPPED
 
 
 @dataclass
@@ -41,6 +41,8 @@ def trial_rows(study) -> list[TrialRow]:
         slot = (t.user_attrs.get("arm"), t.user_attrs.get("seed"))
         if state == "failed" and later_slots.get(slot, -1) > t.number:
             state = "retried"
+        elif state == "failed" and t.user_attrs.get(FAILURE_KIND) == "interrupted":
+            state = "interrupted"  # Ctrl-C or a signal: the same command queues it again and it resumes
         if t.datetime_start is None:
             duration = None
         else:
@@ -49,7 +51,8 @@ def trial_rows(study) -> list[TrialRow]:
         steps = t.intermediate_values
         note = t.user_attrs.get("failure", "")
         if state == "retried" and not note:
-            note = "its worker died; queued again"
+            interrupted = t.user_attrs.get(FAILURE_KIND) == "interrupted"
+            note = "interrupted; queued again" if interrupted else "its worker died; queued again"
         rows.append(
             TrialRow(
                 t.number,
@@ -67,7 +70,7 @@ def trial_rows(study) -> list[TrialRow]:
 
 
 def counts(rows: list[TrialRow]) -> dict[str, int]:
-    out = dict.fromkeys(("waiting", "running", "complete", "pruned", "failed", "retried"), 0)
+    out = dict.fromkeys(("waiting", "running", "complete", "pruned", "failed", "interrupted", "retried"), 0)
     for r in rows:
         out[r.state] = out.get(r.state, 0) + 1
     return out

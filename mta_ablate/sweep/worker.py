@@ -192,6 +192,13 @@ def _warn_if_oversubscribed(study, worker: str, threads: int) -> None:
         )
 
 
+def _no_interrupt_traceback(record) -> bool:
+    """Optuna logs a failed trial with its traceback; an interruption (Ctrl-C, SIGTERM) is not a bug: one line."""
+    if record.exc_info and record.exc_info[0] is not None and issubclass(record.exc_info[0], KeyboardInterrupt):
+        record.exc_info = None
+    return True
+
+
 def run_worker(
     name: str, storage: str, tracking_uri: str | None = None, threads: int = 0, worker: str | None = None
 ) -> int:
@@ -207,6 +214,7 @@ def run_worker(
     deadline = study.user_attrs.get("mta.deadline")
     states: list = []  # the end state of every trial this worker ran
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.get_logger("optuna").addFilter(_no_interrupt_traceback)
     while deadline is None or time.time() < deadline:
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and queued again by the callback
         trials = study.get_trials(deepcopy=False)

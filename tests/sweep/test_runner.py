@@ -203,3 +203,40 @@ def test_search_design_runs_its_budget(workspace, tmp_path, kind):
     done = trials("search")
     assert len(done) == 3 and all(t.state == TrialState.COMPLETE for t in done)
     assert all(1e-3 <= t.params["train.lr"] <= 1e-2 for t in done)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_sweep_alone_records_trials_as_interrupted_and_a_rerun_resumes_them(workspace, tmp_path, sig):
+    """Ctrl-C, or SIGINT / SIGTERM to the sweep's PID only: no traceback, the running trials are recorded as
+    interrupted (not as a dead worker's), the same command queues them again at once (no heartbeat wait), and the
+    MLflow run a trial resumes loses its stale failure tag."""
+    base = {"train.max_steps": 60, "train.val_every": 10}  # a checkpoint at every validation
+    path = sweep_file(tmp_path, "stop", THREE_ARMS, base=base, heartbeat={"interval_s": 10, "grace_s": 600})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mta_ablate", "sweep", str(path), "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.3)
+        try:
+            if any(t.state == TrialState.RUNNING and len(t.intermediate_values) >= 2 for t in trials("stop")):
+                break
+        except KeyError:
+            continue
+    proc.send_signal(sig)  # the launcher alone, not its process group
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    stopped = [t for t in trials("stop") if t.state == TrialState.FAIL]
+    assert stopped and all(t.user_attrs.get("mta.failure_kind") == "interrupted" for t in stopped)
+    started = time.time()
+    result = run_sweep(path, "--workers", "2")  # grace_s is 600: a rerun that waited for heartbeats would time out
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert time.time() - started < 240
+    done = [(t.user_attrs["arm"], t.user_attrs["seed"]) for t in trials("stop") if t.state == TrialState.COMPLETE]
+    assert sorted(done) == sorted((a, s) for a in ("baseline", "k3", "k7") for s in (0, 1))
+    _, kids = children("stop")
+    assert all("mta.failure" not in r.data.tags for r in kids if r.info.status == "FINISHED")
