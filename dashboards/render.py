@@ -107,13 +107,14 @@ def blocks(report: Report, figure_names: list[str], generated: datetime | None =
     if head.height:
         out.append(("h", 2, f"Headline: {s.objective}"))
         within = len(set(head["ref"]) - {""}) > 1  # each arm has its own reference: say which
-        levels = any(head["factor"].drop_nulls().to_list()) if "factor" in head.columns else False
+        change = {r["arm"]: f"{r['factor']}={r['level']}" if r["factor"] else "" for r in head.iter_rows(named=True)}
+        levels = any(c not in ("", arm, "reference=reference") for arm, c in change.items())  # not said by the name
         sequential = "state" in head.columns
-        columns = ["arm", *(["vs"] if within else ["factor", "level"] if levels else []), "n", "mean", "95% CI"]
-        columns += ["Δ vs ref", "Δ 95% CI", *([] if sequential else ["p t (Holm)"]), "d_z", "step time vs ref"]
+        columns = ["arm", *(["vs"] if within else ["changes"] if levels else []), "n", "mean", "95% CI"]
+        columns += ["Δ vs ref", "Δ 95% CI", *([] if sequential else ["p t (Holm)"]), "d_z", "step time ×ref"]
         columns += ["verdict", *(["decided at n"] if sequential else ["seeds for 80% power"])]
         rows = [
-            [r["arm"], *([r["ref"]] if within else [r["factor"], r["level"]] if levels else []), r["n"], r["mean"]]
+            [r["arm"], *([r["ref"]] if within else [change[r["arm"]]] if levels else []), r["n"], r["mean"]]
             + [_ci(r["ci_lo"], r["ci_hi"], r["n"]), r["diff"]]
             + [_ci(r["diff_lo"], r["diff_hi"], r["n_pairs"]) if r["n_pairs"] else "–"]
             + ([] if sequential else [r["p_t_holm"]])
@@ -262,8 +263,8 @@ def to_markdown(content: list[tuple], figure_dir: str = "figures") -> str:
 
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}
-th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f2f2f2;cursor:pointer}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:12px;display:block;max-width:100%;overflow-x:auto}
+th,td{border:1px solid #ccc;padding:3px 4px;text-align:right}th{background:#f2f2f2;cursor:pointer;max-width:6em}
 td.t,th:first-child{text-align:left}th.asc:after{content:" ▲"}th.desc:after{content:" ▼"}
 .warn{background:#fff3cd;border:1px solid #e0c060;padding:.5em 1em;margin:.5em 0;font-weight:600}
 figure{margin:1em 0}img{max-width:100%}figcaption{color:#555;font-size:12px}

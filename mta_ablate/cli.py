@@ -24,7 +24,7 @@ from mta_ablate.errors import ConfigError
 console = Console(width=None if sys.stdout.isatty() else 150)  # logs and pipes get wide tables
 err_console = Console(stderr=True, soft_wrap=True)  # errors stay on one line
 
-COMMANDS = ("train", "sweep", "worker", "status", "sweeps", "report", "delete", "ui", "bench", "data")
+COMMANDS = ("train", "sweep", "worker", "status", "sweeps", "report", "compare", "delete", "ui", "bench", "data")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -37,6 +37,7 @@ CASES = [
     ("tracking-down", f"sweep {Q} --tracking-uri http://127.0.0.1:1", "does not answer"),
     ("home-is-file", "train model=toy task=find_block MTA_HOME={tmp}/afile", "is a file"),
     ("home-in-proc", "train model=toy task=find_block MTA_HOME=/proc/mta", "kernel filesystem"),
+    ("override-oc-env", "train model=toy task=find_block train.lr=${{oc.env:SECRET}}", "not allowed"),
     ("arm-name-climbs", "sweep {tmp}/climb.yaml --dry-run", "not a safe name"),
     ("run-name-climbs", "train model=toy task=find_block tracking.run_name=../../x", "not a safe name"),
     ("status-no-store", "status x", "no store at"),

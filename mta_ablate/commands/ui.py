@@ -108,7 +108,7 @@ def run(args) -> int:
         )
         if importlib.util.find_spec("optuna_dashboard") is None or dashboard is None:
             err_console.print(
-                "[red]error:[/red] --optuna needs the optuna-dashboard package: pip install 'mta-ablate[dashboard]'",
+                "[red]error:[/red] --optuna needs the optuna-dashboard package: pip install 'mta-ablate\\[dashboard]'",
                 highlight=False,
             )
             return 1

@@ -78,6 +78,8 @@ def _check_overrides(overrides: list[str]) -> None:
         key, sep, value = item.lstrip("+").partition("=")
         if not sep:
             raise ConfigError(f"{item!r}: expected key=value (e.g. train.max_steps=100 or model=tiny)")
+        if "${" in value:
+            raise ConfigError(f"{key}: interpolations such as ${{oc.env:...}} are not allowed; give the value itself")
         try:
             parser.parse_overrides([item])
         except HydraException as exc:

@@ -78,3 +78,14 @@ def test_the_report_opens_with_what_was_learned(adaptive_store, tmp_path):
     assert "n<3: none" not in md.split("## Headline")[1].split("##")[0]  # every arm has >= 3 seeds here
     summary = pl.read_csv(tmp_path / "rep" / "summary.csv")
     assert "seeds_80" in summary.columns
+
+
+def test_compare_two_sweeps_that_share_arms(store, capsys):
+    """`kernels` and `live` log the same arms and seeds with the same values: every difference is 0, paired by seed."""
+    from mta_ablate.cli import main
+
+    assert main(["compare", "kernels", "live", "--json"]) == 0
+    rows = {r["arm"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"baseline", "mta_full", "no_head_mix"}
+    assert rows["mta_full"]["n_a"] == rows["mta_full"]["n_b"] == 3
+    assert rows["mta_full"]["diff"] == pytest.approx(0.0) and rows["mta_full"]["test"] == "paired t"

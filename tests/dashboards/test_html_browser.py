@@ -65,3 +65,21 @@ def test_html_report_opens_offline_with_every_image_in_chromium(store, tmp_path)
     shot = tmp_path / "first_screen.png"
     chromium(["--window-size=1280,900", f"--screenshot={shot}", (out / "report.html").as_uri()], tmp_path / "profile-2")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium: apt-get update && apt-get install -y chromium")
+def test_headline_table_fits_an_800_px_window(store, tmp_path):
+    uri, _ = store
+    out = tmp_path / "report"
+    export_report("kernels", out, uri=uri, log_artifact=False)
+    probe = """<script>window.addEventListener('load', function(){
+      var t = document.querySelector('table.sortable');
+      document.title = 'WIDTH table=' + t.scrollWidth + ' page=' + document.documentElement.scrollWidth +
+        ' view=' + document.documentElement.clientWidth; });</script>"""
+    page = tmp_path / "width.html"
+    page.write_text((out / "report.html").read_text().replace("</body>", probe + "</body>"))
+    dom = chromium(["--window-size=800,900", "--dump-dom", page.as_uri()], tmp_path / "profile-w")
+    found = re.search(r"WIDTH table=(\d+) page=(\d+) view=(\d+)", dom.stdout)
+    assert found, dom.stderr[-2000:]
+    table, whole, view = map(int, found.groups())
+    assert table <= view and whole <= view, found.group(0)

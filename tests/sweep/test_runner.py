@@ -210,8 +210,9 @@ def test_a_signal_to_the_sweep_alone_records_trials_as_interrupted_and_a_rerun_r
     """Ctrl-C, or SIGINT / SIGTERM to the sweep's PID only: no traceback, the running trials are recorded as
     interrupted (not as a dead worker's), the same command queues them again at once (no heartbeat wait), and the
     MLflow run a trial resumes loses its stale failure tag."""
-    base = {"train.max_steps": 60, "train.val_every": 10}  # a checkpoint at every validation
-    path = sweep_file(tmp_path, "stop", THREE_ARMS, base=base, heartbeat={"interval_s": 10, "grace_s": 600})
+    base = {"train.max_steps": 40, "train.val_every": 10}  # a checkpoint at every validation
+    two = {"kind": "arms", "arms": THREE_ARMS["arms"][:2]}
+    path = sweep_file(tmp_path, "stop", two, base=base, heartbeat={"interval_s": 10, "grace_s": 600})
     proc = subprocess.Popen(
         [sys.executable, "-m", "mta_ablate", "sweep", str(path), "--workers", "2"],
         stdout=subprocess.PIPE,
@@ -237,6 +238,6 @@ def test_a_signal_to_the_sweep_alone_records_trials_as_interrupted_and_a_rerun_r
     assert result.returncode == 0, result.stderr[-2000:]
     assert time.time() - started < 240
     done = [(t.user_attrs["arm"], t.user_attrs["seed"]) for t in trials("stop") if t.state == TrialState.COMPLETE]
-    assert sorted(done) == sorted((a, s) for a in ("baseline", "k3", "k7") for s in (0, 1))
+    assert sorted(done) == sorted((a, s) for a in ("baseline", "k3") for s in (0, 1))
     _, kids = children("stop")
     assert all("mta.failure" not in r.data.tags for r in kids if r.info.status == "FINISHED")
