@@ -18,7 +18,14 @@ import time
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("ui", help="MLflow UI on the tracking store (and optuna-dashboard with --optuna)")
+    p = sub.add_parser(
+        "ui",
+        help="MLflow UI on the tracking store (and optuna-dashboard with --optuna)",
+        description="Starts the MLflow UI on the tracking store and prints one link per sweep. The link opens the "
+        "sweep's runs in the 'Model training' view, grouped by arm (averaged over seeds): click a group's arrow for "
+        "its seeds, a run for its curves and artifacts. --optuna also starts optuna-dashboard on the sweep's "
+        "Optuna storage (pip install 'mta-ablate[dashboard]').",
+    )
     p.add_argument("--port", type=int, default=5000, help="MLflow UI port (default 5000)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--optuna", action="store_true", help="also start optuna-dashboard on the sweep's storage")
