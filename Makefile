@@ -42,7 +42,7 @@ browser:
 		echo "make: could not install chromium; the browser test will skip"; }
 
 test: install data browser lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=12
 
 test-all: install data
 	MTA_SLOW=1 $(BIN)/python -m pytest -q

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromiu
 
 
 def dom(url: str, profile) -> str:
-    flags = [f for f in FLAGS if not f.startswith("--virtual-time-budget")] + ["--virtual-time-budget=20000"]
+    flags = [f for f in FLAGS if not f.startswith("--virtual-time-budget")] + ["--virtual-time-budget=12000"]
     done = subprocess.run(
         [CHROMIUM, *flags, f"--user-data-dir={profile}", "--window-size=1400,900", "--dump-dom", url],
         capture_output=True,

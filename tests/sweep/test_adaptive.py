@@ -136,7 +136,10 @@ def test_an_adaptive_sweep_with_two_workers_runs_each_arm_and_seed_once(workspac
     from mta_ablate.tracking.mlflow_store import tracking_uri
 
     client = MlflowClient(tracking_uri())
-    exp = client.get_experiment_by_name("adapt").experiment_id
+    experiment = client.get_experiment_by_name("adapt")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens training runs
+    assert "mlflow.sharedViewState.mta-sweep" in experiment.tags  # the saved view `mta-ablate ui` links to
+    exp = experiment.experiment_id
     kids = [r for r in client.search_runs([exp]) if r.data.tags.get("mta.kind") == "trial"]
     digests = {}
     for run in kids:
