@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from mta_ablate.bench import attention as bench_attention
 
 
@@ -27,12 +29,34 @@ def test_attention_bench_measures_every_variant_side_by_side():
     shape = bench_attention.Shape("test", batch=1, heads=2, seq=32, head_dim=8, kernel=(2, 3))
     result = bench_attention.run(repeats=1, shapes=(shape,))
     rows = {r["variant"]: r for r in result["ops"][0]["rows"]}
-    assert set(rows) == {"sdpa", "reference", "mta_attention"}
+    assert set(rows) == {
+        "sdpa",
+        "reference",
+        "materialized",
+        "mta_attention",
+        "talking heads, materialized",
+        "talking heads, mta_attention",
+    }
     assert all(r["forward_ms"] > 0 and r["forward_backward_ms"] > 0 for r in rows.values())
     assert rows["reference"]["fwd_bwd_vs_reference"] == 1.0
-    # MTA keeps S x S tensors for backward, SDPA does not
-    assert rows["mta_attention"]["saved_mib"] > rows["sdpa"]["saved_mib"]
+    # the materialized op keeps S x S tensors for backward; the blocked op, like SDPA, keeps none
+    assert rows["materialized"]["saved_maps"] > 3
+    assert rows["mta_attention"]["saved_maps"] < 1
     json.dumps(result)  # --json output is serialisable
+
+
+def test_context_probe_measures_one_length_in_a_fresh_process():
+    row = bench_attention._context_in_child("mta_attention", 1024, "cpu")
+    assert row["seq"] == 1024 and row["peak_bytes"] is not None and row["seconds"] > 0, row
+
+
+def test_bench_on_a_missing_cuda_device_exits_2():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible")
+    result = run_cli("bench", "attention", "--device", "cuda")
+    assert result.returncode == 2 and "no CUDA device" in result.stderr
 
 
 def test_train_bench_compares_variants_and_the_bare_loop():
@@ -40,7 +64,7 @@ def test_train_bench_compares_variants_and_the_bare_loop():
 
     result = bench_train.run(steps=3, repeats=1, batch=2, seq=16, warmup=1)
     rows = {r["variant"]: r for r in result["variants"]}
-    assert set(rows) == {"baseline", "mta_toy", "mta_paper"}
+    assert set(rows) == {"baseline", "talking_heads", "mta_toy", "mta_paper"}
     assert rows["baseline"]["mta_params"] == 0 < rows["mta_toy"]["mta_params"] < rows["mta_paper"]["mta_params"]
     assert all(r["tokens_per_s"] > 0 and r["activation_mib"] > 0 for r in rows.values())
     assert result["lightning_overhead"]["bare_step_ms"] > 0

@@ -1,4 +1,7 @@
-"""`mta_attention`: the Multi-Token Attention op, pure torch.
+"""`materialized_mta_attention`: Multi-Token Attention on whole (B, H, T, S) maps, left to autograd.
+
+This is the readable statement of the op, and the previous implementation that `mta-ablate bench attention`
+measures the memory-lean `op.mta_attention` against; models use the latter.
 
 Layout legend: B batch, H heads, T query positions, S key positions (T == S here),
 D head dim, G head groups, C head group size c_h. Tensors are named by layout: `q_BHTD`, `scores_BHTS`.
@@ -12,7 +15,7 @@ Order of operations (the paper's reference code after its June 2025 fix):
     post head mix: mix the H weight maps within each group
     dropout (training only), weights @ v
 
-Speed on CPU (measured by `mta-ablate bench attention`): the (B, H, T, S) maps are
+Layout: the (B, H, T, S) maps are
 kept channels-last (memory order B, T, S, H) from the first convolution to the last head mix, so the
 depthwise convolution (conv2d, groups=H) and the head mix (a 1x1 conv2d, groups=G, i.e. one small GEMM
 per group over T*S rows) both run on oneDNN's fast channels-last path. The causal mask is one broadcast
@@ -68,7 +71,7 @@ def head_mix(maps_BHTS: torch.Tensor, mix_GCC: torch.Tensor) -> torch.Tensor:
     return F.conv2d(maps_BHTS.contiguous(memory_format=CHANNELS_LAST), weight, groups=g)
 
 
-def mta_attention(
+def materialized_mta_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -81,7 +84,7 @@ def mta_attention(
     dropout_p: float = 0.0,
     training: bool = False,
 ) -> torch.Tensor:
-    """Causal Multi-Token Attention.
+    """Causal Multi-Token Attention (autograd keeps about 7 (B, H, T, S) tensors for the backward).
 
     q, k, v: (B, H, T, D), (B, H, S, D), (B, H, S, D) with T == S (training and teacher-forced eval).
     pre_kernel, post_kernel: (H, c_q, c_k) key-query kernels, or None.

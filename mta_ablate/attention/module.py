@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mta_ablate.attention.functional import key_padding, mta_attention
+from mta_ablate.attention.functional import key_padding
 from mta_ablate.attention.init import GeneratorFor, trunc_normal, uniform
+from mta_ablate.attention.op import mta_attention
 from mta_ablate.attention.spec import AttentionSpec, LayerPlan, depth_scale
 
 
@@ -123,8 +124,9 @@ class MultiTokenAttention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
         out = out.transpose(1, 2)  # (B, H, T, D) -> (B, T, H, D)
-        if self.mta_norm_weight is not None:
-            out = F.rms_norm(out, (d,), self.mta_norm_weight, eps=1e-5) * self.norm_scale
+        if self.mta_norm_weight is not None:  # statistics in fp32 under bf16, as the reference computes them
+            normed = F.rms_norm(out.float(), (d,), self.mta_norm_weight.float(), eps=1e-5)
+            out = (normed * self.norm_scale).to(out.dtype)
         if self.mta_gate is not None:
             out = out * torch.sigmoid(self.mta_gate(out))  # (B, T, H, 1 or D)
         return self.wo(out.reshape(b, t, h * d))  # (B, T, E)

@@ -1,15 +1,23 @@
-"""Attention benchmark: SDPA vs a straightforward MTA reference vs `mta_attention`.
+"""Attention benchmark: SDPA vs a straightforward MTA reference vs the previous and the current MTA op.
 
-    mta-ablate bench attention [--repeats 7] [--json]
+    mta-ablate bench attention [--repeats 7] [--device cpu|cuda] [--dtype fp32|bf16] [--json]
+    mta-ablate bench context [--limit-gib 8] [--max-seq 16384] [--json]
 
 Every variant runs on the same tensors, interleaved round-robin in one process, so the ratios are
 comparable even on a noisy shared machine; times are medians in ms. "Saved" is the memory autograd keeps
-for the backward of one layer (unique storages seen by a saved-tensor hook).
+for the backward of one layer (unique storages seen by a saved-tensor hook), also in units of one
+(B, H, S, S) fp32 map. `context` finds, for each op, the longest sequence one paper layer (B=1, H=4, D=64)
+trains at (forward+backward) within a memory limit, each length measured in a fresh process (peak RSS
+growth on CPU, peak allocated on CUDA).
 """
 
 from __future__ import annotations
 
+import json
+import resource
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -17,7 +25,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from mta_ablate.attention.functional import head_mix, key_padding, mta_attention
+from mta_ablate.attention.functional import head_mix, key_padding, materialized_mta_attention
+from mta_ablate.attention.op import mta_attention
 
 
 @dataclass(frozen=True)
@@ -92,14 +101,21 @@ HEAD_MIXES = {
 # -- measurement ----------------------------------------------------------------------------------
 
 
-def _time_round_robin(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time_round_robin(fns: dict[str, Callable[[], None]], repeats: int, device: str = "cpu") -> dict[str, float]:
     for fn in fns.values():  # warm-up
         fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            _sync(device)
             start = time.perf_counter()
             fn()
+            _sync(device)
             samples[name].append((time.perf_counter() - start) * 1e3)
     return {name: statistics.median(v) for name, v in samples.items()}
 
@@ -118,13 +134,13 @@ def saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
     return sum(storages.values())
 
 
-def _inputs(shape: Shape, seed: int = 0):
+def _inputs(shape: Shape, seed: int = 0, device: str = "cpu", dtype: torch.dtype = torch.float32):
     g = torch.Generator().manual_seed(seed)
     b, h, s, d = shape.batch, shape.heads, shape.seq, shape.head_dim
     c_q, c_k = shape.kernel
 
     def leaf(*size, scale=1.0):
-        return (torch.randn(*size, generator=g) * scale).requires_grad_()
+        return (torch.randn(*size, generator=g) * scale).to(device, dtype).requires_grad_()
 
     q, k, v = (leaf(b, h, s, d) for _ in range(3))
     pre, post = leaf(h, c_q, c_k, scale=0.2), leaf(h, c_q, c_k, scale=0.2)
@@ -132,15 +148,18 @@ def _inputs(shape: Shape, seed: int = 0):
     return q, k, v, pre, post, pre_mix, post_mix
 
 
-def bench_shape(shape: Shape, repeats: int) -> dict:
-    q, k, v, pre, post, pre_mix, post_mix = _inputs(shape)
+def bench_shape(shape: Shape, repeats: int, device: str = "cpu", dtype: torch.dtype = torch.float32) -> dict:
+    q, k, v, pre, post, pre_mix, post_mix = _inputs(shape, device=device, dtype=dtype)
     leaves = (q, k, v, pre, post, pre_mix, post_mix)
+    full = dict(pre_kernel=pre, post_kernel=post, pre_head_mix=pre_mix, post_head_mix=post_mix)
+    mixes = dict(pre_head_mix=pre_mix, post_head_mix=post_mix)
     variants = {
         "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True),
         "reference": lambda: reference_mta(q, k, v, pre, post, pre_mix, post_mix),
-        "mta_attention": lambda: mta_attention(
-            q, k, v, pre_kernel=pre, post_kernel=post, pre_head_mix=pre_mix, post_head_mix=post_mix
-        ),
+        "materialized": lambda: materialized_mta_attention(q, k, v, **full),
+        "mta_attention": lambda: mta_attention(q, k, v, **full),
+        "talking heads, materialized": lambda: materialized_mta_attention(q, k, v, **mixes),
+        "talking heads, mta_attention": lambda: mta_attention(q, k, v, **mixes),
     }
 
     def forward(fn):
@@ -158,15 +177,17 @@ def bench_shape(shape: Shape, repeats: int) -> dict:
 
         return run
 
-    fwd = _time_round_robin({n: forward(f) for n, f in variants.items()}, repeats)
-    fwd_bwd = _time_round_robin({n: forward_backward(f) for n, f in variants.items()}, repeats)
+    fwd = _time_round_robin({n: forward(f) for n, f in variants.items()}, repeats, device)
+    fwd_bwd = _time_round_robin({n: forward_backward(f) for n, f in variants.items()}, repeats, device)
     saved = {n: saved_bytes(f) for n, f in variants.items()}
+    one_map = shape.batch * shape.heads * shape.seq**2 * 4
     rows = [
         {
             "variant": n,
             "forward_ms": fwd[n],
             "forward_backward_ms": fwd_bwd[n],
             "saved_mib": saved[n] / 2**20,
+            "saved_maps": saved[n] / one_map,
             "fwd_bwd_vs_reference": fwd_bwd["reference"] / fwd_bwd[n],
             "fwd_bwd_vs_sdpa": fwd_bwd[n] / fwd_bwd["sdpa"],
         }
@@ -201,13 +222,84 @@ def bench_head_mix(shape: Shape, repeats: int) -> dict:
     }
 
 
-def run(repeats: int = 7, shapes: tuple[Shape, ...] = SHAPES) -> dict:
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def run(repeats: int = 7, shapes: tuple[Shape, ...] = SHAPES, device: str = "cpu", dtype: str = "fp32") -> dict:
     torch.manual_seed(0)
     return {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "device": "cpu",
+        "device": device,
+        "dtype": dtype,
         "repeats": repeats,
-        "ops": [bench_shape(s, repeats) for s in shapes],
+        "ops": [bench_shape(s, repeats, device, DTYPES[dtype]) for s in shapes],
         "head_mix": bench_head_mix(shapes[0], repeats),
     }
+
+
+# -- longest context within a memory limit -----------------------------------------------------------
+
+CONTEXT_OPS = ("materialized", "mta_attention")
+
+
+def context_peak(op: str, seq: int, device: str = "cpu") -> dict:
+    """Peak memory (bytes) and time of one forward+backward of a paper layer (B=1, H=4, D=64, 6x11 pre+post,
+    full head mixes) at sequence length `seq`. Run it in a fresh process: the RSS peak is per process."""
+    fn = {"materialized": materialized_mta_attention, "mta_attention": mta_attention}[op]
+
+    def step(q, k, v, pre, post, pre_mix, post_mix):
+        out = fn(q, k, v, pre_kernel=pre, post_kernel=post, pre_head_mix=pre_mix, post_head_mix=post_mix)
+        out.sum().backward()
+
+    step(*_inputs(Shape("warm-up", 1, 4, 64, 64), device=device))  # one-time allocations are not the op's
+    inputs = _inputs(Shape("context", 1, 4, seq, 64), device=device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.max_memory_allocated()
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    start = time.perf_counter()
+    step(*inputs)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    return {"op": op, "seq": seq, "peak_bytes": peak, "seconds": seconds}
+
+
+def _context_in_child(op: str, seq: int, device: str) -> dict:
+    code = (
+        f"import json, torch; torch.set_num_threads({torch.get_num_threads()}); "
+        "from mta_ablate.bench.attention import context_peak; "
+        f"print(json.dumps(context_peak({op!r}, {seq}, {device!r})))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if done.returncode != 0:  # e.g. killed for memory: it did not fit
+        return {"op": op, "seq": seq, "peak_bytes": None, "seconds": None, "error": done.stderr.strip()[-300:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def longest_context(limit_gib: float = 8.0, start: int = 1024, max_seq: int = 16384, device: str = "cpu") -> dict:
+    """For each op, double the length from `start` while the measured peak stays within the limit. A length
+    whose peak, extrapolated quadratically from the previous one, would exceed the limit by 2x is not run."""
+    limit = limit_gib * 2**30
+    rows = []
+    for op in CONTEXT_OPS:
+        seq, previous = start, None
+        while seq <= max_seq:
+            if previous and previous["peak_bytes"] * (seq / previous["seq"]) ** 2 > 2 * limit:
+                rows.append({"op": op, "seq": seq, "peak_bytes": None, "seconds": None, "skipped": True})
+                break
+            row = _context_in_child(op, seq, device)
+            rows.append(row)
+            if row["peak_bytes"] is None or row["peak_bytes"] > limit:
+                break
+            previous, seq = row, seq * 2
+    longest = {
+        op: max((r["seq"] for r in rows if r["op"] == op and r["peak_bytes"] and r["peak_bytes"] <= limit), default=0)
+        for op in CONTEXT_OPS
+    }
+    return {"limit_gib": limit_gib, "device": device, "rows": rows, "longest": longest}

@@ -23,7 +23,7 @@ from mta_ablate.bench.attention import saved_bytes
 from mta_ablate.config.schema import TrainConfig
 from mta_ablate.model import ModelConfig, TransformerLM, lm_loss, model_preset
 
-VARIANTS = ("baseline", "mta_toy", "mta_paper")
+VARIANTS = ("baseline", "talking_heads", "mta_toy", "mta_paper")
 
 
 def _batches(vocab: int, batch: int, seq: int, n: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:

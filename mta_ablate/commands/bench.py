@@ -1,4 +1,4 @@
-"""`mta-ablate bench attention [--repeats N] [--json]`: speed and memory measured side by side."""
+"""`mta-ablate bench attention|context|train`: speed and memory measured side by side."""
 
 from __future__ import annotations
 
@@ -10,8 +10,15 @@ def add_parser(sub) -> None:
     which = p.add_subparsers(dest="bench", required=True, parser_class=type(p))
     a = which.add_parser("attention", help="SDPA vs reference MTA vs mta_attention, forward and backward")
     a.add_argument("--repeats", type=int, default=7, help="timed repeats per variant (median is reported)")
+    _device_args(a)
     a.add_argument("--json", action="store_true", help="print the results as JSON")
     a.set_defaults(run=run_attention)
+    c = which.add_parser("context", help="longest context one MTA layer trains at within a memory limit")
+    c.add_argument("--limit-gib", type=float, default=8.0, help="memory limit in GiB (default 8)")
+    c.add_argument("--max-seq", type=int, default=16384, help="longest length tried (default 16384)")
+    c.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)")
+    c.add_argument("--json", action="store_true", help="print the results as JSON")
+    c.set_defaults(run=run_context)
     t = which.add_parser("train", help="tokens/s and memory of attention variants; Lightning vs a bare torch loop")
     t.add_argument("--steps", type=int, default=12, help="training steps per run (the first 2 are warm-up)")
     t.add_argument("--repeats", type=int, default=3, help="runs per variant, interleaved (median is reported)")
@@ -19,22 +26,37 @@ def add_parser(sub) -> None:
     t.set_defaults(run=run_train)
 
 
+def _device_args(p) -> None:
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="tensor dtype (default fp32)")
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    from mta_ablate.errors import ConfigError
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is visible to torch here; allowed here: cpu")
+
+
 def run_attention(args) -> int:
     from rich.table import Table
 
     from mta_ablate.bench import attention
     from mta_ablate.cli import console
+    from mta_ablate.errors import ConfigError
 
     if args.repeats < 1:
-        from mta_ablate.errors import ConfigError
-
         raise ConfigError(f"--repeats={args.repeats}: expected an integer >= 1")
-    result = attention.run(repeats=args.repeats)
+    _check_device(args.device)
+    result = attention.run(repeats=args.repeats, device=args.device, dtype=args.dtype)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     console.print(
-        f"torch {result['torch']}, {result['threads']} threads, {result['device']}, median of {result['repeats']}"
+        f"torch {result['torch']}, {result['threads']} threads, {result['device']} {result['dtype']}, "
+        f"median of {result['repeats']}"
     )
     for op in result["ops"]:
         s = op["shape"]
@@ -42,7 +64,7 @@ def run_attention(args) -> int:
             title=f"{s['name']}: B={s['batch']} H={s['heads']} S={s['seq']} D={s['head_dim']}, "
             f"{s['kernel'][0]}x{s['kernel'][1]} pre+post, full head mix pre+post"
         )
-        for col in ("variant", "fwd ms", "fwd+bwd ms", "saved MiB", "speed-up vs reference", "x SDPA"):
+        for col in ("variant", "fwd ms", "fwd+bwd ms", "saved MiB", "saved maps", "speed-up vs reference", "x SDPA"):
             table.add_column(col, justify="right")
         for r in op["rows"]:
             table.add_row(
@@ -50,6 +72,7 @@ def run_attention(args) -> int:
                 f"{r['forward_ms']:.1f}",
                 f"{r['forward_backward_ms']:.1f}",
                 f"{r['saved_mib']:.1f}",
+                f"{r['saved_maps']:.2f}",
                 f"{r['fwd_bwd_vs_reference']:.2f}x",
                 f"{r['fwd_bwd_vs_sdpa']:.1f}",
             )
@@ -61,6 +84,36 @@ def run_attention(args) -> int:
     for r in hm["rows"]:
         table.add_row(r["variant"], f"{r['forward_backward_ms']:.1f}", f"{r['vs_einsum']:.2f}x")
     console.print(table)
+    return 0
+
+
+def run_context(args) -> int:
+    from rich.table import Table
+
+    from mta_ablate.bench import attention
+    from mta_ablate.cli import console
+    from mta_ablate.errors import ConfigError
+
+    if args.limit_gib <= 0 or args.max_seq < 1024:
+        raise ConfigError(f"--limit-gib={args.limit_gib} --max-seq={args.max_seq}: expected > 0 and >= 1024")
+    _check_device(args.device)
+    result = attention.longest_context(limit_gib=args.limit_gib, max_seq=args.max_seq, device=args.device)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    table = Table(title=f"one paper layer (B=1, H=4, D=64), forward+backward, limit {args.limit_gib:g} GiB")
+    for col in ("op", "seq", "peak MiB", "seconds"):
+        table.add_column(col, justify="right")
+    for r in result["rows"]:
+        peak = (
+            "not run (extrapolated over 2x the limit)"
+            if r.get("skipped")
+            else ("failed" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:,.0f}")
+        )
+        table.add_row(r["op"], f"{r['seq']:,}", peak, "" if r["seconds"] is None else f"{r['seconds']:.1f}")
+    console.print(table)
+    for op, seq in result["longest"].items():
+        console.print(f"{op}: longest context within {args.limit_gib:g} GiB = {seq:,}")
     return 0
 
 

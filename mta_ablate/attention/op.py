@@ -1,0 +1,257 @@
+"""`mta_attention`: the Multi-Token Attention op, memory-lean and causal-aware, with a hand-written backward.
+
+Layout legend as in `functional`: B batch, H heads, T queries, S keys, D head dim, G head groups, C group size.
+
+It computes exactly what `functional.materialized_mta_attention` computes (the order of operations is listed
+there), one block of query rows at a time:
+- a block of rows [i0, i1) only needs keys [0, i1): every later key is in the future of every row of the block,
+  and the zero (or -inf) it would hold is what the padding of the convolutions supplies anyway, so the masked
+  part of each (T, S) map, nearly half of it, is never computed;
+- a key-query convolution over c_q query rows needs c_q - 1 earlier rows (its halo), so a block computes the
+  logits of its rows plus the halo of each convolution (the post-softmax one needs the probabilities of its
+  halo rows, hence the logits of their own halo);
+- nothing of the maps is kept for the backward: the forward saves q, k, v and the parameters, and the
+  backward recomputes each block's maps and back-propagates through them by hand (the gradients of a matmul,
+  a head mix, a softmax and a depthwise convolution). Saved memory is O(S); the peak of either pass is one
+  block's maps instead of a stack of (B, H, T, S) tensors.
+The price is one more forward of the maps in the backward; the skipped causal half pays for most of it.
+
+Head mixes are a matmul over the head axis of contiguous maps (G matrices of C x C applied to B * T * S
+columns), which needs no layout change; only the key-query convolutions run channels-last (oneDNN's fast
+depthwise path on CPU). Dropout on the weights draws its mask from a generator seeded per block from one draw
+of the global generator, so the backward recomputes the same mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mta_ablate.attention.functional import CHANNELS_LAST, key_padding
+
+BLOCK_ELEMENTS = 2**19
+"""Default size of one block's maps in elements (B * H * rows * S): 2 MiB in fp32. Measured on a 2-core CPU
+(`mta-ablate bench attention`): 64-row blocks at S = 128 and 256 beat 32 rows and whole maps."""
+
+
+def block_rows(b: int, h: int, s: int, elements: int = BLOCK_ELEMENTS) -> int:
+    """Query rows per block: as many as keep one block's (B, H, rows, S) map under `elements`, at least 16."""
+    return max(16, min(s, elements // max(1, b * h * s)))
+
+
+def _mix(x_BHTS: torch.Tensor, mix_GCC: torch.Tensor) -> torch.Tensor:
+    """out[:, g*C + o] = sum_i mix[g, o, i] * x[:, g*C + i], as one matmul over contiguous maps."""
+    b, h, t, s = x_BHTS.shape
+    g, c, _ = mix_GCC.shape
+    return torch.matmul(mix_GCC.to(x_BHTS.dtype), x_BHTS.reshape(b, g, c, t * s)).view(b, h, t, s)
+
+
+def _mix_transposed(x_BHTS: torch.Tensor, mix_GCC: torch.Tensor) -> torch.Tensor:
+    return _mix(x_BHTS, mix_GCC.transpose(-1, -2))
+
+
+def _mix_grad(dy_BHTS: torch.Tensor, x_BHTS: torch.Tensor, groups: int) -> torch.Tensor:
+    """Gradient of a head mix's (G, C, C) matrix: sum over batch and positions of dy[g*C+o] * x[g*C+i]."""
+    b, h, t, s = x_BHTS.shape
+    dy, x = dy_BHTS.reshape(b, groups, h // groups, t * s), x_BHTS.reshape(b, groups, h // groups, t * s)
+    return torch.matmul(dy, x.transpose(-1, -2)).sum(0)
+
+
+def _softmax_grad(dp: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Softmax backward (dL = P * (dP - rowsum(P * dP))) in fp32 or wider."""
+    wide = torch.promote_types(p.dtype, torch.float32)
+    pf, dpf = p.to(wide), dp.to(wide)
+    return (pf * (dpf - (pf * dpf).sum(-1, keepdim=True))).to(dp.dtype)
+
+
+@dataclass(frozen=True)
+class _Options:
+    pad_key: str
+    dropout_p: float
+    seed: int
+    rows: int
+
+
+@dataclass
+class _Block:
+    """One block of query rows [i0, i1) and the rows its maps span: logits from r0, probabilities from p0."""
+
+    i0: int
+    i1: int
+    r0: int
+    p0: int
+    future: torch.Tensor  # (i1 - r0, i1) bool, key j in the future of row r0 + i
+
+    @classmethod
+    def make(cls, i0, i1, halo_pre, halo_post, device):
+        p0 = max(0, i0 - halo_post)
+        r0 = max(0, p0 - halo_pre)
+        return cls(i0, i1, r0, p0, torch.ones(i1 - r0, i1, dtype=torch.bool, device=device).triu_(1 + r0))
+
+
+def _blocks(t, rows, pre_kernel, post_kernel, device):
+    halo_pre = pre_kernel.shape[1] - 1 if pre_kernel is not None else 0
+    halo_post = post_kernel.shape[1] - 1 if post_kernel is not None else 0
+    for i0 in range(0, t, rows):
+        yield _Block.make(i0, min(t, i0 + rows), halo_pre, halo_post, device)
+
+
+def _padded(x_BHRS, start, halo, c_k, pad_key):
+    """A convolution's input: x holds rows [max(0, start - halo), ...); add the zero rows before row 0 and the
+    key padding, channels-last. Returns the padded map and how many rows were added on top."""
+    top = max(0, halo - start)
+    left, right = key_padding(c_k, pad_key)
+    return F.pad(x_BHRS, (left, right, top, 0)).contiguous(memory_format=CHANNELS_LAST), top
+
+
+def _conv_weight(kernel_HQK, dtype):
+    return kernel_HQK.to(dtype).unsqueeze(1).contiguous(memory_format=CHANNELS_LAST)  # (H, 1, c_q, c_k)
+
+
+def _logits(q, k, params, blk: _Block, opt: _Options, saved: dict) -> torch.Tensor:
+    """Pre-softmax logits of rows [p0, i1) over keys [0, i1), future not yet masked."""
+    pre_kernel, _, pre_mix, _ = params
+    h, d = q.shape[1], q.shape[-1]
+    logits = torch.matmul(q[:, :, blk.r0 : blk.i1], k[:, :, : blk.i1].transpose(-2, -1)).mul_(d**-0.5)
+    if pre_kernel is not None:
+        masked = logits.masked_fill_(blk.future, 0.0)
+        x, saved["pre_top"] = _padded(masked, blk.p0, pre_kernel.shape[1] - 1, pre_kernel.shape[2], opt.pad_key)
+        saved["pre_in"] = x
+        logits = F.conv2d(x, _conv_weight(pre_kernel, q.dtype), groups=h).contiguous()
+    if pre_mix is not None:
+        saved["pre_mix_in"] = logits
+        logits = _mix(logits, pre_mix)
+    return logits
+
+
+def _probs(logits: torch.Tensor, blk: _Block) -> torch.Tensor:
+    wide = torch.promote_types(logits.dtype, torch.float32)
+    masked = logits.masked_fill_(blk.future[blk.p0 - blk.r0 :], float("-inf"))
+    return torch.softmax(masked, dim=-1, dtype=wide).to(logits.dtype)
+
+
+def _weights(probs, params, blk: _Block, opt: _Options, saved: dict) -> torch.Tensor:
+    """Attention weights of rows [i0, i1) from the probabilities of rows [p0, i1)."""
+    _, post_kernel, _, post_mix = params
+    weights = probs
+    if post_kernel is not None:
+        y, saved["post_top"] = _padded(probs, blk.i0, post_kernel.shape[1] - 1, post_kernel.shape[2], opt.pad_key)
+        saved["post_in"] = y
+        weights = F.conv2d(y, _conv_weight(post_kernel, probs.dtype), groups=probs.shape[1]).contiguous()
+        weights = weights.masked_fill_(blk.future[blk.i0 - blk.r0 :], 0.0)
+    if post_mix is not None:
+        saved["post_mix_in"] = weights
+        weights = _mix(weights, post_mix)
+    if opt.dropout_p > 0.0:
+        generator = torch.Generator(device=probs.device).manual_seed(opt.seed + blk.i0)
+        keep = torch.rand(weights.shape, generator=generator, device=probs.device) >= opt.dropout_p
+        saved["keep"] = keep
+        weights = weights * keep / (1.0 - opt.dropout_p)
+    return weights
+
+
+def _conv_backward(dy_BHTS, x, kernel_HQK, top, t_rows, s_keys, pad_key):
+    """Input and kernel gradients of a depthwise key-query convolution; the input gradient cropped to the map."""
+    h = kernel_HQK.shape[0]
+    left, _ = key_padding(kernel_HQK.shape[2], pad_key)
+    weight = _conv_weight(kernel_HQK, x.dtype)
+    dy = dy_BHTS.contiguous(memory_format=CHANNELS_LAST)
+    dx, dw, _ = torch.ops.aten.convolution_backward(
+        dy, x, weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], h, [True, True, False]
+    )
+    return dx[:, :, top : top + t_rows, left : left + s_keys].contiguous(), dw.squeeze(1)
+
+
+def _backward_block(grad_out, q, k, v, params, blk: _Block, opt: _Options, grads):
+    """Recompute one block's maps and add its contributions to `grads` (dq, dk, dv, then the parameters)."""
+    pre_kernel, post_kernel, pre_mix, post_mix = params
+    dq, dk, dv, d_pre, d_post, d_pre_mix, d_post_mix = grads
+    saved: dict = {}
+    probs = _probs(_logits(q, k, params, blk, opt, saved), blk)
+    weights = _weights(probs, params, blk, opt, saved)
+    d, n_p = q.shape[-1], blk.i1 - blk.p0
+    dv[:, :, : blk.i1] += torch.matmul(weights.transpose(-2, -1), grad_out)
+    dw = torch.matmul(grad_out, v[:, :, : blk.i1].transpose(-2, -1))  # d(weights)
+    if opt.dropout_p > 0.0:
+        dw = dw * saved["keep"] / (1.0 - opt.dropout_p)
+    if post_mix is not None:
+        d_post_mix += _mix_grad(dw, saved["post_mix_in"], post_mix.shape[0])
+        dw = _mix_transposed(dw, post_mix)
+    if post_kernel is not None:
+        dw = dw.masked_fill_(blk.future[blk.i0 - blk.r0 :], 0.0)
+        dw, dk_post = _conv_backward(dw, saved["post_in"], post_kernel, saved["post_top"], n_p, blk.i1, opt.pad_key)
+        d_post += dk_post
+    dlogits = _softmax_grad(dw, probs)
+    if pre_mix is not None:
+        d_pre_mix += _mix_grad(dlogits, saved["pre_mix_in"], pre_mix.shape[0])
+        dlogits = _mix_transposed(dlogits, pre_mix)
+    if pre_kernel is not None:
+        n_r = blk.i1 - blk.r0
+        dlogits, dk_pre = _conv_backward(
+            dlogits, saved["pre_in"], pre_kernel, saved["pre_top"], n_r, blk.i1, opt.pad_key
+        )
+        d_pre += dk_pre
+        dlogits = dlogits.masked_fill_(blk.future, 0.0)
+    dlogits = dlogits.mul_(d**-0.5)
+    dq[:, :, blk.r0 : blk.i1] += torch.matmul(dlogits, k[:, :, : blk.i1])
+    dk[:, :, : blk.i1] += torch.matmul(dlogits.transpose(-2, -1), q[:, :, blk.r0 : blk.i1])
+
+
+class _BlockedMTA(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, pre_kernel, post_kernel, pre_mix, post_mix, opt):
+        params = (pre_kernel, post_kernel, pre_mix, post_mix)
+        ctx.save_for_backward(q, k, v, *params)
+        ctx.opt = opt
+        out = q.new_empty(q.shape[:3] + v.shape[3:])
+        for blk in _blocks(q.shape[2], opt.rows, pre_kernel, post_kernel, q.device):
+            probs = _probs(_logits(q, k, params, blk, opt, {}), blk)
+            out[:, :, blk.i0 : blk.i1] = torch.matmul(_weights(probs, params, blk, opt, {}), v[:, :, : blk.i1])
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        q, k, v, *params = ctx.saved_tensors
+        acc = torch.promote_types(q.dtype, torch.float32)
+        tensors = (q, k, v, *params)
+        grads = [None if x is None else torch.zeros(x.shape, dtype=acc, device=x.device) for x in tensors]
+        grad_out = grad_out.to(q.dtype)
+        for blk in _blocks(q.shape[2], ctx.opt.rows, params[0], params[1], q.device):
+            _backward_block(grad_out[:, :, blk.i0 : blk.i1], q, k, v, params, blk, ctx.opt, grads)
+        return (*(None if g is None else g.to(x.dtype) for g, x in zip(grads, tensors, strict=True)), None)
+
+
+def mta_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    pre_kernel: torch.Tensor | None = None,
+    post_kernel: torch.Tensor | None = None,
+    pre_head_mix: torch.Tensor | None = None,
+    post_head_mix: torch.Tensor | None = None,
+    pad_key: str = "both",
+    dropout_p: float = 0.0,
+    training: bool = False,
+    rows: int | None = None,
+) -> torch.Tensor:
+    """Causal Multi-Token Attention.
+
+    q, k, v: (B, H, T, D), (B, H, S, D), (B, H, S, D) with T == S (training and teacher-forced eval).
+    pre_kernel, post_kernel: (H, c_q, c_k) key-query kernels, or None.
+    pre_head_mix, post_head_mix: (H // c_h, c_h, c_h); W[g, o, i] is the weight from input head g*c_h+i
+        to output head g*c_h+o; or None.
+    rows: query rows per block (default `block_rows`); the result does not depend on it.
+    Returns (B, H, T, D) in q's dtype; the softmax runs in fp32. With nothing set this is causal softmax
+    attention. The same function as `functional.materialized_mta_attention`, computed block by block.
+    """
+    b, h, t, _ = q.shape
+    if t != k.shape[2]:
+        raise ValueError(f"mta_attention needs as many queries as keys (T == S), got T={t}, S={k.shape[2]}")
+    p = dropout_p if training else 0.0
+    seed = int(torch.randint(2**62, (1,))) if p > 0.0 else 0
+    opt = _Options(pad_key, p, seed, rows or block_rows(b, h, t))
+    return _BlockedMTA.apply(q, k, v, pre_kernel, post_kernel, pre_head_mix, post_head_mix, opt)
