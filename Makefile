@@ -57,6 +57,7 @@ format: install
 
 bench: install
 	$(BIN)/mta-ablate bench attention
+	$(BIN)/mta-ablate bench context
 	$(BIN)/mta-ablate bench train
 
 clean:
