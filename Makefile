@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export MTA_HOME ?= $(CURDIR)/mta-runs
 
-.PHONY: install quickstart test test-all lint format bench data browser clean
+.PHONY: install quickstart test test-all lint format bench gpu-check data browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -54,6 +54,11 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# On a GPU host: every number of the README's GPU table (attention and context benches in bf16, the training-step
+# cost of baseline / talking heads / MTA on the 300m shape, one shrunk paper_ablation_gpu trial, needle at 2K and 4K).
+gpu-check: install data
+	$(BIN)/mta-ablate bench gpu-check --device cuda
 
 bench: install
 	$(BIN)/mta-ablate bench attention

@@ -84,6 +84,13 @@ class _Block:
     p0: int
     future: torch.Tensor  # (i1 - r0, i1) bool, key j in the future of row r0 + i
 
+    def mask_(self, x_BHRS: torch.Tensor, first_row: int, value: float) -> torch.Tensor:
+        """Fill, in place, the future of a map whose rows start at `first_row`; keys up to that row are never in the
+        future of any of its rows, so only the keys after it are touched."""
+        rows = self.future[first_row - self.r0 :, first_row + 1 :]
+        x_BHRS[..., first_row + 1 :].masked_fill_(rows, value)
+        return x_BHRS
+
     @classmethod
     def make(cls, i0, i1, halo_pre, halo_post, device):
         p0 = max(0, i0 - halo_post)
@@ -103,7 +110,16 @@ def _padded(x_BHRS, start, halo, c_k, pad_key):
     key padding, channels-last. Returns the padded map and how many rows were added on top."""
     top = max(0, halo - start)
     left, right = key_padding(c_k, pad_key)
-    return F.pad(x_BHRS, (left, right, top, 0)).contiguous(memory_format=CHANNELS_LAST), top
+    return _pad_channels_last(x_BHRS, left, right, top, 0), top
+
+
+def _pad_channels_last(x_BHRS, left, right, top, bottom):
+    """Zero padding straight into a channels-last buffer: one copy (F.pad then a layout change is two)."""
+    b, h, r, s = x_BHRS.shape
+    shape = (b, h, r + top + bottom, s + left + right)
+    out = torch.empty(shape, dtype=x_BHRS.dtype, device=x_BHRS.device, memory_format=CHANNELS_LAST).zero_()
+    out[:, :, top : top + r, left : left + s] = x_BHRS
+    return out
 
 
 def _conv_weight(kernel_HQK, dtype):
@@ -116,7 +132,7 @@ def _logits(q, k, params, blk: _Block, opt: _Options, saved: dict) -> torch.Tens
     h, d = q.shape[1], q.shape[-1]
     logits = torch.matmul(q[:, :, blk.r0 : blk.i1], k[:, :, : blk.i1].transpose(-2, -1)).mul_(d**-0.5)
     if pre_kernel is not None:
-        masked = logits.masked_fill_(blk.future, 0.0)
+        masked = blk.mask_(logits, blk.r0, 0.0)
         x, saved["pre_top"] = _padded(masked, blk.p0, pre_kernel.shape[1] - 1, pre_kernel.shape[2], opt.pad_key)
         saved["pre_in"] = x
         logits = F.conv2d(x, _conv_weight(pre_kernel, q.dtype), groups=h).contiguous()
@@ -128,7 +144,7 @@ def _logits(q, k, params, blk: _Block, opt: _Options, saved: dict) -> torch.Tens
 
 def _probs(logits: torch.Tensor, blk: _Block) -> torch.Tensor:
     wide = torch.promote_types(logits.dtype, torch.float32)
-    masked = logits.masked_fill_(blk.future[blk.p0 - blk.r0 :], float("-inf"))
+    masked = blk.mask_(logits, blk.p0, float("-inf"))
     return torch.softmax(masked, dim=-1, dtype=wide).to(logits.dtype)
 
 
@@ -140,7 +156,7 @@ def _weights(probs, params, blk: _Block, opt: _Options, saved: dict) -> torch.Te
         y, saved["post_top"] = _padded(probs, blk.i0, post_kernel.shape[1] - 1, post_kernel.shape[2], opt.pad_key)
         saved["post_in"] = y
         weights = F.conv2d(y, _conv_weight(post_kernel, probs.dtype), groups=probs.shape[1]).contiguous()
-        weights = weights.masked_fill_(blk.future[blk.i0 - blk.r0 :], 0.0)
+        weights = blk.mask_(weights, blk.i0, 0.0)
     if post_mix is not None:
         saved["post_mix_in"] = weights
         weights = _mix(weights, post_mix)
@@ -152,16 +168,23 @@ def _weights(probs, params, blk: _Block, opt: _Options, saved: dict) -> torch.Te
     return weights
 
 
-def _conv_backward(dy_BHTS, x, kernel_HQK, top, t_rows, s_keys, pad_key):
-    """Input and kernel gradients of a depthwise key-query convolution; the input gradient cropped to the map."""
-    h = kernel_HQK.shape[0]
-    left, _ = key_padding(kernel_HQK.shape[2], pad_key)
+def _conv_backward(dy_BHTS, x, kernel_HQK, top, pad_key):
+    """Input and kernel gradients of a depthwise key-query convolution, the input gradient only over the map.
+
+    The input gradient of a cross-correlation is a cross-correlation of the zero-padded output gradient with the
+    flipped kernel; run as a forward convolution it is about 1.7x faster on CPU than the input half of
+    `convolution_backward`, and it computes only the map's rows and keys (not the padding's)."""
+    h, c_q, c_k = kernel_HQK.shape
+    left, right = key_padding(c_k, pad_key)
     weight = _conv_weight(kernel_HQK, x.dtype)
-    dy = dy_BHTS.contiguous(memory_format=CHANNELS_LAST)
-    dx, dw, _ = torch.ops.aten.convolution_backward(
-        dy, x, weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], h, [True, True, False]
+    dy_padded = _pad_channels_last(dy_BHTS, right, left, c_q - 1 - top, c_q - 1)
+    t, s = dy_BHTS.shape[2:]
+    dy = dy_padded[:, :, c_q - 1 - top : c_q - 1 - top + t, right : right + s]  # channels-last view, no copy
+    _, dw, _ = torch.ops.aten.convolution_backward(
+        dy, x, weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], h, [False, True, False]
     )
-    return dx[:, :, top : top + t_rows, left : left + s_keys].contiguous(), dw.squeeze(1)
+    dx = F.conv2d(dy_padded, weight.flip(2, 3).contiguous(memory_format=CHANNELS_LAST), groups=h)
+    return dx.contiguous(), dw.squeeze(1)
 
 
 def _backward_block(grad_out, q, k, v, params, blk: _Block, opt: _Options, grads):
@@ -171,7 +194,7 @@ def _backward_block(grad_out, q, k, v, params, blk: _Block, opt: _Options, grads
     saved: dict = {}
     probs = _probs(_logits(q, k, params, blk, opt, saved), blk)
     weights = _weights(probs, params, blk, opt, saved)
-    d, n_p = q.shape[-1], blk.i1 - blk.p0
+    d = q.shape[-1]
     dv[:, :, : blk.i1] += torch.matmul(weights.transpose(-2, -1), grad_out)
     dw = torch.matmul(grad_out, v[:, :, : blk.i1].transpose(-2, -1))  # d(weights)
     if opt.dropout_p > 0.0:
@@ -180,20 +203,17 @@ def _backward_block(grad_out, q, k, v, params, blk: _Block, opt: _Options, grads
         d_post_mix += _mix_grad(dw, saved["post_mix_in"], post_mix.shape[0])
         dw = _mix_transposed(dw, post_mix)
     if post_kernel is not None:
-        dw = dw.masked_fill_(blk.future[blk.i0 - blk.r0 :], 0.0)
-        dw, dk_post = _conv_backward(dw, saved["post_in"], post_kernel, saved["post_top"], n_p, blk.i1, opt.pad_key)
+        dw = blk.mask_(dw, blk.i0, 0.0)
+        dw, dk_post = _conv_backward(dw, saved["post_in"], post_kernel, saved["post_top"], opt.pad_key)
         d_post += dk_post
     dlogits = _softmax_grad(dw, probs)
     if pre_mix is not None:
         d_pre_mix += _mix_grad(dlogits, saved["pre_mix_in"], pre_mix.shape[0])
         dlogits = _mix_transposed(dlogits, pre_mix)
     if pre_kernel is not None:
-        n_r = blk.i1 - blk.r0
-        dlogits, dk_pre = _conv_backward(
-            dlogits, saved["pre_in"], pre_kernel, saved["pre_top"], n_r, blk.i1, opt.pad_key
-        )
+        dlogits, dk_pre = _conv_backward(dlogits, saved["pre_in"], pre_kernel, saved["pre_top"], opt.pad_key)
         d_pre += dk_pre
-        dlogits = dlogits.masked_fill_(blk.future, 0.0)
+        dlogits = blk.mask_(dlogits, blk.r0, 0.0)
     dlogits = dlogits.mul_(d**-0.5)
     dq[:, :, blk.r0 : blk.i1] += torch.matmul(dlogits, k[:, :, : blk.i1])
     dk[:, :, : blk.i1] += torch.matmul(dlogits.transpose(-2, -1), q[:, :, blk.r0 : blk.i1])

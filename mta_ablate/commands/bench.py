@@ -19,6 +19,11 @@ def add_parser(sub) -> None:
     c.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)")
     c.add_argument("--json", action="store_true", help="print the results as JSON")
     c.set_defaults(run=run_context)
+    g = which.add_parser("gpu-check", help="every GPU number the README needs, in one run (shrunk with --quick)")
+    g.add_argument("--device", choices=("cpu", "cuda"), default="cuda", help="where to run (default cuda)")
+    g.add_argument("--quick", action="store_true", help="shrunk shapes and steps (what the test suite runs)")
+    g.add_argument("--json", action="store_true", help="print the results as JSON")
+    g.set_defaults(run=run_gpu_check)
     t = which.add_parser("train", help="tokens/s and memory of attention variants; Lightning vs a bare torch loop")
     t.add_argument("--steps", type=int, default=12, help="training steps per run (the first 2 are warm-up)")
     t.add_argument("--repeats", type=int, default=3, help="runs per variant, interleaved (median is reported)")
@@ -115,6 +120,57 @@ def run_context(args) -> int:
     for op, seq in result["longest"].items():
         console.print(f"{op}: longest context within {args.limit_gib:g} GiB = {seq:,}")
     return 0
+
+
+def run_gpu_check(args) -> int:
+    from rich.table import Table
+
+    from mta_ablate.bench import gpu_check
+    from mta_ablate.cli import console, setup_logging
+    from mta_ablate.preflight import check_tracking, check_workspace
+
+    _check_device(args.device)
+    check_workspace()  # step 4 trains one tracked run
+    check_tracking(None)
+    setup_logging()
+    result = gpu_check.run(device=args.device, quick=args.quick)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0 if result["trial"]["returncode"] == 0 else 1
+    a = result["attention"]["ops"][0]
+    table = Table(title=f"1. attention, {a['shape']['name']} shape, {result['attention']['dtype']}")
+    for col in ("variant", "fwd+bwd ms", "saved maps", "vs reference", "x SDPA"):
+        table.add_column(col, justify="right")
+    for r in a["rows"]:
+        table.add_row(
+            r["variant"],
+            f"{r['forward_backward_ms']:.1f}",
+            f"{r['saved_maps']:.2f}",
+            f"{r['fwd_bwd_vs_reference']:.2f}x",
+            f"{r['fwd_bwd_vs_sdpa']:.1f}",
+        )
+    console.print(table)
+    for op, seq in result["context"]["longest"].items():
+        console.print(f"2. context: {op} trains one paper layer at {seq:,} tokens within 8 GiB")
+    table = Table(title="3. training step (the paper's Table 9 comparison)")
+    for col in ("variant", "step ms", "x baseline", "peak MiB", "memory x baseline"):
+        table.add_column(col, justify="right")
+    for r in result["cost"]:
+        table.add_row(
+            r["variant"],
+            f"{r['step_ms']:.1f}",
+            f"{r['time_vs_baseline']:.2f}",
+            f"{r['peak_mib']:,.0f}",
+            f"{r['memory_vs_baseline']:.2f}",
+        )
+    console.print(table)
+    t = result["trial"]
+    console.print(f"4. trial: exit {t['returncode']} after {t['seconds']:.0f} s", highlight=False)
+    console.print("\n".join(t["tail"]), highlight=False, markup=False)
+    for r in result["needle"]["rows"]:
+        peak = "" if r["peak_mib"] is None else f", peak {r['peak_mib']:,.0f} MiB"
+        console.print(f"5. needle at {r['context']:,} tokens: {r['seconds']:.1f} s{peak}")
+    return 0 if t["returncode"] == 0 else 1
 
 
 def run_train(args) -> int:

@@ -1,0 +1,131 @@
+"""The GPU acceptance check: every number the README's GPU table needs, from one command.
+
+    make gpu-check                                     # mta-ablate bench gpu-check --device cuda
+    mta-ablate bench gpu-check --device cpu --quick    # the same steps, shrunk (the test suite runs this)
+
+Steps, in order (each one's result is a plain dict; `run` returns them all):
+1. attention: `bench attention` on the device (bf16 on CUDA, fp32 on CPU): the op against SDPA and the reference.
+2. context: the longest context one paper layer trains at within 8 GiB (`bench context`).
+3. cost: step time and peak memory of baseline, talking_heads and mta_paper on the paper's 300m shape at 1,024
+   tokens, batch 8, bf16 autocast: what the paper's Table 9 compares (its MTA was 9.5x slower, 4.2x heavier).
+4. trial: the reference arm of `sweeps/paper_ablation_gpu.yaml` (full MTA, 300m, books + code + wiki) for 300
+   steps through `mta-ablate train`, tracked in MLflow like any run.
+5. needle: the needle evaluation at 2K and 4K contexts on the mta_paper model of step 3 (time and memory of
+   long-context evaluation; its accuracy means nothing after a few steps).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import torch
+
+from mta_ablate.attention import preset
+from mta_ablate.bench import attention as attention_bench
+from mta_ablate.model import ModelConfig, TransformerLM, lm_loss, model_preset
+
+VARIANTS = ("baseline", "talking_heads", "mta_paper")
+FULL = dict(shape="300m", seq=1024, batch=8, steps=10, trial_steps=300, needle_contexts=(2048, 4096), max_seq=16384)
+QUICK = dict(shape="tiny", seq=64, batch=2, steps=3, trial_steps=2, needle_contexts=(256,), max_seq=1024)
+TRIAL = ["model=300m", "attention=mta_paper", "task=lm", "train=gpu", "task.corpora=[books,code,wiki]"]
+TRIAL_ON_CPU = ["model=tiny", "task.seq_len=64", "train.accelerator=cpu", "train.precision=32-true"]
+TRIAL_QUICK = ["train.val_every=1", "train.batch_size=2", "train.val_batches=1", "train.eval_batches=1"]
+TRIAL_QUICK += ["train.val_samples=2", "train.eval_samples=2", "train.warmup_steps=0", "train.threads=1"]
+
+
+def _autocast(device: str):
+    if device == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _model(variant: str, shape: str, seq: int, device: str) -> TransformerLM:
+    config = ModelConfig(vocab_size=259, attention=preset(variant), **{**model_preset(shape), "max_seq_len": seq})
+    return TransformerLM(config, seed=0).to(device)
+
+
+def step_cost(shape: str, seq: int, batch: int, steps: int, device: str) -> list[dict]:
+    """Median step time (AdamW, bf16 autocast on CUDA) and peak memory of each variant, interleaved per step."""
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 259, (batch, seq + 1), generator=g).to(device)
+    runs = {}
+    for v in VARIANTS:
+        model = _model(v, shape, seq, device)
+        runs[v] = (model, torch.optim.AdamW(model.parameters(), lr=1e-4), [], 0)
+    for step in range(steps + 2):  # the first 2 are warm-up
+        for v, (model, optimizer, times, _) in runs.items():
+            if device == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            with _autocast(device):
+                loss = lm_loss(model(tokens[:, :-1]), tokens[:, 1:])
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            attention_bench._sync(device)
+            if step >= 2:
+                times.append(time.perf_counter() - start)
+            peak = torch.cuda.max_memory_allocated() if device == "cuda" else 0
+            runs[v] = (model, optimizer, times, max(peak, runs[v][3]))
+    rows = []
+    for v, (model, _, times, peak) in runs.items():
+        if device != "cuda":  # on CPU: what autograd saves for one forward, the part that depends on the variant
+            peak = attention_bench.saved_bytes(lambda m=model: lm_loss(m(tokens[:, :-1]), tokens[:, 1:]))
+        rows.append({"variant": v, "step_ms": sorted(times)[len(times) // 2] * 1e3, "peak_mib": peak / 2**20})
+    base = rows[0]
+    for r in rows:
+        r["time_vs_baseline"] = r["step_ms"] / base["step_ms"]
+        r["memory_vs_baseline"] = r["peak_mib"] / base["peak_mib"]
+    return rows
+
+
+def trial(steps: int, device: str, quick: bool) -> dict:
+    """The sweep's reference arm through `mta-ablate train`; returns its exit code, wall time and last lines."""
+    overrides = TRIAL + [f"train.max_steps={steps}", "train.val_every=100"]
+    if device == "cpu":
+        overrides += TRIAL_ON_CPU
+    if quick:
+        overrides += TRIAL_QUICK
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "mta_ablate", "train", *overrides], capture_output=True, text=True)
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return {
+        "overrides": overrides,
+        "returncode": done.returncode,
+        "seconds": time.perf_counter() - start,
+        "tail": lines[-12:],
+    }
+
+
+def needle(contexts: tuple[int, ...], device: str, quick: bool) -> dict:
+    """Needle evaluation (2 needles) of a briefly trained mta_paper model at each context: seconds and peak memory."""
+    from mta_ablate.evaluate import needle_grid
+
+    shape = QUICK["shape"] if quick else FULL["shape"]
+    model = _model("mta_paper", shape, max(contexts) + 64, device)
+    rows = []
+    for ctx in contexts:
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        with _autocast(device):
+            scores = needle_grid(model, context_lens=(ctx,), n_needles=(2,), depth_bins=1, n=4 if quick else 32)
+        peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
+        rows.append({"context": ctx, "seconds": time.perf_counter() - start, "peak_mib": peak, "scores": scores})
+    return {"rows": rows}
+
+
+def run(device: str = "cuda", quick: bool = False) -> dict:
+    p = QUICK if quick else FULL
+    dtype = "bf16" if device == "cuda" else "fp32"
+    shapes = (attention_bench.Shape("check", 1, 2, 32, 8, (2, 3)),) if quick else attention_bench.SHAPES
+    result = {"device": device, "quick": quick, "torch": torch.__version__}
+    result["attention"] = attention_bench.run(repeats=1 if quick else 7, shapes=shapes, device=device, dtype=dtype)
+    result["context"] = attention_bench.longest_context(max_seq=p["max_seq"], device=device)
+    result["cost"] = step_cost(p["shape"], p["seq"], p["batch"], p["steps"], device)
+    result["trial"] = trial(p["trial_steps"], device, quick)
+    result["needle"] = needle(p["needle_contexts"], device, quick)
+    return result
