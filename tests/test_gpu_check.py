@@ -19,4 +19,13 @@ def test_gpu_check_runs_every_step_shrunk_on_cpu(workspace):
     assert result["trial"]["returncode"] == 0 and "train.accelerator=cpu" in result["trial"]["overrides"]
     assert (workspace / "mlflow.db").exists()  # the trial is tracked like any run
     (needle,) = result["needle"]["rows"]
-    assert needle["context"] == 256 and any(k.startswith("needle/") for k in needle["scores"])
+    assert needle["context"] == 256 and 0.0 <= needle["scores"]["ctx256/k2/exact"] <= 1.0
+
+
+def test_gpu_check_without_the_corpora_is_one_line_and_exit_2(tmp_path):
+    env = {**__import__("os").environ, "MTA_HOME": str(tmp_path / "home"), "MTA_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "mta_ablate", "bench", "gpu-check", "--device", "cpu", "--quick"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "mta-ablate data fetch books wiki" in done.stderr
+    assert not (tmp_path / "home").exists()

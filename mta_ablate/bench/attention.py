@@ -8,13 +8,13 @@ comparable even on a noisy shared machine; times are medians in ms. "Saved" is t
 for the backward of one layer (unique storages seen by a saved-tensor hook), also in units of one
 (B, H, S, S) fp32 map. `context` finds, for each op, the longest sequence one paper layer (B=1, H=4, D=64)
 trains at (forward+backward) within a memory limit, each length measured in a fresh process (peak RSS
-growth on CPU, peak allocated on CUDA).
+growth on Linux CPUs, peak allocated on CUDA).
 """
 
 from __future__ import annotations
 
 import json
-import resource
+import os
 import statistics
 import subprocess
 import sys
@@ -258,16 +258,30 @@ def context_peak(op: str, seq: int, device: str = "cpu") -> dict:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.max_memory_allocated()
     else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        base = _reset_peak_rss()
     start = time.perf_counter()
     step(*inputs)
     _sync(device)
     seconds = time.perf_counter() - start
-    if device == "cuda":
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    peak = (torch.cuda.max_memory_allocated() if device == "cuda" else _peak_rss()) - base
     return {"op": op, "seq": seq, "peak_bytes": peak, "seconds": seconds}
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def _reset_peak_rss() -> int:
+    """Reset this process's peak RSS (Linux: /proc/self/clear_refs) and return the current RSS in bytes. The
+    rusage peak cannot be used: a child started by fork + exec inherits its parent's."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_kib("VmRSS") * 1024
+
+
+def _peak_rss() -> int:
+    return _status_kib("VmHWM") * 1024
 
 
 def _context_in_child(op: str, seq: int, device: str) -> dict:
@@ -276,7 +290,10 @@ def _context_in_child(op: str, seq: int, device: str) -> dict:
         "from mta_ablate.bench.attention import context_peak; "
         f"print(json.dumps(context_peak({op!r}, {seq}, {device!r})))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    # glibc keeps freed blocks below its (self-raising) mmap threshold in the heap, so the RSS of an op that
+    # allocates blocks of growing size would measure the allocator; served by mmap, RSS follows live tensors
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:  # e.g. killed for memory: it did not fit
         return {"op": op, "seq": seq, "peak_bytes": None, "seconds": None, "error": done.stderr.strip()[-300:]}
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -127,9 +127,17 @@ def run_gpu_check(args) -> int:
 
     from mta_ablate.bench import gpu_check
     from mta_ablate.cli import console, setup_logging
+    from mta_ablate.data.corpora import CORPORA
+    from mta_ablate.data.fetch import is_fetched
+    from mta_ablate.errors import ConfigError
     from mta_ablate.preflight import check_tracking, check_workspace
 
     _check_device(args.device)
+    missing = [c for c in ("books", "code", "wiki") if not all(is_fetched(a) for a in CORPORA[c].artifacts)]
+    if missing:  # steps 4 and 5 read them
+        raise ConfigError(
+            f"gpu-check needs the corpora {', '.join(missing)}: run `mta-ablate data fetch {' '.join(missing)}`"
+        )
     check_workspace()  # step 4 trains one tracked run
     check_tracking(None)
     setup_logging()
