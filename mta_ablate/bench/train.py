@@ -12,6 +12,7 @@ can be attributed to one variant inside a single process.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import asdict
@@ -124,6 +125,79 @@ def bare_step_times(model_config: ModelConfig, batches: list, seed: int = 0) -> 
         times.append(now - start)
         start = now
     return times
+
+
+# -- the bare twin: the training path transcribed in plain torch, to catch drift in the Lightning path -----------
+
+
+def twin_lr_factor(step: int, warmup: int, max_steps: int, schedule: str, min_ratio: float) -> float:
+    """The learning-rate multiplier, written out again: linear warm-up to the peak over `warmup` steps, then a
+    cosine (or linear) decay to `min_ratio` at `max_steps`, or constant."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    t = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+    decay = (1 + math.cos(math.pi * t)) / 2 if schedule == "cosine" else 1 - t
+    return min_ratio + (1 - min_ratio) * decay
+
+
+def bare_twin_losses(model: torch.nn.Module, train: TrainConfig, batches: list, seed: int) -> list[float]:
+    """Training losses of a plain torch loop doing what a trial's training step does, transcribed independently:
+    AdamW with weight decay on 2-D weights that are not MTA parameters (or on all, with decay='all'), the
+    schedule above, gradient clipping by global norm, per-step seeding of the random draws, weighted mean
+    cross-entropy over the answer-weighted positions."""
+    decay = [p for n, p in model.named_parameters() if train.decay == "all" or (p.ndim == 2 and "mta_" not in n)]
+    ids = {id(p) for p in decay}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=train.lr, betas=train.betas, eps=train.eps)
+    model.train()
+    losses = []
+    for step, batch in enumerate(batches):
+        for group in optimizer.param_groups:
+            group["lr"] = train.lr * twin_lr_factor(
+                step, train.warmup_steps, train.max_steps, train.schedule, train.min_lr_ratio
+            )
+        torch.manual_seed(seed * 1_000_003 + step)
+        logits = model(batch["tokens"]).float()
+        nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["targets"].flatten(), reduction="none")
+        weight = batch["loss_weight"].flatten().float()
+        loss = (nll * weight).sum() / weight.sum().clamp_min(1.0)
+        loss.backward()
+        if train.grad_clip:  # over the optimiser's parameters, in its order (a norm summed in another order differs
+            # in the last bit, and 200 steps make that visible)
+            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], train.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return losses
+
+
+def lightning_losses(model_config: ModelConfig, train: TrainConfig, batches: list, seed: int) -> tuple:
+    """Training losses of the Lightning path a trial uses (LMModule + the trial's Trainer arguments) on the given
+    batches, and the module's initial state (for the twin to start from)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import Callback
+
+    from lightning_modules.callbacks import trainer_kwargs
+    from lightning_modules.lm_module import LMModule
+
+    class Losses(Callback):
+        def __init__(self):
+            self.values: list[float] = []
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self.values.append(float(outputs["loss"]))
+
+    module = LMModule(model_config, train, seed=seed)
+    module.setup = lambda stage: None  # FLOP counting is not part of a training step
+    initial = {k: v.clone() for k, v in module.model.state_dict().items()}
+    losses = Losses()
+    kwargs = {**trainer_kwargs(train), "limit_val_batches": 0, "val_check_interval": None, "logger": False}
+    trainer = L.Trainer(callbacks=[losses], **kwargs)
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    return losses.values, initial
 
 
 def _median_ms(runs: list[list[float]], warmup: int) -> float:
