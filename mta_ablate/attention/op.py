@@ -41,7 +41,7 @@ def block_rows(b: int, h: int, s: int, elements: int = BLOCK_ELEMENTS) -> int:
     return max(16, min(s, elements // max(1, b * h * s)))
 
 
-def _mix(x_BHTS: torch.Tensor, mix_GCC: torch.Tensor) -> torch.Tensor:
+def mix_heads(x_BHTS: torch.Tensor, mix_GCC: torch.Tensor) -> torch.Tensor:
     """out[:, g*C + o] = sum_i mix[g, o, i] * x[:, g*C + i], as one matmul over contiguous maps."""
     b, h, t, s = x_BHTS.shape
     g, c, _ = mix_GCC.shape
@@ -49,7 +49,7 @@ def _mix(x_BHTS: torch.Tensor, mix_GCC: torch.Tensor) -> torch.Tensor:
 
 
 def _mix_transposed(x_BHTS: torch.Tensor, mix_GCC: torch.Tensor) -> torch.Tensor:
-    return _mix(x_BHTS, mix_GCC.transpose(-1, -2))
+    return mix_heads(x_BHTS, mix_GCC.transpose(-1, -2))
 
 
 def _mix_grad(dy_BHTS: torch.Tensor, x_BHTS: torch.Tensor, groups: int) -> torch.Tensor:
@@ -138,7 +138,7 @@ def _logits(q, k, params, blk: _Block, opt: _Options, saved: dict) -> torch.Tens
         logits = F.conv2d(x, _conv_weight(pre_kernel, q.dtype), groups=h).contiguous()
     if pre_mix is not None:
         saved["pre_mix_in"] = logits
-        logits = _mix(logits, pre_mix)
+        logits = mix_heads(logits, pre_mix)
     return logits
 
 
@@ -159,7 +159,7 @@ def _weights(probs, params, blk: _Block, opt: _Options, saved: dict) -> torch.Te
         weights = blk.mask_(weights, blk.i0, 0.0)
     if post_mix is not None:
         saved["post_mix_in"] = weights
-        weights = _mix(weights, post_mix)
+        weights = mix_heads(weights, post_mix)
     if opt.dropout_p > 0.0:
         generator = torch.Generator(device=probs.device).manual_seed(opt.seed + blk.i0)
         keep = torch.rand(weights.shape, generator=generator, device=probs.device) >= opt.dropout_p

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from mta_ablate.attention.functional import head_mix, key_padding, materialized_mta_attention
-from mta_ablate.attention.op import mta_attention
+from mta_ablate.attention.op import mix_heads, mta_attention
 
 
 @dataclass(frozen=True)
@@ -90,11 +90,16 @@ def _mix_conv_cl(x, w):
     return head_mix(x, w)
 
 
+def _mix_matmul(x, w):
+    return mix_heads(x, w)
+
+
 HEAD_MIXES = {
     "einsum": _mix_einsum,
     "linear (transposed)": _mix_linear,
     "per-head axpy": _mix_axpy,
     "1x1 grouped conv, channels-last": _mix_conv_cl,
+    "matmul over the head axis (as in mta_attention)": _mix_matmul,
 }
 
 
