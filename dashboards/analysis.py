@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from dashboards import stats
+from dashboards.convergence import threshold_for, time_to_threshold
 from dashboards.load import PARAM_PREFIX, Sweep
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ class Report:
     extras: dict = field(default_factory=dict)
     equal_compute: pl.DataFrame | None = None
     """Per compared arm: its validation metric at its reference's training FLOPs (see `_equal_compute`)."""
+    time_to_threshold: dict | None = None
+    """threshold, per_run, per_arm: the first validation step at the threshold (`convergence`); None: no threshold."""
 
 
 def resolve_reference(sweep: Sweep, baseline: str | None) -> tuple[str, dict[str, str]]:
@@ -225,10 +228,12 @@ def analyse(
     ci: str = "t",
     seed: int = 0,
     alpha: float = 0.05,
+    threshold: float | None = None,
 ) -> Report:
     """All numbers of the report. `histories`: load_histories(sweep, [history_key(objective)]) or None.
 
-    ci: "t" or "bootstrap" (seeded by `seed`); alpha: the level for "significant" after Holm's correction."""
+    ci: "t" or "bootstrap" (seeded by `seed`); alpha: the level for "significant" after Holm's correction;
+    threshold: the level of the time-to-threshold table (default: the objective's, if it has one)."""
     done = sweep.complete()
     arms = sweep.arms()
     reference, ref_of = resolve_reference(sweep, baseline)
@@ -283,12 +288,21 @@ def analyse(
         corpora=corpora,
         curves=_curves(histories, curve_key, done),
         equal_compute=_equal_compute(histories, curve_key, done, ref_of),
+        time_to_threshold=_time_to_threshold(sweep, histories, curve_key, done, threshold),
         curve_key=curve_key,
         best_arm=best_arm,
         best_run_id=best_run,
         ci=ci,
         alpha=alpha,
     )
+
+
+def _time_to_threshold(sweep: Sweep, histories, key: str, done: pl.DataFrame, given: float | None) -> dict | None:
+    level = threshold_for(sweep.objective, given)
+    if level is None:
+        return None
+    per_run, per_arm = time_to_threshold(histories, key, done, level, sweep.direction)
+    return {"threshold": level, "per_run": per_run, "per_arm": per_arm}
 
 
 def _with_decisions(rows: pl.DataFrame, done: pl.DataFrame, sweep: Sweep, ref_of: dict[str, str]) -> pl.DataFrame:

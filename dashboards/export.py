@@ -86,6 +86,7 @@ def export_report(
     alpha: float = 0.05,
     log_artifact: bool = True,
     storage: str | None = None,
+    threshold: float | None = None,
 ) -> ExportResult:
     """Load (if given a name), analyse, draw and write the report of one sweep into `out` (created)."""
     if isinstance(sweep, str):
@@ -98,7 +99,7 @@ def export_report(
             f"(see `mta-ablate status {sweep.name}`)"
         )
     histories = load_histories(sweep, [history_key(sweep.objective)]) if sweep.trials.height else None
-    report = analyse(sweep, histories, baseline=baseline, ci=ci, seed=seed, alpha=alpha)
+    report = analyse(sweep, histories, baseline=baseline, ci=ci, seed=seed, alpha=alpha, threshold=threshold)
     extras: dict = {"mta_parameters": mta_parameters_png(report)}
     if sweep.design == "search":
         extras["importance"], reason = search_importance(sweep, storage)
@@ -121,6 +122,9 @@ def export_report(
         pl.col(pl.String).map_elements(_csv_safe, return_dtype=pl.String)
     )
     guarded.write_csv(paths["summary.csv"], float_precision=6)
+    if report.time_to_threshold:
+        paths["time_to_threshold.csv"] = out / "time_to_threshold.csv"
+        report.time_to_threshold["per_run"].write_csv(paths["time_to_threshold.csv"])
     paths["trials.parquet"] = out / "trials.parquet"
     sweep.trials.write_parquet(paths["trials.parquet"])
     logged_to = None

@@ -160,6 +160,7 @@ def blocks(report: Report, figure_names: list[str], generated: datetime | None =
         ]
         columns = ["arm", "vs", "n", "ref steps", "arm steps at ref FLOPs", "Δ equal steps", "Δ equal FLOPs"]
         out.append(("table", columns, rows))
+    out += _threshold_blocks(report)
     for name, caption in (
         ("objective", f"{s.objective} per arm"),
         ("differences", f"{s.objective}: paired difference to {report.reference}"),
@@ -225,6 +226,31 @@ def blocks(report: Report, figure_names: list[str], generated: datetime | None =
         out.append(("p", "None: every trial completed."))
     out += [("h", 2, "Method"), ("p", METHOD.format(ci=CI_WORDS[report.ci], alpha=report.alpha))]
     return out
+
+
+def _threshold_blocks(report: Report) -> list[tuple]:
+    t = report.time_to_threshold
+    if not t or not t["per_arm"].height:
+        return []
+    op = "≤" if report.sweep.direction == "minimize" else "≥"
+    out: list[tuple] = [("h", 2, f"Time to threshold ({report.curve_key} {op} {t['threshold']:g})")]
+    out.append(
+        (
+            "p",
+            "Per seed, the first validation step at the threshold, or never (within the steps trained). Median over "
+            "all seeds with 'never' ranked last (the lower median for an even count); the range is over the seeds "
+            "that got there. The grain is the validation interval.",
+        )
+    )
+    seeds = {}
+    for r in t["per_run"].iter_rows(named=True):
+        seeds.setdefault(r["arm"], []).append(f"{r['seed']}: {r['step'] if r['step'] is not None else 'never'}")
+    rows = [
+        [r["arm"], f"{r['reached']}/{r['n']}", r["median_step"] if r["median_step"] is not None else "never"]
+        + [f"{r['min_step']}-{r['max_step']}" if r["reached"] else "–", ", ".join(seeds.get(r["arm"], []))]
+        for r in t["per_arm"].iter_rows(named=True)
+    ]
+    return [*out, ("table", ["arm", "reached", "median step", "range", "per seed (seed: step)"], rows)]
 
 
 def _md(text: str) -> str:

@@ -1,8 +1,9 @@
-"""`mta-ablate report NAME [--out DIR] [--baseline ARM] [--ci t|bootstrap] [--alpha A] [--no-log] [--json]`.
+"""`mta-ablate report NAME [--out DIR] [--baseline ARM] [--ci t|bootstrap] [--alpha A] [--threshold X] [--no-log]
+[--json]`.
 
 Reads sweep NAME from the tracking store (MLFLOW_TRACKING_URI, else MTA_HOME/mlflow.db), writes report.html,
-report.md, summary.csv, trials.parquet and figures/ into DIR (default reports/NAME), logs them to the sweep's
-parent run under `report/`, and prints the headline table.
+report.md, summary.csv, trials.parquet, time_to_threshold.csv (with a threshold) and figures/ into DIR (default
+reports/NAME), logs them to the sweep's parent run under `report/`, and prints the headline table.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ def add_parser(sub) -> None:
     p.add_argument("--ci", choices=("t", "bootstrap"), default="t", help="confidence interval of the mean over seeds")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm's correction")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="level of the time-to-threshold table: first validation step at or below it (above it for a "
+        "maximised objective); default 0.05 for toy/error, none for other objectives",
+    )
     p.add_argument("--tracking-uri", default=None, help="MLflow store (default: MLFLOW_TRACKING_URI or MTA_HOME)")
     p.add_argument("--storage", default=None, help="Optuna storage for search designs (default: the recorded one)")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
@@ -66,6 +74,7 @@ def run(args) -> int:
         alpha=args.alpha,
         log_artifact=not args.no_log,
         storage=args.storage,
+        threshold=args.threshold,
     )
     report = result.report
     head = headline_table(report)
@@ -82,6 +91,7 @@ def run(args) -> int:
             "warnings": report.warnings,
             "findings": report.findings,
             "headline": rows,
+            "time_to_threshold": (report.time_to_threshold["per_arm"].to_dicts() if report.time_to_threshold else None),
         }
         print(json.dumps(payload, indent=2, default=str))
         return 0
