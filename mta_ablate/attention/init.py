@@ -41,6 +41,14 @@ def trunc_normal(tensor: torch.Tensor, std: float, generator: torch.Generator | 
         tensor.copy_(values)
 
 
+def normal(tensor: torch.Tensor, std: float, generator: torch.Generator | None) -> None:
+    """Normal(0, std), drawn on the CPU, then copied."""
+    if tensor.is_meta:
+        return
+    with torch.no_grad():
+        tensor.copy_(torch.empty(tensor.shape, dtype=torch.float32).normal_(0.0, std, generator=generator))
+
+
 def uniform(tensor: torch.Tensor, low: float, high: float, generator: torch.Generator | None) -> None:
     if tensor.is_meta:
         return

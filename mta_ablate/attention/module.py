@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mta_ablate.attention.functional import key_padding
-from mta_ablate.attention.init import GeneratorFor, trunc_normal, uniform
+from mta_ablate.attention.init import GeneratorFor, normal, trunc_normal, uniform
 from mta_ablate.attention.op import mta_attention
-from mta_ablate.attention.spec import AttentionSpec, LayerPlan, depth_scale
+from mta_ablate.attention.spec import AttentionSpec, LayerPlan, depth_scale, lambda_init
 
 
 def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,9 +51,10 @@ def init_kernel(kernel_HQK: torch.Tensor, method: str, pad_key: str, generator: 
 class MultiTokenAttention(nn.Module):
     """One attention layer of a decoder-only LM, configured by an `AttentionSpec` and its `LayerPlan`.
 
-    Uses `scaled_dot_product_attention` when the layer has no MTA operation, `mta_attention` otherwise.
-    MTA parameters (kernels, head mixes, group-norm weight, gate) are registered under names starting with
-    `mta_` so they can be counted and excluded from weight decay by name.
+    Uses `scaled_dot_product_attention` when the layer has no MTA operation, `mta_attention` otherwise, and two
+    `scaled_dot_product_attention` calls per differential head when the spec is differential. Every parameter
+    an attention variant adds (kernels, head mixes, group-norm weight, gate, differential lambdas) is registered
+    under a name starting with `mta_`, so variants are counted and excluded from weight decay by name.
     """
 
     def __init__(self, dim: int, n_heads: int, spec: AttentionSpec, plan: LayerPlan, init_std: float):
@@ -69,10 +70,13 @@ class MultiTokenAttention(nn.Module):
         self.mta_post_kernel = nn.Parameter(torch.empty(h, *plan.qk_post)) if plan.qk_post else None
         self.mta_pre_head_mix = self._head_mix_param(plan.head_mix_pre)
         self.mta_post_head_mix = self._head_mix_param(plan.head_mix_post)
+        # differential heads: rows lq1, lk1, lq2, lk2 of lambda; each head's output is 2 * head_dim wide
+        self.mta_diff_lambda = nn.Parameter(torch.empty(4, d)) if spec.differential else None
+        self.out_dim = 2 * d if spec.differential else d
         norm = spec.group_norm
-        self.mta_norm_weight = nn.Parameter(torch.empty(d)) if norm != "off" else None
-        gate_out = {"gated_scalar": 1, "gated_vector": d}.get(norm)
-        self.mta_gate = nn.Linear(d, gate_out, bias=True) if gate_out else None
+        self.mta_norm_weight = nn.Parameter(torch.empty(self.out_dim)) if norm != "off" else None
+        gate_out = {"gated_scalar": 1, "gated_vector": self.out_dim}.get(norm)
+        self.mta_gate = nn.Linear(self.out_dim, gate_out, bias=True) if gate_out else None
         self.norm_scale = depth_scale(plan.layer_id) if norm == "depth_scaled" else 1.0
         self.reset_parameters()
 
@@ -92,6 +96,8 @@ class MultiTokenAttention(nn.Module):
             if mix is not None:  # head mixes start as identity
                 with torch.no_grad():
                     mix.copy_(torch.eye(mix.shape[-1]).expand_as(mix))
+        if self.mta_diff_lambda is not None:  # N(0, 0.1), as the DIFF Transformer's reference code
+            normal(self.mta_diff_lambda, 0.1, generator_for("mta_diff_lambda"))
         if self.mta_norm_weight is not None:
             nn.init.ones_(self.mta_norm_weight)
         if self.mta_gate is not None:  # the reference leaves the bias uninitialised; 0 starts the gate at 0.5
@@ -108,7 +114,9 @@ class MultiTokenAttention(nn.Module):
         q, k, v = heads(self.wq), heads(self.wk), heads(self.wv)
         q, k = apply_rope(q, cos_TF[:t], sin_TF[:t]), apply_rope(k, cos_TF[:t], sin_TF[:t])
         dropout = self.spec.dropout if self.training else 0.0
-        if self.plan.uses_mta_op:
+        if self.mta_diff_lambda is not None:
+            out = self._differential(q, k, v, dropout)  # (B, H/2, T, 2D)
+        elif self.plan.uses_mta_op:
             out = mta_attention(
                 q,
                 k,
@@ -123,10 +131,22 @@ class MultiTokenAttention(nn.Module):
             )
         else:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
-        out = out.transpose(1, 2)  # (B, H, T, D) -> (B, T, H, D)
+        out = out.transpose(1, 2)  # (B, H, T, D) -> (B, T, H, D); differential: (B, T, H/2, 2D)
         if self.mta_norm_weight is not None:  # statistics in fp32 under bf16, as the reference computes them
-            normed = F.rms_norm(out.float(), (d,), self.mta_norm_weight.float(), eps=1e-5)
+            wide = torch.promote_types(out.dtype, torch.float32)
+            normed = F.rms_norm(out.to(wide), (self.out_dim,), self.mta_norm_weight.to(wide), eps=1e-5)
             out = (normed * self.norm_scale).to(out.dtype)
         if self.mta_gate is not None:
             out = out * torch.sigmoid(self.mta_gate(out))  # (B, T, H, 1 or D)
         return self.wo(out.reshape(b, t, h * d))  # (B, T, E)
+
+    def _differential(self, q_BHTD, k_BHTD, v_BHTD, dropout: float) -> torch.Tensor:
+        """(softmax(Q1 K1^T) - lambda softmax(Q2 K2^T)) V per differential head: heads (2i, 2i+1) give Q1, Q2 and
+        K1, K2; the value of head i is heads 2i and 2i+1 side by side. Returns (B, H/2, T, 2D)."""
+        b, h, t, d = v_BHTD.shape
+        v = v_BHTD.transpose(1, 2).reshape(b, t, h // 2, 2 * d).transpose(1, 2)  # (B, H/2, T, 2D)
+        lq1, lk1, lq2, lk2 = self.mta_diff_lambda.to(torch.promote_types(v.dtype, torch.float32))
+        lam = torch.exp((lq1 * lk1).sum()) - torch.exp((lq2 * lk2).sum()) + lambda_init(self.plan.layer_id)
+        first = F.scaled_dot_product_attention(q_BHTD[:, 0::2], k_BHTD[:, 0::2], v, is_causal=True, dropout_p=dropout)
+        second = F.scaled_dot_product_attention(q_BHTD[:, 1::2], k_BHTD[:, 1::2], v, is_causal=True, dropout_p=dropout)
+        return first - lam.to(first.dtype) * second

@@ -73,6 +73,14 @@ class AttentionSpec:
     """Layers that get head mixing (the reference code mixes heads in every layer)."""
     dropout: float = 0.0
     """Dropout on the attention weights, training only."""
+    differential: bool = False
+    """Differential attention (the DIFF Transformer, Ye et al. 2024) in every layer, instead of softmax attention:
+    heads pair up (2i, 2i+1) into n_heads/2 differential heads whose values are twice as wide; each computes
+    (softmax(Q1 K1^T / sqrt(d)) - lambda softmax(Q2 K2^T / sqrt(d))) V, with the learnable scalar
+    lambda = exp(lq1 . lk1) - exp(lq2 . lk2) + lambda_init(l), lambda_init(l) = 0.8 - 0.6 exp(-0.3 l) for
+    0-based layer l. Same projections (and parameter count) as the baseline plus 4 vectors of head_dim per layer.
+    Its paper's per-head norm scaled by (1 - lambda_init) is group_norm="depth_scaled" (preset `diff`). Not
+    combinable with the key-query convolutions or head mixing."""
 
     def __post_init__(self) -> None:
         for name in ("qk_pre", "qk_post"):
@@ -125,6 +133,18 @@ class AttentionSpec:
             _parse_layers(name, value)  # syntax only; ranges are checked in resolve()
         if not isinstance(self.dropout, int | float) or not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"attention.dropout={self.dropout!r}: expected a float in [0, 1)")
+        if not isinstance(self.differential, bool):
+            raise ConfigError(f"attention.differential={self.differential!r}: expected true or false")
+        if self.differential and self.has_mta:
+            raise ConfigError(
+                "attention.differential=true: differential attention replaces softmax attention and cannot be "
+                "combined with qk_pre, qk_post, head_mix_pre or head_mix_post (set them to null)"
+            )
+        if self.differential and self.dropout:
+            raise ConfigError(
+                f"attention.differential=true with dropout={self.dropout}: dropout of the differential map is not "
+                "implemented; allowed: dropout=0"
+            )
 
     # -- derived, model-dependent views ------------------------------------------------------------
 
@@ -135,6 +155,11 @@ class AttentionSpec:
 
     def resolve(self, n_heads: int, n_layers: int) -> list[LayerPlan]:
         """One `LayerPlan` per layer; raises `ConfigError` when the spec does not fit the model."""
+        if self.differential and n_heads % 2:
+            raise ConfigError(
+                f"attention.differential=true needs an even n_heads (pairs of heads make one differential head); "
+                f"the model has n_heads={n_heads}"
+            )
         groups = {name: _head_group(name, getattr(self, name), n_heads) for name in ("head_mix_pre", "head_mix_post")}
         kq_layers = _layer_set("layers", self.layers, n_layers)
         mix_layers = _layer_set("head_mix_layers", self.head_mix_layers, n_layers)
@@ -190,9 +215,14 @@ class LayerPlan:
         return any(x is not None for x in (self.qk_pre, self.qk_post, self.head_mix_pre, self.head_mix_post))
 
 
+def lambda_init(layer_id: int) -> float:
+    """0.8 - 0.6 exp(-0.3 l) for 0-based layer l: the DIFF Transformer's initial lambda, behind depth scaling."""
+    return 0.8 - 0.6 * math.exp(-0.3 * layer_id)
+
+
 def depth_scale(layer_id: int) -> float:
-    """(1 - lambda_init(l)) with lambda_init(l) = 0.8 - 0.6 exp(-0.3 l), l 0-based (the paper's depth scaling)."""
-    return 1.0 - (0.8 - 0.6 * math.exp(-0.3 * layer_id))
+    """(1 - lambda_init(l)): the paper's depth scaling of the group norm (and the DIFF Transformer's)."""
+    return 1.0 - lambda_init(layer_id)
 
 
 def _head_group(name: str, value: HeadMix, n_heads: int) -> int | None:
@@ -268,6 +298,9 @@ PRESETS: dict[str, AttentionSpec] = {
     ),
     # The toy task's MTA (toy_task/configs/find_block_mta.yaml): a 2x9 pre-softmax convolution in all layers.
     "mta_toy": AttentionSpec(qk_pre=(2, 9)),
+    # The DIFF Transformer (Ye et al. 2024), the paper's other baseline: differential attention in every layer,
+    # per-head RMSNorm scaled by (1 - lambda_init).
+    "diff": AttentionSpec(differential=True, group_norm="depth_scaled"),
 }
 
 

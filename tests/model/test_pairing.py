@@ -6,7 +6,7 @@ from mta_ablate.attention import PRESETS, preset
 from mta_ablate.attention.init import init_digest
 from mta_ablate.model import ModelConfig, TransformerLM
 
-PRESET_NAMES = ("baseline", "talking_heads", "mta_toy", "mta_paper")
+PRESET_NAMES = ("baseline", "talking_heads", "mta_toy", "mta_paper", "diff")
 
 
 def build(spec, seed, ffn_hidden=48, n_layers=4):
@@ -16,7 +16,7 @@ def build(spec, seed, ffn_hidden=48, n_layers=4):
     return TransformerLM(config, seed=seed)
 
 
-def test_the_four_presets_cover_every_preset():
+def test_the_presets_listed_here_cover_every_preset():
     assert set(PRESET_NAMES) == set(PRESETS)
 
 
