@@ -14,7 +14,9 @@ there), one block of query rows at a time:
   backward recomputes each block's maps and back-propagates through them by hand (the gradients of a matmul,
   a head mix, a softmax and a depthwise convolution). Saved memory is O(S); the peak of either pass is one
   block's maps instead of a stack of (B, H, T, S) tensors.
-The price is one more forward of the maps in the backward; the skipped causal half pays for most of it.
+The price is one more forward of the maps in the backward; the skipped causal half pays for most of it. Small
+maps (at most `KEEP_ELEMENTS` elements, as in the toy model) are saved by the forward instead: there the
+recomputation costs more than the memory it saves, at most a few MiB per layer.
 
 Head mixes are a matmul over the head axis of contiguous maps (G matrices of C x C applied to B * T * S
 columns), which needs no layout change; only the key-query convolutions run channels-last (oneDNN's fast
@@ -35,6 +37,12 @@ BLOCK_ELEMENTS = 2**19
 """Default size of one block's maps in elements (B * H * rows * S): 2 MiB in fp32. Measured on a 2-core CPU: at
 S = 128 and 256, 64-row blocks were as fast as whole maps and faster than 32-row ones; at long contexts small
 blocks are what keeps the peak memory low."""
+
+
+KEEP_ELEMENTS = 2**20
+"""Maps of at most this many elements (B * H * T * S) are saved for the backward, not recomputed (a few maps of
+4 MiB in fp32 per layer). Measured on a 2-core CPU at the toy model's shape (B64 H2 S57, one layer, fwd+bwd):
+26 ms kept against 35 ms recomputed."""
 
 
 def block_rows(b: int, h: int, s: int, elements: int = BLOCK_ELEMENTS) -> int:
@@ -188,13 +196,12 @@ def _conv_backward(dy_BHTS, x, kernel_HQK, top, pad_key):
     return dx.contiguous(), dw.squeeze(1)
 
 
-def _backward_block(grad_out, q, k, v, params, blk: _Block, opt: _Options, grads):
-    """Recompute one block's maps and add its contributions to `grads` (dq, dk, dv, then the parameters)."""
+def _backward_block(grad_out, q, k, v, params, blk: _Block, opt: _Options, grads, maps=None):
+    """Add one block's contributions to `grads` (dq, dk, dv, then the parameters), from its maps as the forward
+    kept them (`maps`: its saved dict, probabilities and weights) or, by default, recomputed."""
     pre_kernel, post_kernel, pre_mix, post_mix = params
     dq, dk, dv, d_pre, d_post, d_pre_mix, d_post_mix = grads
-    saved: dict = {}
-    probs = _probs(_logits(q, k, params, blk, opt, saved), blk)
-    weights = _weights(probs, params, blk, opt, saved)
+    saved, probs, weights = maps or _maps(q, k, params, blk, opt)
     d = q.shape[-1]
     dv[:, :, : blk.i1] += torch.matmul(weights.transpose(-2, -1), grad_out)
     dw = torch.matmul(grad_out, v[:, :, : blk.i1].transpose(-2, -1))  # d(weights)
@@ -220,28 +227,60 @@ def _backward_block(grad_out, q, k, v, params, blk: _Block, opt: _Options, grads
     dk[:, :, : blk.i1] += torch.matmul(dlogits.transpose(-2, -1), q[:, :, blk.r0 : blk.i1])
 
 
+def _maps(q, k, params, blk: _Block, opt: _Options):
+    """One block's probabilities and weights, and the intermediate maps their backward needs."""
+    saved: dict = {}
+    probs = _probs(_logits(q, k, params, blk, opt, saved), blk)
+    return saved, probs, _weights(probs, params, blk, opt, saved)
+
+
+def _flatten(kept: list) -> tuple[list, list]:
+    """Kept maps of each block as a flat tensor list (for `save_for_backward`) and how to rebuild them."""
+    tensors, layout = [], []
+    for saved, probs, weights in kept:
+        keys = [k for k, v in saved.items() if torch.is_tensor(v)]
+        tensors += [probs, weights, *(saved[k] for k in keys)]
+        layout.append((keys, {k: v for k, v in saved.items() if not torch.is_tensor(v)}))
+    return tensors, layout
+
+
+def _unflatten(tensors: list, layout: list) -> list:
+    kept, i = [], 0
+    for keys, rest in layout:
+        probs, weights, *maps = tensors[i : i + 2 + len(keys)]
+        kept.append(({**dict(zip(keys, maps, strict=True)), **rest}, probs, weights))
+        i += 2 + len(keys)
+    return kept
+
+
 class _BlockedMTA(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, pre_kernel, post_kernel, pre_mix, post_mix, opt):
         params = (pre_kernel, post_kernel, pre_mix, post_mix)
-        ctx.save_for_backward(q, k, v, *params)
-        ctx.opt = opt
-        out = q.new_empty(q.shape[:3] + v.shape[3:])
+        keep = any(ctx.needs_input_grad) and q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] <= KEEP_ELEMENTS
+        out, kept = q.new_empty(q.shape[:3] + v.shape[3:]), []
         for blk in _blocks(q.shape[2], opt.rows, pre_kernel, post_kernel, q.device):
-            probs = _probs(_logits(q, k, params, blk, opt, {}), blk)
-            out[:, :, blk.i0 : blk.i1] = torch.matmul(_weights(probs, params, blk, opt, {}), v[:, :, : blk.i1])
+            maps = _maps(q, k, params, blk, opt)
+            out[:, :, blk.i0 : blk.i1] = torch.matmul(maps[2], v[:, :, : blk.i1])
+            if keep:
+                kept.append(maps)
+        maps, ctx.layout = _flatten(kept)
+        ctx.save_for_backward(q, k, v, *params, *maps)
+        ctx.opt = opt
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        q, k, v, *params = ctx.saved_tensors
+        q, k, v, *params = ctx.saved_tensors[:7]
+        kept = _unflatten(ctx.saved_tensors[7:], ctx.layout) or None
         acc = torch.promote_types(q.dtype, torch.float32)
         tensors = (q, k, v, *params)
         grads = [None if x is None else torch.zeros(x.shape, dtype=acc, device=x.device) for x in tensors]
         grad_out = grad_out.to(q.dtype)
-        for blk in _blocks(q.shape[2], ctx.opt.rows, params[0], params[1], q.device):
-            _backward_block(grad_out[:, :, blk.i0 : blk.i1], q, k, v, params, blk, ctx.opt, grads)
+        for i, blk in enumerate(_blocks(q.shape[2], ctx.opt.rows, params[0], params[1], q.device)):
+            maps = kept[i] if kept else None
+            _backward_block(grad_out[:, :, blk.i0 : blk.i1], q, k, v, params, blk, ctx.opt, grads, maps)
         return (*(None if g is None else g.to(x.dtype) for g, x in zip(grads, tensors, strict=True)), None)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mta_ablate.attention import materialized_mta_attention, mta_attention
+from mta_ablate.attention import materialized_mta_attention, mta_attention, op
 from mta_ablate.bench.attention import reference_mta, saved_bytes
 
 
@@ -84,10 +84,13 @@ def random_case(seed):
     return q, k, v, tensors, pad_key
 
 
+@pytest.mark.parametrize("keep", [0, 2**20], ids=["recomputed", "kept"])
 @pytest.mark.parametrize("rows", [None, 1, 3])
 @pytest.mark.parametrize("seed", range(24))
-def test_matches_slow_transcription_forward_and_gradients(seed, rows):
-    """rows=1 and 3 split the sequence into query blocks whose convolution halos cross block boundaries."""
+def test_matches_slow_transcription_forward_and_gradients(seed, rows, keep, monkeypatch):
+    """rows=1 and 3 split the sequence into query blocks whose convolution halos cross block boundaries; the
+    backward either recomputes the maps or uses the ones the forward kept."""
+    monkeypatch.setattr(op, "KEEP_ELEMENTS", keep)
     torch.manual_seed(seed)
     q, k, v, tensors, pad_key = random_case(seed)
     leaves = [q, k, v] + [x for x in tensors.values() if x is not None]
@@ -176,7 +179,7 @@ SPEC_AXES = [
 
 
 @pytest.mark.parametrize("axes", SPEC_AXES, ids=str)
-def test_blocked_op_equals_the_materialized_op_in_fp32(axes):
+def test_blocked_op_equals_the_materialized_op_in_fp32(axes, monkeypatch):
     """Outputs and every gradient within 1e-5 relative of the previous op, with blocks smaller than the kernels.
 
     Relative to each tensor's largest entry: a kernel gradient sums B * T * S products, and fp32 sums in another
@@ -199,7 +202,9 @@ def test_blocked_op_equals_the_materialized_op_in_fp32(axes):
     upstream = torch.randn(b, h, t, d, generator=g)
     old = materialized_mta_attention(q, k, v, pad_key=pad_key, **tensors)
     grads_old = torch.autograd.grad((old * upstream).sum(), leaves)
-    for rows in (4, 16, None):
+    monkeypatch.setattr(op, "KEEP_ELEMENTS", op.KEEP_ELEMENTS)  # restored after the test
+    for rows, keep in ((4, 0), (16, 0), (None, 0), (16, 2**20)):
+        op.KEEP_ELEMENTS = keep
         new = mta_attention(q, k, v, pad_key=pad_key, rows=rows, **tensors)
         torch.testing.assert_close(new, old, rtol=1e-5, atol=1e-5 * old.abs().max().item())
         grads_new = torch.autograd.grad((new * upstream).sum(), leaves)
@@ -225,8 +230,10 @@ def test_future_inputs_do_not_leak_across_blocks():
         assert torch.equal(mta_attention(q2, k2, v2, rows=4, **kw)[:, :, :cut], base[:, :, :cut])
 
 
-def test_saves_no_map_for_the_backward():
-    """Autograd keeps q, k, v and the parameters only: O(S), where the materialized op keeps about 7 maps."""
+def test_saves_no_map_for_the_backward(monkeypatch):
+    """Autograd keeps q, k, v and the parameters only: O(S), where the materialized op keeps about 7 maps. Maps of at
+    most `KEEP_ELEMENTS` elements are saved instead (faster at the toy model's size); this one is above it."""
+    monkeypatch.setattr(op, "KEEP_ELEMENTS", 2**12)
     b, h, t, d = 2, 4, 64, 8
     q, k, v = (torch.randn(b, h, t, d, requires_grad=True) for _ in range(3))
     kw = dict(
@@ -238,8 +245,11 @@ def test_saves_no_map_for_the_backward():
     assert saved_bytes(lambda: materialized_mta_attention(q, k, v, **kw)) > 3 * one_map
 
 
-def test_dropout_mask_is_recomputed_exactly_in_the_backward():
-    """gradcheck in float64 with dropout on: the backward must see the forward's mask, block by block."""
+@pytest.mark.parametrize("keep", [0, 2**20], ids=["recomputed", "kept"])
+def test_dropout_mask_is_the_same_in_the_backward(keep, monkeypatch):
+    """gradcheck in float64 with dropout on: the backward must see the forward's mask, block by block, whether it
+    recomputes the maps or keeps the forward's."""
+    monkeypatch.setattr(op, "KEEP_ELEMENTS", keep)
     torch.manual_seed(0)
     h = 2
     q, k, v = (torch.randn(1, h, 9, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
