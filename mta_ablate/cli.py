@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 
-from rich.console import Console
 from rich.markup import escape
 
+from mta_ablate.console import err_console
 from mta_ablate.errors import ConfigError
-
-console = Console(width=None if sys.stdout.isatty() else 150)  # logs and pipes get wide tables
-err_console = Console(stderr=True, soft_wrap=True)  # errors stay on one line
 
 COMMANDS = ("train", "sweep", "worker", "status", "sweeps", "report", "compare", "delete", "ui", "bench", "data")
 
@@ -44,27 +40,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         importlib.import_module(f"mta_ablate.commands.{name}").add_parser(sub)
     return parser
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    """Log lines of mta_ablate through rich; Lightning's own info lines stay quiet unless they warn."""
-    from rich.logging import RichHandler
-
-    handler = RichHandler(console=err_console, show_path=False, rich_tracebacks=False)
-    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
-    logging.getLogger("mta_ablate").setLevel(level)
-    import warnings
-
-    import lightning.pytorch  # noqa: F401  (these set their loggers up on import; quiet them afterwards)
-    import mlflow  # noqa: F401
-
-    for name in ("lightning.pytorch", "lightning.fabric", "mlflow"):  # their info lines (GPU, tips, DB setup) are noise
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-    import optuna
-
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats, retry callback
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:

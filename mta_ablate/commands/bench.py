@@ -49,7 +49,7 @@ def run_attention(args) -> int:
     from rich.table import Table
 
     from mta_ablate.bench import attention
-    from mta_ablate.cli import console
+    from mta_ablate.console import console
     from mta_ablate.errors import ConfigError
 
     if args.repeats < 1:
@@ -96,7 +96,7 @@ def run_context(args) -> int:
     from rich.table import Table
 
     from mta_ablate.bench import attention
-    from mta_ablate.cli import console
+    from mta_ablate.console import console
     from mta_ablate.errors import ConfigError
 
     if args.limit_gib <= 0 or args.max_seq < 1024:
@@ -126,7 +126,7 @@ def run_gpu_check(args) -> int:
     from rich.table import Table
 
     from mta_ablate.bench import gpu_check
-    from mta_ablate.cli import console, setup_logging
+    from mta_ablate.console import console, setup_logging
     from mta_ablate.data.corpora import CORPORA
     from mta_ablate.data.fetch import is_fetched
     from mta_ablate.errors import ConfigError
@@ -187,7 +187,7 @@ def run_train(args) -> int:
     from rich.table import Table
 
     from mta_ablate.bench import train
-    from mta_ablate.cli import console, setup_logging
+    from mta_ablate.console import console, setup_logging
     from mta_ablate.errors import ConfigError
 
     if args.steps < 3 or args.repeats < 1:

@@ -26,7 +26,7 @@ def run(args) -> int:
     from dashboards.compare import compare_sweeps
     from dashboards.load import load_sweep
     from dashboards.render import fmt
-    from mta_ablate.cli import console
+    from mta_ablate.console import console
     from mta_ablate.errors import ConfigError
     from mta_ablate.preflight import check_tracking
 

@@ -37,7 +37,7 @@ def _fetchable() -> list[str]:
 def run_info(args) -> int:
     from rich.table import Table
 
-    from mta_ablate.cli import console
+    from mta_ablate.console import console
     from mta_ablate.data.corpora import CORPORA, load_corpus
     from mta_ablate.data.fetch import is_fetched
     from mta_ablate.data.tokenizers import parse_tokenizer_spec
@@ -78,7 +78,7 @@ def run_info(args) -> int:
 
 
 def run_fetch(args) -> int:
-    from mta_ablate.cli import console
+    from mta_ablate.console import console
     from mta_ablate.data.corpora import CORPORA, corpus_spec, load_corpus
     from mta_ablate.data.fetch import fetch_artifact, is_fetched
 
@@ -103,7 +103,7 @@ def run_fetch(args) -> int:
 
 
 def run_sample(args) -> int:
-    from mta_ablate.cli import console
+    from mta_ablate.console import console
     from mta_ablate.data.tasks import TASKS, parse_overrides, task_config, task_from_config
     from mta_ablate.errors import ConfigError
 

@@ -23,7 +23,7 @@ def run(args) -> int:
     import optuna
     from optuna.trial import TrialState
 
-    from mta_ablate.cli import console
+    from mta_ablate.console import console
     from mta_ablate.errors import ConfigError
     from mta_ablate.paths import check_name, mta_home
     from mta_ablate.preflight import check_storage, redact

@@ -48,7 +48,7 @@ def _cell(value) -> str:
 def run(args) -> int:
     from pathlib import Path
 
-    from mta_ablate.cli import console
+    from mta_ablate.console import console
     from mta_ablate.errors import ConfigError
 
     if not 0 < args.alpha < 1:

@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import dataclasses
 
-    from mta_ablate.cli import console
+    from mta_ablate.console import console
     from mta_ablate.preflight import check_storage
     from mta_ablate.sweep import adaptive, progress
     from mta_ablate.sweep.study import load, storage_url

@@ -22,7 +22,7 @@ def run(args) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from mta_ablate.cli import console, setup_logging
+    from mta_ablate.console import console, setup_logging
     from mta_ablate.errors import ConfigError
     from mta_ablate.sweep.spec import parse_sweep, read_sweep_file
 

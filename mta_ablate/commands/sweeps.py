@@ -46,7 +46,7 @@ def rows(url: str) -> list[dict]:
 def run(args) -> int:
     from rich.table import Table
 
-    from mta_ablate.cli import console
+    from mta_ablate.console import console
     from mta_ablate.preflight import check_storage, redact
     from mta_ablate.sweep.study import storage_url
 

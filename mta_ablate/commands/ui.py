@@ -93,7 +93,7 @@ def sweep_links(uri: str, base_url: str, only: str | None = None) -> list[tuple[
 def run(args) -> int:
     import importlib.util
 
-    from mta_ablate.cli import console, err_console
+    from mta_ablate.console import console, err_console
     from mta_ablate.paths import mta_home
     from mta_ablate.preflight import redact
     from mta_ablate.tracking.mlflow_store import tracking_uri

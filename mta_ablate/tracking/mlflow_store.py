@@ -4,8 +4,8 @@ Store: `MLFLOW_TRACKING_URI` when set, else the embedded default, a SQLite file 
 under `MTA_HOME/mlartifacts/`. Runs are created with the client API (never `mlflow.start_run`), so a stray
 `MLFLOW_RUN_ID` in the environment cannot hijack them; it is removed from the environment anyway.
 
-Tags: `mta.arm`, `mta.seed`, `mta.preset` on every run; sweeps add `mta.sweep`, `mta.trial`, `mta.factor`,
-`mta.level`, and a child run carries `mlflow.parentRunId`.
+Tags: `mta.arm`, `mta.seed` on every run; sweeps add `mta.sweep`, `mta.trial`, `mta.factor`, `mta.level`, and a
+child run carries `mlflow.parentRunId`; a failed run `mta.failure`.
 """
 
 from __future__ import annotations
