@@ -1,6 +1,6 @@
 """The decoder-only language model (pure torch)."""
 
-from mta_ablate.model.presets import MODEL_PRESETS, model_preset
+from mta_ablate.model.presets import model_preset, model_presets
 from mta_ablate.model.transformer import (
     ModelConfig,
     TransformerLM,
@@ -10,11 +10,11 @@ from mta_ablate.model.transformer import (
 )
 
 __all__ = [
-    "MODEL_PRESETS",
     "ModelConfig",
     "TransformerLM",
     "is_mta_param",
     "lm_loss",
     "model_preset",
+    "model_presets",
     "paper_mta_overhead",
 ]
