@@ -1,7 +1,7 @@
 """Turn a loaded sweep into the numbers of its report (pure: no files, no plotting).
 
 sweep = load_sweep("kernel_sizes")
-report = analyse(sweep, histories=load_histories(sweep, [history_key(sweep.objective)]))
+report = analyse(sweep, histories=load_histories(sweep, [validation_key(sweep.objective)]))
 report.comparison      # long frame, one row per (metric, arm): summary over seeds + paired test vs reference
 report.findings        # sentences saying which differences are significant and which are noise
 """
@@ -17,31 +17,16 @@ import polars as pl
 from dashboards import stats
 from dashboards.convergence import threshold_for, time_to_threshold
 from dashboards.load import PARAM_PREFIX, Sweep
+from mta_ablate.metrics import HEADLINE, QUALITY, validation_key
 
 log = logging.getLogger(__name__)
 
-QUALITY = ("final/ppl", "toy/error", "needle/accuracy", "needle/first_token", "needle/wrong_needle")
-QUALITY += ("babilong/accuracy", "final/answer_acc", "final/loss")
-"""Quality metrics compared when present (after the sweep's objective), in this order."""
-HEADLINE = ("final/ppl", "toy/error", "needle/accuracy", "babilong/accuracy")
 COST = ("perf/tokens_per_s", "perf/step_ms", "perf/peak_mem_mib")
 PARAMS = ("model/params/total", "model/params/mta", "model/params/non_mta")
 NEEDLE_CELL = re.compile(r"^needle/ctx(\d+)/k(\d+)/depth(\d+)-(\d+)/exact$")
 NEEDLE_K = re.compile(r"^needle/ctx(\d+)/k(\d+)/exact$")
 NEEDLE_WRONG = re.compile(r"^needle/ctx(\d+)/k(\d+)/wrong_needle$")
 CORPUS_PPL = re.compile(r"^final/ppl/(.+)$")
-
-
-def history_key(objective: str) -> str:
-    """The metric logged during training that tracks a final objective: `toy/error` -> `val/error`, ..."""
-    if objective.startswith("val/"):
-        return objective
-    mapping = {"toy/error": "val/error", "needle/accuracy": "val/accuracy", "babilong/accuracy": "val/accuracy"}
-    if objective in mapping:
-        return mapping[objective]
-    if objective.startswith("final/"):
-        return "val/" + objective.removeprefix("final/")
-    return "val/loss"
 
 
 @dataclass(frozen=True)
@@ -230,7 +215,7 @@ def analyse(
     alpha: float = 0.05,
     threshold: float | None = None,
 ) -> Report:
-    """All numbers of the report. `histories`: load_histories(sweep, [history_key(objective)]) or None.
+    """All numbers of the report. `histories`: load_histories(sweep, [validation_key(objective)]) or None.
 
     ci: "t" or "bootstrap" (seeded by `seed`); alpha: the level for "significant" after Holm's correction;
     threshold: the level of the time-to-threshold table (default: the objective's, if it has one)."""
@@ -268,7 +253,7 @@ def analyse(
         findings.append("No reference arm (pass --baseline ARM): arms are summarised but not tested against one.")
     best_arm, best_run = _best(sweep, done, comparison)
     needle_cells, needle_k, needle_wrong = _needle(done)
-    curve_key = history_key(sweep.objective) if sweep.objective else "val/loss"
+    curve_key = validation_key(sweep.objective) if sweep.objective else "val/loss"
     not_complete = sweep.trials.filter(pl.col("state") != "complete").select(
         "trial", "arm", "seed", "state", "status", "failure"
     )

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import polars as pl
 
-from dashboards.analysis import Report, analyse, history_key
+from dashboards.analysis import Report, analyse
 from dashboards.load import Sweep, download_artifact, load_histories, load_sweep
 from dashboards.render import blocks, build_figures, to_html, to_markdown
+from mta_ablate.metrics import validation_key
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def export_report(
             f"sweep {sweep.name!r} has no complete trial yet: nothing to report, nothing written "
             f"(see `mta-ablate status {sweep.name}`)"
         )
-    histories = load_histories(sweep, [history_key(sweep.objective)]) if sweep.trials.height else None
+    histories = load_histories(sweep, [validation_key(sweep.objective)]) if sweep.trials.height else None
     report = analyse(sweep, histories, baseline=baseline, ci=ci, seed=seed, alpha=alpha, threshold=threshold)
     extras: dict = {"mta_parameters": mta_parameters_png(report)}
     if sweep.design == "search":

@@ -18,16 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from mta_ablate import metrics
+
 CI_METHODS = ("t", "bootstrap")
-LOWER_IS_BETTER = ("ppl", "loss", "error", "bpb", "step_ms", "peak_mem", "duration")
-HIGHER_IS_BETTER = ("accuracy", "acc", "exact", "first_token", "tokens_per_s", "items_per_sec")
-RATES = ("error", "accuracy", "acc", "exact", "first_token", "wrong_needle")
-"""Metric names (last path part contains one) that are fractions in [0, 1]: their mean's CI is clipped to it."""
-
-
-def is_rate(metric: str) -> bool:
-    last = metric.lower().rsplit("/", 1)[-1]
-    return any(part in last for part in RATES)
 
 
 @dataclass(frozen=True)
@@ -43,13 +36,10 @@ class Interval:
 
 
 def direction_of(metric: str, objective: str = "", objective_direction: str = "minimize") -> str:
-    """'minimize' or 'maximize' for a metric key: the sweep's own direction for its objective, else by name."""
+    """'minimize' or 'maximize' for a metric key: the sweep's own direction for its objective, else the registry's."""
     if metric == objective and objective_direction in ("minimize", "maximize"):
         return objective_direction
-    name = metric.lower()
-    if any(part in name for part in HIGHER_IS_BETTER) and "wrong" not in name:
-        return "maximize"
-    return "minimize"
+    return metrics.direction(metric)
 
 
 def mean_ci(
@@ -183,7 +173,7 @@ def compare_arms(
         ref_arm = ref_of.get(arm) or ""
         row = {"metric": metric, "arm": arm, "ref": ref_arm, "n": interval.n, "mean": interval.mean}
         lo, hi = interval.lo, interval.hi
-        if is_rate(metric) and not math.isnan(lo):  # NaN (one seed) stays NaN
+        if metrics.is_rate(metric) and not math.isnan(lo):  # NaN (one seed) stays NaN
             lo, hi = max(0.0, lo), min(1.0, hi)
         row |= {"std": interval.std, "ci_lo": lo, "ci_hi": hi, "ci_method": ci}
         paired = Paired(0, *([math.nan] * 8))
@@ -191,7 +181,7 @@ def compare_arms(
             joined = own.join(arm_values(trials, metric, ref_arm), on="seed", suffix="_ref")
             paired = paired_test(joined["value"].to_numpy(), joined["value_ref"].to_numpy())
         diff_lo, diff_hi = paired.diff_lo, paired.diff_hi
-        if is_rate(metric) and not math.isnan(diff_lo):  # a difference of two rates lies in [-1, 1]
+        if metrics.is_rate(metric) and not math.isnan(diff_lo):  # a difference of two rates lies in [-1, 1]
             diff_lo, diff_hi = max(-1.0, diff_lo), min(1.0, diff_hi)
         row |= {"n_pairs": paired.n, "diff": paired.diff_mean, "diff_lo": diff_lo, "diff_hi": diff_hi}
         row |= {"rel_diff": paired.rel_diff, "t": paired.t, "p_t": paired.p_t, "p_wilcoxon": paired.p_wilcoxon}

@@ -15,8 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-EVAL_SEED = 2_000_003
-"""Seed of validation batches: one fixed value, so every model is scored on the same sequences."""
+from mta_ablate.evaluate.common import VALIDATION_SEED
 
 
 def step_generator(seed: int, step: int, stream: int = 0) -> np.random.Generator:
@@ -41,7 +40,7 @@ def validation_batches(task, n_batches: int, batch_size: int) -> list[dict[str, 
     """Fixed validation batches: the task's own held-out batches when it has them, else generated ones."""
     if hasattr(task, "validation_batches"):
         return list(task.validation_batches(n_batches, batch_size))
-    return [task.batch(batch_size, step_generator(EVAL_SEED, i, 1)) for i in range(n_batches)]
+    return [task.batch(batch_size, step_generator(VALIDATION_SEED, i, 1)) for i in range(n_batches)]
 
 
 class TaskDataModule(L.LightningDataModule):

@@ -14,60 +14,21 @@ Keys, by when they are logged:
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import torch
 
 from lightning_modules.data_module import validation_batches
 from mta_ablate.config.schema import TrainConfig
-
-FAMILY = {"lm": "final", "find_block": "toy", "needle": "needle", "babilong": "babilong"}
-"""Prefix of a task's final metrics."""
+from mta_ablate.metrics import TASK_METRICS, family
+from mta_ablate.model import token_nll
 
 
 def task_metrics(model, task, n_samples: int, final: bool) -> dict[str, float]:
-    """The task's own metrics (unprefixed) on `n_samples` fixed evaluation samples (windows for lm)."""
-    from mta_ablate import evaluate
-
-    c = task.config
-    if task.name == "lm":
-        r = evaluate.corpus_perplexity(model, c.corpora, c.seq_len, c.tokenizer, max_windows=max(1, n_samples))
-        out = {"ppl": r["avg/ppl"], "bpb": r["avg/bpb"]}
-        for name in c.corpora:
-            out[f"ppl/{name}"], out[f"bpb/{name}"] = r[f"{name}/ppl"], r[f"{name}/bpb"]
-        return out
-    if task.name == "find_block":
-        r = evaluate.toy_error(model, task, n=n_samples)
-        return {k: v for k, v in r.items() if k.startswith(("error", "token_error"))}
-    if task.name == "needle":
-        lengths = (c.context_len, 2 * c.context_len) if final else (c.context_len,)
-        lengths = tuple(t for t in lengths if t <= model.config.max_seq_len)
-        r = evaluate.needle_grid(
-            model,
-            context_lens=lengths,
-            n_needles=(1, 2, 4) if final else (c.n_needles,),
-            n=n_samples,
-            key_words=c.key_words,
-            value_digits=c.value_digits,
-            haystack=c.haystack,
-            split=c.split,
-            tokenizer=c.tokenizer,
-        )
-        r["accuracy"] = r.pop("exact")
-        return r if final else {"accuracy": r["accuracy"]}
-    if task.name == "babilong":
-        r = evaluate.babilong_accuracy(
-            model,
-            qa=(c.qa,),
-            context_lens=(c.context_len,),
-            n=n_samples,
-            haystack=c.haystack,
-            split=c.split,
-            tokenizer=c.tokenizer,
-        )
-        r["accuracy"] = r.pop("exact")
-        return r if final else {"accuracy": r["accuracy"]}
-    return {}
+    """The task's own metrics (unprefixed) on `n_samples` fixed evaluation samples, by its registered evaluator."""
+    module, _, name = TASK_METRICS[task.name].evaluator.partition(":")
+    return getattr(importlib.import_module(module), name)(model, task, n_samples, final)
 
 
 class ScoreSums:
@@ -80,8 +41,7 @@ class ScoreSums:
     def add(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
         logits = logits.float()
         targets, weight, answer = batch["targets"], batch["loss_weight"], batch["answer_mask"]
-        nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
-        nll = nll.view_as(targets)
+        nll = token_nll(logits, targets)
         s, scored = self.s, batch["loss_mask"]
         s["loss_w"] += float((nll * weight).sum())
         s["weight"] += float(weight.sum())
@@ -118,6 +78,6 @@ def final_metrics(model, task, train: TrainConfig) -> dict[str, float]:
         scores.add(model(batch["tokens"]), batch)
     model.train(was_training)
     out = {f"final/{k}": v for k, v in scores.metrics().items()}
-    family = FAMILY.get(task.name, "final")
-    out.update({f"{family}/{k}": v for k, v in task_metrics(model, task, train.eval_samples, final=True).items()})
+    prefix = family(task.name)
+    out.update({f"{prefix}/{k}": v for k, v in task_metrics(model, task, train.eval_samples, final=True).items()})
     return out

@@ -8,13 +8,14 @@
 Models are run in eval mode under no_grad on their own device; the training flag is restored afterwards.
 """
 
-from mta_ablate.evaluate.common import EVAL_SEED, answer_metrics, score_batch
+from mta_ablate.evaluate.common import EVAL_SEED, VALIDATION_SEED, answer_metrics, score_batch
 from mta_ablate.evaluate.needle import greedy_answers, needle_grid
 from mta_ablate.evaluate.perplexity import corpus_perplexity, window_perplexity
 from mta_ablate.evaluate.tasks import babilong_accuracy, task_answer_metrics, toy_error
 
 __all__ = [
     "EVAL_SEED",
+    "VALIDATION_SEED",
     "answer_metrics",
     "babilong_accuracy",
     "corpus_perplexity",

@@ -8,8 +8,12 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from mta_ablate.model import token_nll
+
 EVAL_SEED = 2_147_483_647
 """Default seed of evaluation samples: far from the small seeds training uses."""
+VALIDATION_SEED = 2_000_003
+"""Seed of the fixed validation batches scored during training (another stream than the final evaluation's)."""
 
 
 def device_of(model: nn.Module) -> torch.device:
@@ -43,18 +47,10 @@ def score_batch(model: nn.Module, batch: dict[str, torch.Tensor], batch_size: in
             tokens = batch["tokens"][i : i + batch_size].to(device)
             targets = batch["targets"][i : i + batch_size].to(device)
             logits = model(tokens)  # (b, T, V)
-            per_pos = _per_position_nll(logits, targets)
-            nll.append(per_pos.cpu())
+            nll.append(token_nll(logits, targets).cpu())
             argmax.append(logits.argmax(-1).cpu())
     argmax_t = torch.cat(argmax)
     return {"nll": torch.cat(nll), "argmax": argmax_t, "correct": argmax_t == batch["targets"]}
-
-
-def _per_position_nll(logits_BTV: torch.Tensor, targets_BT: torch.Tensor) -> torch.Tensor:
-    """(B, T) NLL in nats, computed exactly as `lm_loss` does (float32 cross-entropy)."""
-    return torch.nn.functional.cross_entropy(
-        logits_BTV.float().flatten(0, 1), targets_BT.flatten(), reduction="none"
-    ).view_as(targets_BT)
 
 
 def answer_metrics(scored: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Toy error (find_block) and BabiLong accuracy: teacher-forced scores over fresh, seeded task samples.
+"""Each task's own metrics (the evaluators `mta_ablate.metrics.TASK_METRICS` names), and the toy error and BabiLong
+accuracy they use: teacher-forced scores over fresh, seeded task samples.
 
 Teacher-forced exact match (every answer token is the argmax given the true prefix) equals greedy decoding
 producing the answer, so these are the paper's error rates without a decoding loop.
@@ -10,6 +11,8 @@ import torch
 from torch import nn
 
 from mta_ablate.evaluate.common import EVAL_SEED, answer_metrics, score_batch
+from mta_ablate.evaluate.needle import needle_grid
+from mta_ablate.evaluate.perplexity import corpus_perplexity
 
 
 def task_answer_metrics(model: nn.Module, task, n: int = 512, seed: int = EVAL_SEED, batch_size: int = 64):
@@ -59,3 +62,54 @@ def babilong_accuracy(
     exact = [v for k, v in out.items() if k.endswith("/exact")]
     out["exact"] = float(torch.tensor(exact).mean())
     return out
+
+
+# Evaluators: (model, task, n_samples, final) -> the task's own metrics, unprefixed. `final=False` is the cheap
+# version logged at every validation (val/<name>); `final=True` the whole set logged once under the task's family.
+
+
+def lm_metrics(model: nn.Module, task, n_samples: int, final: bool) -> dict[str, float]:
+    c = task.config
+    r = corpus_perplexity(model, c.corpora, c.seq_len, c.tokenizer, max_windows=max(1, n_samples))
+    out = {"ppl": r["avg/ppl"], "bpb": r["avg/bpb"]}  # the mean over corpora, as the paper
+    for name in c.corpora:
+        out[f"ppl/{name}"], out[f"bpb/{name}"] = r[f"{name}/ppl"], r[f"{name}/bpb"]
+    return out
+
+
+def find_block_metrics(model: nn.Module, task, n_samples: int, final: bool) -> dict[str, float]:
+    r = toy_error(model, task, n=n_samples)
+    return {k: v for k, v in r.items() if k.startswith(("error", "token_error"))}
+
+
+def needle_metrics(model: nn.Module, task, n_samples: int, final: bool) -> dict[str, float]:
+    c = task.config
+    lengths = (c.context_len, 2 * c.context_len) if final else (c.context_len,)
+    r = needle_grid(
+        model,
+        context_lens=tuple(t for t in lengths if t <= model.config.max_seq_len),
+        n_needles=(1, 2, 4) if final else (c.n_needles,),
+        n=n_samples,
+        key_words=c.key_words,
+        value_digits=c.value_digits,
+        haystack=c.haystack,
+        split=c.split,
+        tokenizer=c.tokenizer,
+    )
+    r["accuracy"] = r.pop("exact")
+    return r if final else {"accuracy": r["accuracy"]}
+
+
+def babilong_metrics(model: nn.Module, task, n_samples: int, final: bool) -> dict[str, float]:
+    c = task.config
+    r = babilong_accuracy(
+        model,
+        qa=(c.qa,),
+        context_lens=(c.context_len,),
+        n=n_samples,
+        haystack=c.haystack,
+        split=c.split,
+        tokenizer=c.tokenizer,
+    )
+    r["accuracy"] = r.pop("exact")
+    return r if final else {"accuracy": r["accuracy"]}

@@ -7,6 +7,7 @@ from mta_ablate.model.transformer import (
     is_mta_param,
     lm_loss,
     paper_mta_overhead,
+    token_nll,
 )
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "TransformerLM",
     "is_mta_param",
     "lm_loss",
+    "token_nll",
     "model_preset",
     "model_presets",
     "paper_mta_overhead",

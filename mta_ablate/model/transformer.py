@@ -173,14 +173,19 @@ def is_mta_param(name: str) -> bool:
     return any(part.startswith("mta_") for part in name.split("."))
 
 
+def token_nll(logits_BTV: torch.Tensor, targets_BT: torch.Tensor) -> torch.Tensor:
+    """(B, T) next-token negative log-likelihood in nats (float32 cross-entropy): the one per-position NLL that
+    training, validation and evaluation all use."""
+    return F.cross_entropy(logits_BTV.float().flatten(0, 1), targets_BT.flatten(), reduction="none").view_as(targets_BT)
+
+
 def lm_loss(logits_BTV: torch.Tensor, targets_BT: torch.Tensor, mask_BT: torch.Tensor | None = None) -> torch.Tensor:
     """Mean next-token cross-entropy (nats) over the positions where mask is true (all when None).
 
     logits and targets are already aligned (logits[:, i] predicts targets[:, i]). One function serves
     training and evaluation so perplexity cannot drift from the training loss.
     """
-    nll_BT = F.cross_entropy(logits_BTV.float().flatten(0, 1), targets_BT.flatten(), reduction="none")
-    nll_BT = nll_BT.view_as(targets_BT)
+    nll_BT = token_nll(logits_BTV, targets_BT)
     if mask_BT is None:
         return nll_BT.mean()
     mask = mask_BT.to(nll_BT.dtype)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mta_ablate.errors import ConfigError
+from mta_ablate.metrics import GENERIC, TASK_METRICS, validation_key
 from mta_ablate.paths import check_name
 from mta_ablate.sequential import SeedPolicy
 from mta_ablate.sweep.design import Arm, SearchParam, expand, references, search_space
@@ -29,9 +30,6 @@ PRUNERS = ("none", "median", "asha", "hyperband")
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
 KEYS = ("name", "defaults", "base", "seeds", "objective", "budget", "design", "pruner", "sampler", "heartbeat")
 GROUPS = ("model", "attention", "task", "train")
-
-VALIDATION_METRIC = {"toy/error": "val/error", "needle/accuracy": "val/accuracy", "babilong/accuracy": "val/accuracy"}
-"""The metric reported during training (for pruning) for objectives only measured at the end."""
 
 
 @dataclass(frozen=True)
@@ -76,9 +74,7 @@ class SweepSpec:
     @property
     def report_metric(self) -> str:
         """What the trial reports at every validation, for pruning."""
-        if self.metric in VALIDATION_METRIC:
-            return VALIDATION_METRIC[self.metric]
-        return "val/" + self.metric.split("/", 1)[1] if self.metric.startswith("final/") else self.metric
+        return validation_key(self.metric, other=self.metric)
 
     def slots(self) -> list[tuple[Arm, int]]:
         """Every (arm, seed) of a fixed design, each to complete exactly once."""
@@ -270,17 +266,11 @@ def _base_overrides(defaults: list, base: dict) -> list[str]:
     return out + [to_override(k, v) for k, v in base.items()]
 
 
-TASK_FAMILY = {"lm": "final", "find_block": "toy", "needle": "needle", "babilong": "babilong"}
-"""The prefix of each task's own final metrics (toy/error, needle/accuracy, ...)."""
-GENERIC = ("loss", "ppl", "error", "answer_acc", "bpb", "loss_best")
-"""What every task logs as val/<name> during training and final/<name> at the end."""
-
-
 def check_objective(metric: str, task: str, corpora=()) -> None:
     """The objective must be a metric the task logs, so a trial cannot train fully and then find no objective."""
     head, _, rest = metric.partition("/")
     name, _, corpus = rest.partition("/")
-    family = TASK_FAMILY.get(task)
+    family = TASK_METRICS[task].family if task in TASK_METRICS else None
     if head in ("final", "val") and name in GENERIC and (not corpus or (name in ("ppl", "bpb") and corpus in corpora)):
         return
     if head == family and head != "final" and rest:
