@@ -10,6 +10,7 @@
     export_report(sweep, Path("reports/kernel_sizes"))
 
 Modules: `load` (MLflow store -> polars), `stats` (pure statistics over seeds: t/bootstrap CI, paired t, Wilcoxon,
-Holm, Pareto), `analysis` (a sweep -> `Report`), `figures` (matplotlib, `ax=None`, never saves), `render` (Markdown
-and self-contained HTML strings), `export` (writes the files and logs them to the sweep's parent run).
+Holm, Pareto), `analysis` (a sweep -> `Report`), `tables` (cost, needle, curves, equal compute), `content` (a
+`Report` -> the blocks it says, in order), `figures` (matplotlib, `ax=None`, never saves), `render` (Markdown and
+self-contained HTML strings), `export` (writes the files and logs them to the sweep's parent run).
 """

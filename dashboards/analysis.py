@@ -14,18 +14,13 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from dashboards import stats
+from dashboards import stats, tables
 from dashboards.convergence import threshold_for, time_to_threshold
-from dashboards.load import PARAM_PREFIX, Sweep
+from dashboards.load import Sweep
 from mta_ablate.metrics import HEADLINE, QUALITY, validation_key
 
 log = logging.getLogger(__name__)
 
-COST = ("perf/tokens_per_s", "perf/step_ms", "perf/peak_mem_mib")
-PARAMS = ("model/params/total", "model/params/mta", "model/params/non_mta")
-NEEDLE_CELL = re.compile(r"^needle/ctx(\d+)/k(\d+)/depth(\d+)-(\d+)/exact$")
-NEEDLE_K = re.compile(r"^needle/ctx(\d+)/k(\d+)/exact$")
-NEEDLE_WRONG = re.compile(r"^needle/ctx(\d+)/k(\d+)/wrong_needle$")
 CORPUS_PPL = re.compile(r"^final/ppl/(.+)$")
 
 
@@ -120,7 +115,7 @@ def _within(sweep: Sweep, arms: list[str], baseline: str) -> dict[str, str]:
 def _metrics(sweep: Sweep, done: pl.DataFrame) -> tuple[list[str], list[str]]:
     present = [c for c in done.columns if done[c].dtype == pl.Float64 and done[c].is_not_null().any()]
     corpora = sorted(m.group(1) for c in present if (m := CORPUS_PPL.match(c)))
-    wanted = [sweep.objective, *QUALITY, *(f"final/ppl/{c}" for c in corpora), *COST]
+    wanted = [sweep.objective, *QUALITY, *(f"final/ppl/{c}" for c in corpora), *tables.COST]
     return [m for m in dict.fromkeys(wanted) if m and m in present], corpora
 
 
@@ -145,67 +140,6 @@ def _warnings(sweep: Sweep, done: pl.DataFrame, arms: list[str]) -> list[str]:
     return out
 
 
-def _cost(done: pl.DataFrame, arms: list[str], ref_of: dict[str, str]) -> pl.DataFrame:
-    cols = []
-    for key in PARAMS:
-        if f"{PARAM_PREFIX}{key}" in done.columns:
-            cols.append(pl.col(f"{PARAM_PREFIX}{key}").cast(pl.Float64, strict=False).mean().alias(key))
-    cols += [pl.col(key).mean().alias(key) for key in COST if key in done.columns]
-    frame = done.group_by("arm").agg(pl.len().alias("n"), *cols)
-    order = pl.DataFrame({"arm": arms, "_order": list(range(len(arms)))})
-    frame = order.join(frame, on="arm", how="left").sort("_order").drop("_order")
-    if "perf/step_ms" in frame.columns:
-        step = dict(zip(frame["arm"], frame["perf/step_ms"], strict=True))
-        base = {arm: step.get(ref_of.get(arm) or (arms[0] if not ref_of else "")) for arm in step}
-        rel = [step[a] / base[a] if step[a] is not None and base[a] else None for a in step]
-        frame = frame.with_columns(pl.Series("step_rel", rel, dtype=pl.Float64))
-    return frame
-
-
-def _needle(done: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    cells, ks, wrong = [], [], []
-    for column in done.columns:
-        if m := NEEDLE_CELL.match(column):
-            ctx, k, lo, hi = (int(g) for g in m.groups())
-            cells.append(
-                done.select("arm", pl.col(column).alias("accuracy")).with_columns(
-                    ctx=pl.lit(ctx), k=pl.lit(k), depth_lo=pl.lit(lo), depth_hi=pl.lit(hi)
-                )
-            )
-        elif m := NEEDLE_K.match(column):
-            ctx, k = (int(g) for g in m.groups())
-            ks.append(done.select("arm", pl.col(column).alias("accuracy")).with_columns(ctx=pl.lit(ctx), k=pl.lit(k)))
-        elif m := NEEDLE_WRONG.match(column):
-            ctx, k = (int(g) for g in m.groups())
-            rate = done.select("arm", pl.col(column).alias("accuracy"))  # the wrong-needle rate, same layout
-            wrong.append(rate.with_columns(ctx=pl.lit(ctx), k=pl.lit(k)))
-
-    def mean_over_seeds(parts: list[pl.DataFrame], keys: list[str]) -> pl.DataFrame:
-        if not parts:
-            return pl.DataFrame(schema={"arm": pl.String} | {k: pl.Int32 for k in keys[1:]} | {"accuracy": pl.Float64})
-        stacked = pl.concat(parts).drop_nulls("accuracy")
-        agg = stacked.group_by(keys).agg(pl.col("accuracy").mean(), pl.len().alias("n"))
-        return agg.sort(keys)
-
-    by_k = ["arm", "ctx", "k"]
-    by_depth = mean_over_seeds(cells, [*by_k, "depth_lo", "depth_hi"])
-    return by_depth, mean_over_seeds(ks, by_k), mean_over_seeds(wrong, by_k)
-
-
-def _curves(histories: pl.DataFrame | None, key: str, done: pl.DataFrame) -> pl.DataFrame:
-    schema = {"arm": pl.String, "step": pl.Int64, "mean": pl.Float64, "lo": pl.Float64, "hi": pl.Float64}
-    if histories is None or histories.is_empty():
-        return pl.DataFrame(schema=schema | {"n": pl.UInt32})
-    rows = histories.filter((pl.col("key") == key) & pl.col("run_id").is_in(done["run_id"].implode()))
-    agg = rows.group_by("arm", "step").agg(
-        pl.col("value").mean().alias("mean"),
-        pl.col("value").min().alias("lo"),
-        pl.col("value").max().alias("hi"),
-        pl.len().alias("n"),
-    )
-    return agg.sort("arm", "step")
-
-
 def analyse(
     sweep: Sweep,
     histories: pl.DataFrame | None = None,
@@ -223,36 +157,10 @@ def analyse(
     arms = sweep.arms()
     reference, ref_of = resolve_reference(sweep, baseline)
     metrics, corpora = _metrics(sweep, done)
-    parts = []
-    for metric in metrics:
-        direction = stats.direction_of(metric, sweep.objective, sweep.direction)
-        parts.append(stats.compare_arms(done, metric, arms, ref_of, direction, ci=ci, seed=seed, alpha=alpha))
-    if parts and metrics[0] == sweep.objective and sweep.policy and ref_of and not baseline:
-        parts[0] = _with_decisions(parts[0], done, sweep, ref_of)
-    levels = sweep.trials.group_by("arm").agg(pl.col("factor").first(), pl.col("level").first())
-    if parts:
-        comparison = pl.concat(parts, how="diagonal").join(levels, on="arm", how="left")
-    else:
-        comparison = stats.compare_arms(done, "", [], ref_of).with_columns(
-            factor=pl.lit(None, pl.String), level=pl.lit(None, pl.String)
-        )
-    comparison = comparison.select("metric", "arm", "factor", "level", pl.exclude("metric", "arm", "factor", "level"))
-    findings = []
-    headline = [m for m in dict.fromkeys([sweep.objective, *HEADLINE]) if m in metrics]
-    if ref_of:
-        tested = (pl.col("arm") != pl.col("ref")) & (pl.col("ref") != "")
-        for metric in headline:
-            for row in comparison.filter((pl.col("metric") == metric) & tested).iter_rows(named=True):
-                if row.get("state") is not None:
-                    findings.append(stats.sequential_verdict(row, row["ref"], metric, sweep.policy))
-                elif metric == sweep.objective:
-                    findings.append(stats.verdict(row, row["ref"], metric, alpha))
-                else:
-                    findings.append("Exploratory (not the objective): " + stats.verdict(row, row["ref"], metric, alpha))
-    elif arms:
-        findings.append("No reference arm (pass --baseline ARM): arms are summarised but not tested against one.")
+    comparison = _comparison(sweep, done, arms, ref_of, metrics, decisions=not baseline, ci=ci, seed=seed, alpha=alpha)
+    findings = _findings(sweep, comparison, arms, ref_of, metrics, alpha)
     best_arm, best_run = _best(sweep, done, comparison)
-    needle_cells, needle_k, needle_wrong = _needle(done)
+    needle_cells, needle_k, needle_wrong = tables.needle_tables(done)
     curve_key = validation_key(sweep.objective) if sweep.objective else "val/loss"
     not_complete = sweep.trials.filter(pl.col("state") != "complete").select(
         "trial", "arm", "seed", "state", "status", "failure"
@@ -266,13 +174,13 @@ def analyse(
         findings=findings,
         warnings=_warnings(sweep, done, arms),
         not_complete=not_complete,
-        cost=_cost(done, arms, ref_of),
+        cost=tables.cost_table(done, arms, ref_of),
         needle_cells=needle_cells,
         needle_k=needle_k,
         needle_wrong=needle_wrong,
         corpora=corpora,
-        curves=_curves(histories, curve_key, done),
-        equal_compute=_equal_compute(histories, curve_key, done, ref_of),
+        curves=tables.learning_curves(histories, curve_key, done),
+        equal_compute=tables.equal_compute(histories, curve_key, done, ref_of),
         time_to_threshold=_time_to_threshold(sweep, histories, curve_key, done, threshold),
         curve_key=curve_key,
         best_arm=best_arm,
@@ -280,6 +188,44 @@ def analyse(
         ci=ci,
         alpha=alpha,
     )
+
+
+def _comparison(sweep: Sweep, done, arms, ref_of, metrics, decisions: bool, **test) -> pl.DataFrame:
+    """stats.compare_arms for every metric, stacked, with each arm's factor and level; the objective's rows carry the
+    seeds-until-decided state when the sweep has that policy (and the reference is the sweep's own)."""
+    parts = []
+    for metric in metrics:
+        direction = stats.direction_of(metric, sweep.objective, sweep.direction)
+        parts.append(stats.compare_arms(done, metric, arms, ref_of, direction, **test))
+    if parts and metrics[0] == sweep.objective and sweep.policy and ref_of and decisions:
+        parts[0] = _with_decisions(parts[0], done, sweep, ref_of)
+    levels = sweep.trials.group_by("arm").agg(pl.col("factor").first(), pl.col("level").first())
+    if parts:
+        comparison = pl.concat(parts, how="diagonal").join(levels, on="arm", how="left")
+    else:
+        comparison = stats.compare_arms(done, "", [], ref_of).with_columns(
+            factor=pl.lit(None, pl.String), level=pl.lit(None, pl.String)
+        )
+    return comparison.select("metric", "arm", "factor", "level", pl.exclude("metric", "arm", "factor", "level"))
+
+
+def _findings(sweep: Sweep, comparison: pl.DataFrame, arms, ref_of, metrics, alpha: float) -> list[str]:
+    """One sentence per (headline metric, compared arm): the objective's verdicts, then the exploratory ones."""
+    if not ref_of:
+        return (
+            ["No reference arm (pass --baseline ARM): arms are summarised but not tested against one."] if arms else []
+        )
+    findings = []
+    tested = (pl.col("arm") != pl.col("ref")) & (pl.col("ref") != "")
+    for metric in [m for m in dict.fromkeys([sweep.objective, *HEADLINE]) if m in metrics]:
+        for row in comparison.filter((pl.col("metric") == metric) & tested).iter_rows(named=True):
+            if row.get("state") is not None:
+                findings.append(stats.sequential_verdict(row, row["ref"], metric, sweep.policy))
+            elif metric == sweep.objective:
+                findings.append(stats.verdict(row, row["ref"], metric, alpha))
+            else:
+                findings.append("Exploratory (not the objective): " + stats.verdict(row, row["ref"], metric, alpha))
+    return findings
 
 
 def _time_to_threshold(sweep: Sweep, histories, key: str, done: pl.DataFrame, given: float | None) -> dict | None:
@@ -304,60 +250,6 @@ def _with_decisions(rows: pl.DataFrame, done: pl.DataFrame, sweep: Sweep, ref_of
     states = [decisions[a].state if a in decisions else None for a in rows["arm"]]
     at = [decisions[a].decided_at if a in decisions else None for a in rows["arm"]]
     return rows.with_columns(pl.Series("state", states, pl.String), pl.Series("decided_at", at, pl.Int64))
-
-
-def _equal_compute(histories: pl.DataFrame | None, key: str, done: pl.DataFrame, ref_of: dict[str, str]):
-    """Each compared arm at its reference's training compute, paired by seed.
-
-    The reference's compute is its steps x FLOPs per step (`perf/train_flops`); the arm's validation curve (`key`) is
-    interpolated linearly at step = that compute / the arm's FLOPs per step. An arm whose curve does not reach that
-    far (it trained with less compute) has no value there: `reached` is false and the difference is null.
-    Returns arm, ref, ref_steps, steps_at_equal_flops, reached, n, diff_equal_steps, diff_equal_flops."""
-    import numpy as np
-
-    schema = {"arm": pl.String, "ref": pl.String, "ref_steps": pl.Int64, "steps_at_equal_flops": pl.Float64}
-    schema |= {"reached": pl.Boolean, "n": pl.Int64, "diff_equal_steps": pl.Float64, "diff_equal_flops": pl.Float64}
-    needed = {"perf/flops_per_step", "perf/train_flops"}
-    if histories is None or histories.is_empty() or not needed <= set(done.columns):
-        return pl.DataFrame(schema=schema)
-    curves = histories.filter(pl.col("key") == key)
-    rows = []
-    for arm, ref in ref_of.items():
-        if not ref or arm == ref:
-            continue
-        same_steps, same_flops, at_steps, ref_steps = [], [], [], 0
-        for seed in done.filter(pl.col("arm") == arm)["seed"].to_list():
-            a = done.filter((pl.col("arm") == arm) & (pl.col("seed") == seed)).row(0, named=True)
-            r = done.filter((pl.col("arm") == ref) & (pl.col("seed") == seed))
-            if r.is_empty() or not a["perf/flops_per_step"] or r["perf/train_flops"][0] is None:
-                continue
-            r = r.row(0, named=True)
-            a_curve = curves.filter(pl.col("run_id") == a["run_id"]).sort("step")
-            r_curve = curves.filter(pl.col("run_id") == r["run_id"]).sort("step")
-            if a_curve.is_empty() or r_curve.is_empty():
-                continue
-            step = r["perf/train_flops"] / a["perf/flops_per_step"]
-            ref_final, ref_steps = r_curve["value"][-1], int(r_curve["step"][-1])
-            same_steps.append(a_curve["value"][-1] - ref_final)
-            at_steps.append(step)
-            if a_curve["step"][0] <= step <= a_curve["step"][-1]:
-                same_flops.append(float(np.interp(step, a_curve["step"], a_curve["value"])) - ref_final)
-        if not at_steps:
-            continue
-        reached = len(same_flops) == len(at_steps)
-        rows.append(
-            {
-                "arm": arm,
-                "ref": ref,
-                "ref_steps": ref_steps,
-                "steps_at_equal_flops": float(np.mean(at_steps)),
-                "reached": reached,
-                "n": len(at_steps),
-                "diff_equal_steps": float(np.mean(same_steps)),
-                "diff_equal_flops": float(np.mean(same_flops)) if reached else None,
-            }
-        )
-    return pl.DataFrame(rows, schema=schema, orient="row")
 
 
 def _best(sweep: Sweep, done: pl.DataFrame, comparison: pl.DataFrame) -> tuple[str | None, str | None]:

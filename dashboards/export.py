@@ -22,8 +22,9 @@ from pathlib import Path
 import polars as pl
 
 from dashboards.analysis import Report, analyse
+from dashboards.content import blocks
 from dashboards.load import Sweep, download_artifact, load_histories, load_sweep
-from dashboards.render import blocks, build_figures, to_html, to_markdown
+from dashboards.render import build_figures, to_html, to_markdown
 from mta_ablate.metrics import validation_key
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,8 @@
 """`run_trial(config)`: one training run, start to finish. `mta-ablate train`, every sweep worker and the tests use it.
 
-A straight line: seed -> data -> model -> MLflow run -> callbacks -> trainer -> fit -> final evaluation -> log.
-The MLflow run ends FINISHED, or FAILED with a `mta.failure` tag, and the exception propagates to the caller.
+A straight line: MLflow run -> seed -> data -> model -> callbacks -> trainer -> fit -> final evaluation -> log.
+The MLflow run ends FINISHED, or FAILED with a `mta.failure` tag, and the exception propagates to the caller
+(`mlflow_store.recorded`).
 """
 
 from __future__ import annotations
@@ -77,6 +78,22 @@ def log_run_inputs(mlflow_client, run_id: str, config: ExperimentConfig) -> None
         mlflow_client.log_artifacts(run_id, tmp)
 
 
+def open_run(client, config: ExperimentConfig, tags: dict[str, str], parent_run_id: str | None):
+    """(run id, checkpoint to resume from or None): the unfinished run this one resumes (train.resume), marked running
+    again, or a new run."""
+    resumable = find_resumable(client, config) if config.train.resume else None
+    if config.train.resume and resumable is None:
+        log.warning("train.resume=true but no unfinished checkpoint of %s: starting fresh", config.run_name)
+    if resumable is None:
+        return start_run(client, config, tags, parent_run_id), None
+    run_id, ckpt = resumable
+    client.update_run(run_id, status="RUNNING")
+    client.set_tag(run_id, store.TAG_STATE, "running")
+    if store.TAG_FAILURE in client.get_run(run_id).data.tags:  # the interruption it resumes from is over
+        client.delete_tag(run_id, store.TAG_FAILURE)
+    return run_id, ckpt
+
+
 def run_trial(
     config: ExperimentConfig,
     *,
@@ -93,89 +110,87 @@ def run_trial(
     on_start(run_id) is called once the MLflow run exists."""
     import time
 
-    clock = {"start": time.perf_counter()}
-    import lightning as L
     import torch
+
+    clock = {"start": time.perf_counter()}
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    client = store.client(tracking_uri)
+    run_id, ckpt = open_run(client, config, tags or {}, parent_run_id)
+    checkpoint_dir = checkpoint_root(config) / run_id
+    log.info("run %s (%s) -> %s", config.run_name, run_id, store.tracking_uri(tracking_uri))
+    with store.recorded(client, run_id):
+        if on_start is not None:
+            on_start(run_id)
+        if ckpt is None:
+            log_run_inputs(client, run_id, config)
+        module, task, trainer, logger = _fit(config, client, run_id, checkpoint_dir, ckpt, reporter, clock)
+        clock["evaluate"] = time.perf_counter()
+        metrics = _final_metrics(module, task, trainer, logger, config)
+        clock["finish"] = time.perf_counter()
+        logger.log_metrics(metrics, step=trainer.global_step)
+        logger.flush()
+        _log_mta_figure(client, run_id, module.model, config)
+    timings = {
+        "setup_s": clock["fit"] - clock["start"],
+        "fit_s": clock["evaluate"] - clock["fit"],
+        "evaluate_s": clock["finish"] - clock["evaluate"],
+        "finish_s": time.perf_counter() - clock["finish"],
+    }
+    counts = module.model.count_params()
+    return TrialResult(run_id, metrics, trainer.global_step, checkpoint_dir, counts, timings)
+
+
+def _fit(config: ExperimentConfig, client, run_id: str, checkpoint_dir: Path, ckpt, reporter, clock: dict):
+    """Seed, data, model and trainer, then training (resumed from `ckpt` when given). Returns what evaluation needs."""
+    import time
+
+    import lightning as L
 
     from lightning_modules.callbacks import build_callbacks, trainer_kwargs
     from lightning_modules.data_module import TaskDataModule
-    from lightning_modules.evaluation import final_metrics
     from lightning_modules.lm_module import LMModule
     from mta_ablate.attention.init import init_digest
     from mta_ablate.data import build_task
     from mta_ablate.tracking.lightning_logger import MlflowRunLogger
 
     train = config.train
-    if train.threads:
-        torch.set_num_threads(train.threads)
-    client = store.client(tracking_uri)
-    resumable = find_resumable(client, config) if train.resume else None
-    if train.resume and resumable is None:
-        log.warning("train.resume=true but no unfinished checkpoint of %s: starting fresh", config.run_name)
-    run_id = resumable[0] if resumable else start_run(client, config, tags or {}, parent_run_id)
-    checkpoint_dir = checkpoint_root(config) / run_id
-    log.info("run %s (%s) -> %s", config.run_name, run_id, store.tracking_uri(tracking_uri))
-    try:
-        if on_start is not None:
-            on_start(run_id)
-        if resumable:
-            client.update_run(run_id, status="RUNNING")
-            client.set_tag(run_id, store.TAG_STATE, "running")
-            if store.TAG_FAILURE in client.get_run(run_id).data.tags:  # the interruption it resumes from is over
-                client.delete_tag(run_id, store.TAG_FAILURE)
-        else:
-            log_run_inputs(client, run_id, config)
-        L.seed_everything(config.seed, workers=True, verbose=False)
-        task = build_task(config.task.name, **config.task.params)
-        module = LMModule(config.model, train, task, seed=config.seed)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    task = build_task(config.task.name, **config.task.params)
+    module = LMModule(config.model, train, task, seed=config.seed)
+    if ckpt is None:
         counts = module.model.count_params()
-        if not resumable:
-            store.log_params(client, run_id, {f"model/params/{k}": str(v) for k, v in counts.items()})
-            client.log_dict(run_id, init_digest(module.model), "init_digest.json")
-        data = TaskDataModule(task, train.batch_size, config.seed, train.val_batches)
-        logger = MlflowRunLogger(client, run_id)
-        trainer = L.Trainer(
-            logger=logger,
-            callbacks=build_callbacks(train, checkpoint_dir, reporter),
-            default_root_dir=str(checkpoint_dir),
-            **trainer_kwargs(train),
-        )
-        logger.step_fn = lambda: trainer.global_step
-        clock["fit"] = time.perf_counter()
-        ckpt = str(resumable[1]) if resumable else None
-        try:
-            trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)  # a checkpoint never runs code
-        except SystemExit:
-            if trainer.interrupted:  # Lightning answers Ctrl-C / SIGTERM with sys.exit(1): it is an interruption
-                raise KeyboardInterrupt("training was interrupted") from None
-            raise
-        if trainer.interrupted:
-            raise KeyboardInterrupt("training was interrupted")
-        clock["evaluate"] = time.perf_counter()
-        metrics = {**final_metrics(module.model, task, train), **_cost_summary(logger.latest)}
-        if getattr(module, "flops_per_batch", None):  # training compute, for comparisons at equal FLOPs
-            metrics["perf/flops_per_step"] = float(module.flops_per_batch)
-            metrics["perf/train_flops"] = float(module.flops_per_batch) * trainer.global_step
-        clock["finish"] = time.perf_counter()
-        logger.log_metrics(metrics, step=trainer.global_step)
-        logger.flush()
-        _log_mta_figure(client, run_id, module.model, config)
-        client.set_tag(run_id, store.TAG_STATE, "complete")
-        client.set_terminated(run_id, "FINISHED")
-        end = time.perf_counter()
-        timings = {
-            "setup_s": clock["fit"] - clock["start"],
-            "fit_s": clock["evaluate"] - clock["fit"],
-            "evaluate_s": clock["finish"] - clock["evaluate"],
-            "finish_s": end - clock["finish"],
-        }
-        return TrialResult(run_id, metrics, trainer.global_step, checkpoint_dir, counts, timings)
-    except BaseException as exc:
-        client.set_tag(run_id, store.TAG_FAILURE, f"{type(exc).__name__}: {exc}"[:5000])
-        client.set_tag(run_id, store.TAG_STATE, getattr(exc, "mta_state", "failed"))
-        interrupted = isinstance(exc, KeyboardInterrupt)
-        client.set_terminated(run_id, getattr(exc, "mlflow_status", "KILLED" if interrupted else "FAILED"))
+        store.log_params(client, run_id, {f"model/params/{k}": str(v) for k, v in counts.items()})
+        client.log_dict(run_id, init_digest(module.model), "init_digest.json")
+    data = TaskDataModule(task, train.batch_size, config.seed, train.val_batches)
+    logger = MlflowRunLogger(client, run_id)
+    trainer = L.Trainer(
+        logger=logger,
+        callbacks=build_callbacks(train, checkpoint_dir, reporter),
+        default_root_dir=str(checkpoint_dir),
+        **trainer_kwargs(train),
+    )
+    logger.step_fn = lambda: trainer.global_step
+    clock["fit"] = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt and str(ckpt), weights_only=True)  # never runs code
+    except SystemExit:
+        if trainer.interrupted:  # Lightning answers Ctrl-C / SIGTERM with sys.exit(1): it is an interruption
+            raise KeyboardInterrupt("training was interrupted") from None
         raise
+    if trainer.interrupted:
+        raise KeyboardInterrupt("training was interrupted")
+    return module, task, trainer, logger
+
+
+def _final_metrics(module, task, trainer, logger, config: ExperimentConfig) -> dict[str, float]:
+    from lightning_modules.evaluation import final_metrics
+
+    metrics = {**final_metrics(module.model, task, config.train), **_cost_summary(logger.latest)}
+    if getattr(module, "flops_per_batch", None):  # training compute, for comparisons at equal FLOPs
+        metrics["perf/flops_per_step"] = float(module.flops_per_batch)
+        metrics["perf/train_flops"] = float(module.flops_per_batch) * trainer.global_step
+    return metrics
 
 
 def _cost_summary(latest: dict[str, float]) -> dict[str, float]:

@@ -19,9 +19,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from rich.markup import escape
-    from rich.table import Table
-
     from mta_ablate.console import console, setup_logging
     from mta_ablate.errors import ConfigError
     from mta_ablate.sweep.spec import parse_sweep, read_sweep_file
@@ -30,36 +27,8 @@ def run(args) -> int:
         raise ConfigError(f"--workers={args.workers}: expected an integer >= 1")
     spec = parse_sweep(read_sweep_file(args.file, args.overrides), args.overrides)  # every arm validated: exit 2
     if args.dry_run:
-        steps = {}
-        if spec.equalize:
-            from mta_ablate.sweep.compute import equalized_steps
-
-            steps = equalized_steps(spec)
-        table = Table(title=f"sweep {spec.name}: {spec.kind} design, objective {spec.metric} ({spec.direction})")
-        for col in ("arm", "factor", "level", "compared with", "overrides", *(["max_steps"] if steps else [])):
-            table.add_column(col)
-        for arm in spec.arms:
-            overrides = ", ".join(f"{k}={v}" for k, v in arm.overrides.items())
-            ref = spec.reference_of.get(arm.name, "")
-            cells = [arm.name, arm.factor, arm.level, "(reference)" if ref == arm.name else ref, overrides]
-            table.add_row(*(escape(c) for c in cells), *([str(steps[arm.name])] if steps else []))
-        console.print(table)
-        n = len(spec.slots()) if spec.kind != "search" else spec.max_trials
-        if spec.policy:
-            p = spec.policy
-            upto = len(spec.arms) * p.max
-            seeds = f"seeds {p.initial} to {p.max} per comparison, added while undecided; up to {upto} trials"
-            rule = f"alpha={p.alpha}" + (f", equivalence margin {p.margin}" if p.margin else "")
-            seeds += f"; sequential paired t-test, Holm across arms, {rule}"
-        else:
-            seeds = f"{len(spec.seeds)} seed" + ("s" if len(spec.seeds) > 1 else "")
-        console.print(f"{n} trials ({seeds}); base: {escape(' '.join(spec.base))}")
-        if steps:
-            console.print("budget.equalize=flops: max_steps per arm give each arm its reference's training FLOPs")
-        console.print(_existing(spec.name, args.storage), highlight=False)
-        return 0
+        return _dry_run(spec, args)
     from mta_ablate.config.checks import check_device
-    from mta_ablate.config.compose import load_experiment
     from mta_ablate.preflight import check_storage, check_tracking, check_workspace
     from mta_ablate.sweep.study import storage_url
 
@@ -68,8 +37,7 @@ def run(args) -> int:
     check_storage(storage)
     check_tracking(args.tracking_uri)
 
-    first = spec.arms[0].overrides if spec.kind != "search" and spec.arms else {}  # local workers train on this host
-    check_device(load_experiment(spec.experiment_overrides(first, spec.seeds[0])).train.accelerator)
+    check_device(spec.first_config.train.accelerator)  # local workers train on this host
     setup_logging()
     from mta_ablate.sweep.launch import run_sweep
 
@@ -99,6 +67,43 @@ def run(args) -> int:
         )
         return 1
     return 0 if counts["failed"] == 0 else 1
+
+
+def _dry_run(spec, args) -> int:
+    """The arms and trials a sweep would run, and whether the store already has it; nothing is run or stored."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from mta_ablate.console import console
+
+    steps = {}
+    if spec.equalize:
+        from mta_ablate.sweep.compute import equalized_steps
+
+        steps = equalized_steps(spec)
+    table = Table(title=f"sweep {spec.name}: {spec.kind} design, objective {spec.metric} ({spec.direction})")
+    for col in ("arm", "factor", "level", "compared with", "overrides", *(["max_steps"] if steps else [])):
+        table.add_column(col)
+    for arm in spec.arms:
+        overrides = ", ".join(f"{k}={v}" for k, v in arm.overrides.items())
+        ref = spec.reference_of.get(arm.name, "")
+        cells = [arm.name, arm.factor, arm.level, "(reference)" if ref == arm.name else ref, overrides]
+        table.add_row(*(escape(c) for c in cells), *([str(steps[arm.name])] if steps else []))
+    console.print(table)
+    n = len(spec.slots()) if spec.kind != "search" else spec.max_trials
+    if spec.policy:
+        p = spec.policy
+        upto = len(spec.arms) * p.max
+        seeds = f"seeds {p.initial} to {p.max} per comparison, added while undecided; up to {upto} trials"
+        rule = f"alpha={p.alpha}" + (f", equivalence margin {p.margin}" if p.margin else "")
+        seeds += f"; sequential paired t-test, Holm across arms, {rule}"
+    else:
+        seeds = f"{len(spec.seeds)} seed" + ("s" if len(spec.seeds) > 1 else "")
+    console.print(f"{n} trials ({seeds}); base: {escape(' '.join(spec.base))}")
+    if steps:
+        console.print("budget.equalize=flops: max_steps per arm give each arm its reference's training FLOPs")
+    console.print(_existing(spec.name, args.storage), highlight=False)
+    return 0
 
 
 def _existing(name: str, storage: str | None) -> str:

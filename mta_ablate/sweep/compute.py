@@ -19,9 +19,7 @@ def step_flops(config) -> int:
 
 def equalized_steps(spec: SweepSpec) -> dict[str, int]:
     """Each arm's max_steps = round(reference steps x reference FLOPs per step / arm FLOPs per step)."""
-    from mta_ablate.config.compose import load_experiment
-
-    configs = {a.name: load_experiment(spec.experiment_overrides(a.overrides, spec.seeds[0])) for a in spec.arms}
+    configs = spec.configs
     flops = {name: step_flops(config) for name, config in configs.items()}
     out = {}
     for arm, ref in spec.reference_of.items():

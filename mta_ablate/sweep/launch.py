@@ -36,10 +36,8 @@ def start_workers(spec: SweepSpec, storage: str, tracking_uri: str, n: int) -> l
 
     logs = mta_home() / "logs" / spec.name
     logs.mkdir(parents=True, exist_ok=True)
-    from mta_ablate.config.compose import load_experiment
-
     # the trial's own thread count when its config fixes one (the CPU recipes: 1), else a share of the cores
-    threads = load_experiment(spec.experiment_overrides({}, spec.seeds[0])).train.threads
+    threads = spec.first_config.train.threads
     threads = threads or max(1, (os.cpu_count() or 1) // n)
     procs = []
     for i in range(n):

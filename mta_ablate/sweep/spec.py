@@ -11,17 +11,18 @@
     pruner: {kind: median, warmup_steps: 200}
 
 Command-line overrides go to the experiment (`train.max_steps=50`), or to the sweep itself with a `sweep.` prefix
-(`sweep.seeds=[0]`). Every arm's config is composed and validated here, so a bad level fails in one line, exit 2.
+(`sweep.seeds=[0]`). Every arm's config is composed and validated once (`resolve.validate_configs`), so a bad level
+fails in one line, exit 2.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from mta_ablate.errors import ConfigError
-from mta_ablate.metrics import GENERIC, TASK_METRICS, validation_key
+from mta_ablate.metrics import validation_key
 from mta_ablate.paths import check_name
 from mta_ablate.sequential import SeedPolicy
 from mta_ablate.sweep.design import Arm, SearchParam, expand, references, search_space
@@ -55,6 +56,9 @@ class SweepSpec:
     """arm -> the arm it is compared with (itself for a reference); empty when the design has no reference."""
     equalize: str | None = None
     """`budget.equalize: flops`: each arm's max_steps is set so that its training FLOPs match its reference's."""
+    configs: dict = field(default_factory=dict, compare=False, repr=False)
+    """arm -> its experiment config (`ExperimentConfig`, at the first seed), composed once by validation or rebuilt
+    from the stored sweep without Hydra; for a search, the base experiment under the key ""."""
 
     @property
     def kind(self) -> str:
@@ -85,6 +89,12 @@ class SweepSpec:
 
     def to_dict(self) -> dict:
         return self.raw
+
+    @property
+    def first_config(self):
+        """The config of the first arm (of the base experiment for a search): what every trial shares, such as the
+        accelerator and the thread count, is read from it."""
+        return next(iter(self.configs.values()))
 
 
 def to_override(key: str, value: Any) -> str:
@@ -165,26 +175,8 @@ def parse_sweep(data: dict, overrides: list[str] = (), validate: bool = True) ->
     design = data.get("design")
     if not isinstance(design, dict):
         raise ConfigError("sweep.design: missing; expected {kind: ablation|grid|arms|search, ...}")
-    budget = data.get("budget") or {}
-    max_trials, timeout = budget.get("max_trials"), budget.get("timeout_min")
-    if max_trials is not None and (not isinstance(max_trials, int) or max_trials < 1):
-        raise ConfigError(f"sweep.budget.max_trials={max_trials!r}: expected an integer >= 1 or null")
-    if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
-        raise ConfigError(f"sweep.budget.timeout_min={timeout!r}: expected minutes > 0 or null")
-    equalize = budget.get("equalize")
-    if equalize not in (None, "flops"):
-        raise ConfigError(f"sweep.budget.equalize={equalize!r}: allowed: flops, or null (equal steps)")
-    pruner = data.get("pruner") or {"kind": "none"}
-    if not isinstance(pruner, dict) or pruner.get("kind", "none") not in PRUNERS:
-        raise ConfigError(f"sweep.pruner={pruner!r}: kind must be one of {', '.join(PRUNERS)}")
-    sampler = data.get("sampler", "tpe")
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"sweep.sampler={sampler!r}: allowed: {', '.join(SAMPLERS)}")
-    heartbeat = data.get("heartbeat") or {}
-    interval, grace = heartbeat.get("interval_s", 10), heartbeat.get("grace_s", 30)
-    if not (isinstance(interval, int) and isinstance(grace, int) and 1 <= interval < grace):
-        raise ConfigError(f"sweep.heartbeat={heartbeat!r}: expected integers 1 <= interval_s < grace_s")
-
+    options = _options(data)
+    max_trials, timeout, equalize = options["max_trials"], options["timeout_min"], options["equalize"]
     if design.get("kind") == "search":
         arms, space = (), tuple(search_space(design))
         if max_trials is None and timeout is None:
@@ -208,20 +200,48 @@ def parse_sweep(data: dict, overrides: list[str] = (), validate: bool = True) ->
         design=design,
         arms=arms,
         space=space,
-        max_trials=max_trials,
-        timeout_min=timeout,
-        pruner={"kind": "none", **pruner},
-        sampler=sampler,
-        heartbeat_s=interval,
-        grace_s=grace,
+        **options,
         raw=data,
         policy=policy,
         reference_of=reference_of,
-        equalize=equalize,
     )
-    if validate:
-        validate_configs(spec)
-    return spec
+    if not validate:
+        return spec
+    from mta_ablate.sweep.resolve import validate_configs  # it composes configs: the heavy end of this layer
+
+    return replace(spec, configs=validate_configs(spec))
+
+
+def _options(data: dict) -> dict[str, Any]:
+    """The checked budget, pruner, sampler and heartbeat of a sweep, as `SweepSpec` fields."""
+    budget = data.get("budget") or {}
+    max_trials, timeout = budget.get("max_trials"), budget.get("timeout_min")
+    if max_trials is not None and (not isinstance(max_trials, int) or max_trials < 1):
+        raise ConfigError(f"sweep.budget.max_trials={max_trials!r}: expected an integer >= 1 or null")
+    if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+        raise ConfigError(f"sweep.budget.timeout_min={timeout!r}: expected minutes > 0 or null")
+    equalize = budget.get("equalize")
+    if equalize not in (None, "flops"):
+        raise ConfigError(f"sweep.budget.equalize={equalize!r}: allowed: flops, or null (equal steps)")
+    pruner = data.get("pruner") or {"kind": "none"}
+    if not isinstance(pruner, dict) or pruner.get("kind", "none") not in PRUNERS:
+        raise ConfigError(f"sweep.pruner={pruner!r}: kind must be one of {', '.join(PRUNERS)}")
+    sampler = data.get("sampler", "tpe")
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"sweep.sampler={sampler!r}: allowed: {', '.join(SAMPLERS)}")
+    heartbeat = data.get("heartbeat") or {}
+    interval, grace = heartbeat.get("interval_s", 10), heartbeat.get("grace_s", 30)
+    if not (isinstance(interval, int) and isinstance(grace, int) and 1 <= interval < grace):
+        raise ConfigError(f"sweep.heartbeat={heartbeat!r}: expected integers 1 <= interval_s < grace_s")
+    return {
+        "max_trials": max_trials,
+        "timeout_min": timeout,
+        "equalize": equalize,
+        "pruner": {"kind": "none", **pruner},
+        "sampler": sampler,
+        "heartbeat_s": interval,
+        "grace_s": grace,
+    }
 
 
 SEED_KEYS = ("initial", "max", "alpha", "margin", "reference")
@@ -264,43 +284,3 @@ def _base_overrides(defaults: list, base: dict) -> list[str]:
     if not isinstance(base, dict):
         raise ConfigError(f"sweep.base={base!r}: expected a mapping of experiment overrides")
     return out + [to_override(k, v) for k, v in base.items()]
-
-
-def check_objective(metric: str, task: str, corpora=()) -> None:
-    """The objective must be a metric the task logs, so a trial cannot train fully and then find no objective."""
-    head, _, rest = metric.partition("/")
-    name, _, corpus = rest.partition("/")
-    family = TASK_METRICS[task].family if task in TASK_METRICS else None
-    if head in ("final", "val") and name in GENERIC and (not corpus or (name in ("ppl", "bpb") and corpus in corpora)):
-        return
-    if head == family and head != "final" and rest:
-        return
-    if head == "perf" and rest:
-        return
-    allowed = [f"{family}/..."] if family and family != "final" else []
-    allowed += [f"final/{g}" for g in GENERIC[:5]] + ["val/<same>"]
-    if task == "lm":
-        allowed += [f"final/ppl/<corpus: {', '.join(corpora)}>"]
-    raise ConfigError(f"objective.metric={metric!r}: task {task} does not log it; allowed: {', '.join(allowed)}")
-
-
-def validate_configs(spec: SweepSpec) -> None:
-    """Compose and validate the experiment of every arm (fixed designs) or every range end and choice (search)."""
-    from mta_ablate.config.compose import load_experiment
-
-    def check(label: str, overrides: dict) -> None:
-        try:
-            config = load_experiment(spec.experiment_overrides(overrides, spec.seeds[0]))
-            check_objective(spec.metric, config.task.name, config.task.params.get("corpora") or ())
-        except ConfigError as exc:
-            raise ConfigError(f"sweep {spec.name}, {label}: {exc}") from None
-
-    if spec.kind != "search":
-        for arm in spec.arms:
-            check(f"arm {arm.name!r}", arm.overrides)
-        return
-    check("base experiment", {})
-    for p in spec.space:
-        values = p.choices if p.type == "categorical" else (p.low, p.high)
-        for v in values:
-            check(f"search parameter {p.key}={v!r}", {p.key: int(v) if p.type == "int" else v})

@@ -5,7 +5,8 @@ workers share; `postgresql+psycopg://...` for many machines. Always an RDB stora
 dead worker's trial becomes stale, fails and is re-queued) exist only there.
 
 The study carries everything a worker needs in its user attributes (the sweep's plain data, the command-line
-overrides, the tracking URI, the parent run id), so `mta-ablate worker NAME --storage URL` needs no sweep file.
+overrides, each arm's resolved experiment config, the tracking URI, the parent run id), so `mta-ablate worker NAME
+--storage URL` needs no sweep file, and workers and `status` rebuild each arm's config without composing it again.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import json
 import logging
 import os
 import warnings
+from dataclasses import replace
 
 from mta_ablate import preflight
 from mta_ablate.errors import ConfigError
 from mta_ablate.sweep import adaptive
+from mta_ablate.sweep.resolve import rebuilt_configs, stored_configs, validate_configs
 from mta_ablate.sweep.spec import SweepSpec, parse_sweep
 from mta_ablate.tracking import mlflow_store as store
 
@@ -30,6 +33,7 @@ ATTR_READY = "mta.ready"  # set once the sweep's trials are queued; until then w
 
 
 ATTR_STEPS = "mta.max_steps"  # {arm: max_steps} of a sweep whose arms get equal training compute (budget.equalize)
+ATTR_CONFIGS = "mta.configs"  # {arm: resolved experiment config (plain data, max_steps included)}, composed once
 
 
 class SweepNotReady(ConfigError):
@@ -99,20 +103,26 @@ def _serialize_sqlite_transactions(engine) -> None:
     engine.dispose()  # pooled connections opened before the listeners existed
 
 
-def sampler_and_pruner(spec: SweepSpec, max_steps: int):
+def sampler_for(spec: SweepSpec):
     import optuna
 
     seed = spec.seeds[0]
     if spec.kind != "search":
-        sampler = optuna.samplers.RandomSampler(seed=seed)  # every fixed-design trial is enqueued; never sampled
-    else:
-        sampler = {
-            "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True),
-            "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-            "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
-            "gp": lambda: optuna.samplers.GPSampler(seed=seed),
-            "qmc": lambda: optuna.samplers.QMCSampler(seed=seed),
-        }[spec.sampler]()
+        return optuna.samplers.RandomSampler(seed=seed)  # every fixed-design trial is enqueued; never sampled
+    return {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+        "qmc": lambda: optuna.samplers.QMCSampler(seed=seed),
+    }[spec.sampler]()
+
+
+def pruner_for(spec: SweepSpec, max_steps: int):
+    """The sweep's pruner sized for a trial of `max_steps` steps: workers set it before each trial, so an arm with its
+    own max_steps (or equal-compute steps) is judged on its own scale."""
+    import optuna
+
     p = spec.pruner
     warmup = int(p.get("warmup_steps", 0))
     min_resource = int(p.get("min_steps", max(1, max_steps // 8)))
@@ -128,13 +138,7 @@ def sampler_and_pruner(spec: SweepSpec, max_steps: int):
             min_resource=min_resource, max_resource=max_steps, reduction_factor=int(p.get("reduction_factor", 3))
         ),
     }[p["kind"]]()
-    return sampler, pruner
-
-
-def base_max_steps(spec: SweepSpec) -> int:
-    from mta_ablate.config.compose import load_experiment
-
-    return load_experiment(spec.experiment_overrides({}, spec.seeds[0])).train.max_steps
+    return pruner
 
 
 def load(name: str, url: str, tracking_uri: str | None = None):
@@ -153,9 +157,12 @@ def load(name: str, url: str, tracking_uri: str | None = None):
         raise SweepNotReady(f"sweep {name!r} in {redact(url)} is still being created (its trials are not queued yet)")
     overrides = json.loads(attrs[ATTR_OVERRIDES])
     spec = parse_sweep(json.loads(attrs[ATTR_SPEC]), overrides, validate=False)
+    # a sweep stored by an earlier version has no configs: compose them, as it was
+    configs = rebuilt_configs(attrs[ATTR_CONFIGS]) if ATTR_CONFIGS in attrs else validate_configs(spec)
+    spec = replace(spec, configs=configs)
     storage = open_storage(url, spec.heartbeat_s, spec.grace_s)
-    sampler, pruner = sampler_and_pruner(spec, base_max_steps(spec))
-    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    pruner = pruner_for(spec, spec.first_config.train.max_steps)
+    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler_for(spec), pruner=pruner)
     return study, spec, _tracking(tracking_uri, attrs), attrs.get(ATTR_PARENT)
 
 
@@ -180,13 +187,12 @@ def create_or_resume(
 
     equal_steps = equalized_steps(spec) if spec.equalize else None  # before anything is stored
     storage = open_storage(url, spec.heartbeat_s, spec.grace_s)
-    sampler, pruner = sampler_and_pruner(spec, base_max_steps(spec))
     study = optuna.create_study(
         study_name=spec.name,
         storage=storage,
         direction=spec.direction,
-        sampler=sampler,
-        pruner=pruner,
+        sampler=sampler_for(spec),
+        pruner=pruner_for(spec, spec.first_config.train.max_steps),
         load_if_exists=True,
     )
     study.set_metric_names([spec.metric])  # dashboards show the objective by name, not "Objective 0"
@@ -201,6 +207,7 @@ def create_or_resume(
     if stored is None:
         if equal_steps:
             study.set_user_attr(ATTR_STEPS, json.dumps(equal_steps))
+        study.set_user_attr(ATTR_CONFIGS, stored_configs(spec.configs, equal_steps))
         study.set_user_attr(ATTR_SPEC, json.dumps(spec.raw))
         study.set_user_attr(ATTR_OVERRIDES, json.dumps(list(overrides)))
         study.set_user_attr(ATTR_TRACKING, redact(tracking_uri))

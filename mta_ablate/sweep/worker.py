@@ -17,7 +17,8 @@ import time
 from mta_ablate.sweep import adaptive
 from mta_ablate.sweep import study as sweep_study
 from mta_ablate.sweep.design import Arm, arm_name
-from mta_ablate.sweep.spec import SweepSpec, to_override
+from mta_ablate.sweep.resolve import trial_config
+from mta_ablate.sweep.spec import SweepSpec
 from mta_ablate.tracking import mlflow_store as store
 
 log = logging.getLogger(__name__)
@@ -64,15 +65,52 @@ def close_orphaned_runs(tracking_uri: str | None, sweep: str, arm: str, seed: in
 
 
 def make_objective(spec: SweepSpec, study, tracking_uri: str | None, parent: str | None, threads: int, worker: str):
+    """The Optuna objective of this worker: claim the trial's (arm, seed), train it with `run_trial`, return the
+    objective; a failure is recorded on the trial (interrupted or error) and re-raised."""
     import optuna
 
-    from mta_ablate.config.compose import load_experiment
-    from mta_ablate.sweep.design import sample_overrides
     from mta_ablate.trial import run_trial
 
-    arms = {a.name: a for a in spec.arms}
     equal_steps = json.loads(study.user_attrs.get(sweep_study.ATTR_STEPS, "{}"))
-    base_threads = load_experiment(spec.experiment_overrides({}, spec.seeds[0])).train.threads
+    base_threads = spec.first_config.train.threads
+
+    def run(trial: optuna.Trial) -> float:
+        started = time.time()
+        arm, seed = _claim(spec, study, trial, worker)
+        run_name = f"{arm.name}-seed{seed}" if spec.kind != "search" else f"t{trial.number}-seed{seed}"
+        changes = {
+            "seed": seed,
+            "tracking.experiment": spec.name,
+            "tracking.run_name": run_name,
+            "train.progress": "none",
+            "train.resume": True,
+        }
+        if threads and base_threads == 0:  # the config leaves it open: this worker's share of the cores
+            changes["train.threads"] = threads
+        config = trial_config(spec, arm, changes, equal_steps)
+        study.pruner = sweep_study.pruner_for(spec, config.train.max_steps)  # this trial's own scale
+        tags = {
+            store.TAG_SWEEP: spec.name,
+            store.TAG_TRIAL: str(trial.number),
+            store.TAG_FACTOR: arm.factor,
+            store.TAG_LEVEL: arm.level,
+            store.TAG_KIND: store.KIND_TRIAL,
+        }
+
+        def started_run(run_id: str) -> None:
+            trial.set_user_attr("mlflow_run_id", run_id)
+            close_orphaned_runs(tracking_uri, spec.name, arm.name, seed, keep=run_id)
+
+        report = _pruning_reporter(spec, trial)
+        result = run_trial(
+            config, reporter=report, parent_run_id=parent, tags=tags, tracking_uri=tracking_uri, on_start=started_run
+        )
+        work = result.timings["fit_s"] + result.timings["evaluate_s"]
+        trial.set_user_attr("overhead_s", round(time.time() - started - work, 3))
+        trial.set_user_attr("steps", result.steps)
+        if spec.metric not in result.metrics:
+            raise KeyError(f"objective {spec.metric} was not logged; logged: {', '.join(sorted(result.metrics))}")
+        return result.metrics[spec.metric]
 
     def objective(trial: optuna.Trial) -> float:
         try:
@@ -88,73 +126,48 @@ def make_objective(spec: SweepSpec, study, tracking_uri: str | None, parent: str
             trial.set_user_attr("failure", f"{type(exc).__name__}: {exc}"[:2000])
             raise
 
-    def run(trial: optuna.Trial) -> float:
-        started = time.time()
-        if spec.kind == "search":
-            overrides = sample_overrides(list(spec.space), trial)
-            arm, seed = Arm(arm_name(overrides), overrides), spec.seeds[0]
-        else:
-            if "arm" not in trial.user_attrs:  # queued trials carry their (arm, seed); this one was not queued
-                return _skip(trial, "no queued work left (another worker took the last trial)")
-            arm = arms[trial.suggest_categorical("arm", list(arms))]
-            seed = int(trial.user_attrs["seed"])  # an attribute, not a parameter: no dashboard ranks it as one
-            other = _find_duplicate(study, trial, arm.name, seed)
-            if other is not None:
-                return _skip(trial, f"trial {other.number} already has {arm.name} seed {seed}")
-        for key, value in {
-            "arm": arm.name,
-            "seed": seed,
-            "factor": arm.factor,
-            "level": arm.level,
-            "worker": worker,
-        }.items():
-            trial.set_user_attr(key, value)
-        run_name = f"{arm.name}-seed{seed}" if spec.kind != "search" else f"t{trial.number}-seed{seed}"
-        extra = [
-            to_override("tracking.experiment", spec.name),
-            "train.progress=none",
-            "train.resume=true",
-            to_override("tracking.run_name", run_name),
-        ]
-        if threads and base_threads == 0:  # the config leaves it open: this worker's share of the cores
-            extra.append(f"train.threads={threads}")
-        if arm.name in equal_steps:  # budget.equalize: this arm's steps for its reference's training FLOPs
-            extra.append(f"train.max_steps={equal_steps[arm.name]}")
-        config = load_experiment(spec.experiment_overrides(arm.overrides, seed, extra), arm=arm.name)
-
-        def report(step: int, metrics: dict[str, float]) -> None:
-            value = metrics.get(spec.report_metric)
-            if value is None:
-                return
-            trial.report(value, step)
-            if trial.should_prune():
-                exc = optuna.TrialPruned(f"pruned at step {step}: {spec.report_metric}={value:.4g}")
-                exc.mlflow_status, exc.mta_state = "KILLED", "pruned"
-                raise exc
-
-        tags = {
-            store.TAG_SWEEP: spec.name,
-            store.TAG_TRIAL: str(trial.number),
-            store.TAG_FACTOR: arm.factor,
-            store.TAG_LEVEL: arm.level,
-            store.TAG_KIND: store.KIND_TRIAL,
-        }
-
-        def started_run(run_id: str) -> None:
-            trial.set_user_attr("mlflow_run_id", run_id)
-            close_orphaned_runs(tracking_uri, spec.name, arm.name, seed, keep=run_id)
-
-        result = run_trial(
-            config, reporter=report, parent_run_id=parent, tags=tags, tracking_uri=tracking_uri, on_start=started_run
-        )
-        work = result.timings["fit_s"] + result.timings["evaluate_s"]
-        trial.set_user_attr("overhead_s", round(time.time() - started - work, 3))
-        trial.set_user_attr("steps", result.steps)
-        if spec.metric not in result.metrics:
-            raise KeyError(f"objective {spec.metric} was not logged; logged: {', '.join(sorted(result.metrics))}")
-        return result.metrics[spec.metric]
-
     return objective
+
+
+def _claim(spec: SweepSpec, study, trial, worker: str) -> tuple[Arm, int]:
+    """This trial's (arm, seed), recorded on it; a trial with no work (nothing queued, or its (arm, seed) is already
+    another trial's) is skipped (`_skip` raises)."""
+    from mta_ablate.sweep.design import sample_overrides
+
+    if spec.kind == "search":
+        overrides = sample_overrides(list(spec.space), trial)
+        arm, seed = Arm(arm_name(overrides), overrides), spec.seeds[0]
+    else:
+        if "arm" not in trial.user_attrs:  # queued trials carry their (arm, seed); this one was not queued
+            _skip(trial, "no queued work left (another worker took the last trial)")
+        arms = {a.name: a for a in spec.arms}
+        arm = arms[trial.suggest_categorical("arm", list(arms))]
+        seed = int(trial.user_attrs["seed"])  # an attribute, not a parameter: no dashboard ranks it as one
+        other = _find_duplicate(study, trial, arm.name, seed)
+        if other is not None:
+            _skip(trial, f"trial {other.number} already has {arm.name} seed {seed}")
+    identity = {"arm": arm.name, "seed": seed, "factor": arm.factor, "level": arm.level, "worker": worker}
+    for key, value in identity.items():
+        trial.set_user_attr(key, value)
+    return arm, seed
+
+
+def _pruning_reporter(spec: SweepSpec, trial):
+    """reporter(step, val_metrics) for `run_trial`: reports the sweep's validation metric to Optuna and stops the
+    trial (as `pruned`, MLflow status KILLED) when the pruner says so."""
+    import optuna
+
+    def report(step: int, metrics: dict[str, float]) -> None:
+        value = metrics.get(spec.report_metric)
+        if value is None:
+            return
+        trial.report(value, step)
+        if trial.should_prune():
+            exc = optuna.TrialPruned(f"pruned at step {step}: {spec.report_metric}={value:.4g}")
+            exc.mlflow_status, exc.mta_state = "KILLED", "pruned"
+            raise exc
+
+    return report
 
 
 def _load_when_ready(name: str, storage: str, tracking_uri: str | None, wait_s: float = 600):

@@ -10,6 +10,7 @@ child run carries `mlflow.parentRunId`; a failed run `mta.failure`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -188,3 +189,20 @@ TAG_DESIGN, TAG_REFERENCE, TAG_OBJECTIVE, TAG_DIRECTION = (
 TAG_STATE, TAG_STORAGE = "mta.state", "mta.storage"
 KIND_SWEEP, KIND_TRIAL = "sweep", "trial"
 STATES = ("running", "complete", "pruned", "failed")
+
+
+@contextlib.contextmanager
+def recorded(client, run_id: str):
+    """The run ends FINISHED with state `complete` when the block completes; when it raises, the run gets a
+    `mta.failure` tag and the state and status the exception names (`mta_state`, `mlflow_status`; by default
+    `failed` / FAILED, KILLED for an interruption), and the exception propagates."""
+    try:
+        yield
+    except BaseException as exc:
+        client.set_tag(run_id, TAG_FAILURE, f"{type(exc).__name__}: {exc}"[:5000])
+        client.set_tag(run_id, TAG_STATE, getattr(exc, "mta_state", "failed"))
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        client.set_terminated(run_id, getattr(exc, "mlflow_status", "KILLED" if interrupted else "FAILED"))
+        raise
+    client.set_tag(run_id, TAG_STATE, "complete")
+    client.set_terminated(run_id, "FINISHED")

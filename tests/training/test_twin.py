@@ -45,5 +45,5 @@ def test_lightning_and_the_bare_twin_give_the_same_loss_trajectory(attention):
     assert lightning[-1] < lightning[0] - 0.3  # it learned something, so the comparison is not of two flat lines
     torch.testing.assert_close(torch.tensor(lightning), torch.tensor(bare), rtol=1e-5, atol=1e-5)
     # the comparison can fail: the schedule one step late is visible
-    late = bare_twin_losses(TransformerLM(config, seed=3), replace(train, warmup_steps=51), batches, seed=3)
-    assert max(abs(a - b) for a, b in zip(late, lightning, strict=True)) > 1e-4
+    late = bare_twin_losses(TransformerLM(config, seed=3), replace(train, warmup_steps=51), batches[:60], seed=3)
+    assert max(abs(a - b) for a, b in zip(late, lightning[:60], strict=True)) > 1e-4
