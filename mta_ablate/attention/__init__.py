@@ -1,17 +1,23 @@
-"""Attention variants: the spec, the functional MTA op and the attention module (pure torch)."""
+"""Attention variants: the spec (no torch), the functional MTA op and the attention module (pure torch). The names
+are loaded from their modules on first use, so the spec imports without torch."""
 
-from mta_ablate.attention.functional import head_mix, kq_conv, materialized_mta_attention
-from mta_ablate.attention.op import mta_attention
-from mta_ablate.attention.spec import PRESETS, AttentionSpec, LayerPlan, depth_scale, preset
+import importlib
 
-__all__ = [
-    "PRESETS",
-    "AttentionSpec",
-    "LayerPlan",
-    "depth_scale",
-    "head_mix",
-    "kq_conv",
-    "materialized_mta_attention",
-    "mta_attention",
-    "preset",
-]
+_HOMES = {
+    "PRESETS": "spec",
+    "AttentionSpec": "spec",
+    "LayerPlan": "spec",
+    "depth_scale": "spec",
+    "preset": "spec",
+    "head_mix": "functional",
+    "kq_conv": "functional",
+    "materialized_mta_attention": "functional",
+    "mta_attention": "op",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

@@ -176,27 +176,20 @@ class AttentionSpec:
 
     def replace(self, **changes) -> AttentionSpec:
         """A copy with some fields changed (validated again)."""
-        _check_names(changes)
-        return dataclasses.replace(self, **changes)
+        return self.from_dict({**self.to_dict(), **changes})
 
     @classmethod
     def from_dict(cls, values: dict) -> AttentionSpec:
-        """Build from plain data (YAML, JSON, MLflow params); unknown keys raise `ConfigError`."""
-        _check_names(values)
-        return cls(**values)
+        """Build from plain data (YAML, JSON, MLflow params); unknown keys and wrong types raise `ConfigError`."""
+        from mta_ablate.typed import from_dict
+
+        return from_dict(cls, values, "attention")
 
     def to_dict(self) -> dict:
         """Plain data that `from_dict` reads back (tuples become lists)."""
         return {
             f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in dataclasses.fields(self)
         }
-
-
-def _check_names(values: dict) -> None:
-    known = {f.name for f in dataclasses.fields(AttentionSpec)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"attention.{unknown[0]}: unknown field; allowed: {', '.join(sorted(known))}")
 
 
 @dataclass(frozen=True)

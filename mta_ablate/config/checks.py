@@ -1,80 +1,8 @@
-"""Type checks for config dataclasses: one message per mistake, naming the key, the value and what is allowed."""
+"""Checks of a config against the host it runs on (the type checks are `mta_ablate.typed`)."""
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from typing import Any, Literal, get_args, get_origin
-
 from mta_ablate.errors import ConfigError
-
-
-def describe(annotation: Any) -> str:
-    """A short human description of a type annotation."""
-    origin, args = get_origin(annotation), get_args(annotation)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join("None" if a is type(None) else describe(a) for a in args)
-    if origin is tuple:
-        return "a list of " + ", ".join(describe(a) for a in args)
-    if origin is dict:
-        return "a mapping"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
-        annotation, getattr(annotation, "__name__", str(annotation))
-    )
-
-
-def conforms(value: Any, annotation: Any) -> bool:
-    origin, args = get_origin(annotation), get_args(annotation)
-    if annotation is Any:
-        return True
-    if origin is Literal:
-        return value in args
-    if origin in (typing.Union, types.UnionType):
-        return any(conforms(value, a) for a in args)
-    if annotation is type(None):
-        return value is None
-    if origin is tuple:
-        return isinstance(value, tuple | list) and len(value) == len(args) and all(map(conforms, value, args))
-    if origin is dict:
-        return isinstance(value, dict)
-    if annotation is bool:
-        return isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if isinstance(annotation, type):
-        return isinstance(value, annotation)
-    return True
-
-
-def check_fields(obj: Any, section: str) -> None:
-    """Raise ConfigError for the first field of a dataclass instance whose value does not match its type."""
-    hints = typing.get_type_hints(type(obj))
-    for field in dataclasses.fields(obj):
-        value = getattr(obj, field.name)
-        if not conforms(value, hints[field.name]):
-            raise ConfigError(f"{section}.{field.name}={value!r}: expected {describe(hints[field.name])}")
-
-
-def build(cls: type, values: dict, section: str):
-    """Instantiate a config dataclass from plain data; unknown keys and wrong types raise ConfigError."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"{section}={values!r}: expected a mapping of {cls.__name__} fields")
-    known = [f.name for f in dataclasses.fields(cls) if f.init]
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"{section}.{unknown[0]}: unknown key; allowed: {', '.join(known)}")
-    hints = typing.get_type_hints(cls)
-    for name, value in values.items():  # types first, so __post_init__ can trust them
-        if not conforms(value, hints[name]):
-            raise ConfigError(f"{section}.{name}={value!r}: expected {describe(hints[name])}")
-        if isinstance(value, list) and get_origin(hints[name]) is tuple:
-            values = {**values, name: tuple(value)}
-    return cls(**values)
 
 
 def check_device(accelerator: str, where: str = "train.accelerator") -> None:

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mta_ablate.attention.spec import AttentionSpec
-from mta_ablate.config.checks import build
 from mta_ablate.errors import ConfigError
-from mta_ablate.model.transformer import ModelConfig
+from mta_ablate.model.config import ModelConfig
+from mta_ablate.typed import from_dict
 
 SECTIONS = ("model", "attention", "task", "train", "tracking", "seed")
 
@@ -191,10 +191,10 @@ def experiment_from_dict(values: dict[str, Any], arm: str | None = None) -> Expe
                 f"model.{reserved}: set by the {'task' if reserved == 'vocab_size' else 'attention'} "
                 f"group, not in model"
             )
-    model = build(ModelConfig, {**model_values, "vocab_size": vocab_size, "attention": spec}, "model")
+    model = from_dict(ModelConfig, {**model_values, "vocab_size": vocab_size, "attention": spec}, "model")
     _check_fits(model, built.seq_len, task.name)
-    train = build(TrainConfig, dict(values["train"] or {}), "train")
-    tracking = build(TrackingConfig, dict(values["tracking"] or {}), "tracking")
+    train = from_dict(TrainConfig, dict(values["train"] or {}), "train")
+    tracking = from_dict(TrackingConfig, dict(values["tracking"] or {}), "tracking")
     return ExperimentConfig(
         model=model,
         task=task,

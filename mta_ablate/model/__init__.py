@@ -1,22 +1,22 @@
-"""The decoder-only language model (pure torch)."""
+"""The decoder-only language model (pure torch). `ModelConfig` and the shapes import without torch; the names are
+loaded from their modules on first use."""
 
-from mta_ablate.model.presets import model_preset, model_presets
-from mta_ablate.model.transformer import (
-    ModelConfig,
-    TransformerLM,
-    is_mta_param,
-    lm_loss,
-    paper_mta_overhead,
-    token_nll,
-)
+import importlib
 
-__all__ = [
-    "ModelConfig",
-    "TransformerLM",
-    "is_mta_param",
-    "lm_loss",
-    "token_nll",
-    "model_preset",
-    "model_presets",
-    "paper_mta_overhead",
-]
+_HOMES = {
+    "ModelConfig": "config",
+    "model_preset": "presets",
+    "model_presets": "presets",
+    "TransformerLM": "transformer",
+    "is_mta_param": "transformer",
+    "lm_loss": "transformer",
+    "paper_mta_overhead": "transformer",
+    "token_nll": "transformer",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

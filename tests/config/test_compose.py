@@ -89,3 +89,19 @@ def test_show_config_prints_the_resolved_tree(workspace):
     assert result.returncode == 0
     assert "group_norm: gated_scalar" in result.stdout and "max_steps:" in result.stdout
     assert AttentionSpec.from_dict({"layers": "every:4:2"}).layers == "every:4:2"
+
+
+def test_the_typed_config_path_imports_without_torch():
+    """Configs are built and checked (schema, model shape, attention spec) on a machine that only reads them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from mta_ablate.config.schema import TrainConfig\n"
+        "from mta_ablate.model import ModelConfig, model_preset\n"
+        "from mta_ablate.attention import preset\n"
+        "ModelConfig(vocab_size=30, attention=preset('mta_paper'), **model_preset('tiny'))\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

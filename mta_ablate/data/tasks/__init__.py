@@ -9,6 +9,7 @@ from mta_ablate.data.tasks.find_block import FindBlockConfig, FindBlockTask
 from mta_ablate.data.tasks.lm import LMConfig, LMTask, validation_windows
 from mta_ablate.data.tasks.needle import NeedleConfig, NeedleTask
 from mta_ablate.errors import ConfigError
+from mta_ablate.typed import from_dict
 
 TASKS: dict[str, tuple[type, type]] = {
     "find_block": (FindBlockConfig, FindBlockTask),
@@ -23,7 +24,7 @@ def task_config(name: str, **params):
     if name not in TASKS:
         raise ConfigError(f"task={name!r}: expected one of {sorted(TASKS)}")
     config_cls = TASKS[name][0]
-    return config_cls(**parse_overrides(config_cls, params))
+    return from_dict(config_cls, parse_overrides(config_cls, params), "task")
 
 
 def build_task(name: str, **params):
