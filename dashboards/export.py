@@ -131,9 +131,9 @@ def export_report(
     sweep.trials.write_parquet(paths["trials.parquet"])
     logged_to = None
     if log_artifact and sweep.parent_run_id:
-        from dashboards.load import _open_client
+        from dashboards.load import open_client
 
-        mlflow_client, _ = _open_client(uri or sweep.tracking_uri)
+        mlflow_client, _ = open_client(uri or sweep.tracking_uri)
         try:
             mlflow_client.log_artifacts(sweep.parent_run_id, str(out), artifact_path=REPORT_ARTIFACT_PATH)
             logged_to = sweep.parent_run_id

@@ -104,7 +104,7 @@ class Sweep:
         return arms
 
 
-def _open_client(uri: str | None):
+def open_client(uri: str | None):
     """MlflowClient on the configured store; `uri` None means the project's default (tracking_uri())."""
     from mta_ablate.tracking.mlflow_store import client, tracking_uri
 
@@ -171,7 +171,7 @@ def trials_frame(runs: list) -> pl.DataFrame:
 
 def load_sweep(name: str, uri: str | None = None) -> Sweep:
     """Read sweep `name` (the experiment of that name) from the store. ConfigError if there is no such sweep."""
-    mlflow_client, resolved_uri = _open_client(uri)
+    mlflow_client, resolved_uri = open_client(uri)
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is None or experiment.lifecycle_stage == "deleted":
         known = sorted(e.name for e in mlflow_client.search_experiments() if e.name != "Default")
@@ -213,7 +213,7 @@ def load_histories(sweep: Sweep, keys: list[str], uri: str | None = None) -> pl.
 
     Returns a long frame: run_id str, arm str, seed int, state str, key str, step int (global step), value float.
     """
-    mlflow_client, _ = _open_client(uri or sweep.tracking_uri)
+    mlflow_client, _ = open_client(uri or sweep.tracking_uri)
     rows = []
     wanted = [k for k in keys if k in sweep.metric_keys]
     for run_id, arm, seed, state in sweep.trials.select("run_id", "arm", "seed", "state").iter_rows():
@@ -227,7 +227,7 @@ def load_histories(sweep: Sweep, keys: list[str], uri: str | None = None) -> pl.
 
 def download_artifact(sweep: Sweep, run_id: str, path: str, dst: str, uri: str | None = None) -> str | None:
     """Download one artifact of a run into directory `dst`; None when the run has no such artifact."""
-    mlflow_client, _ = _open_client(uri or sweep.tracking_uri)
+    mlflow_client, _ = open_client(uri or sweep.tracking_uri)
     try:
         names = {a.path for a in mlflow_client.list_artifacts(run_id)}
         if path not in names:

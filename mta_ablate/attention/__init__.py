@@ -1,7 +1,7 @@
 """Attention variants: the spec (no torch), the functional MTA op and the attention module (pure torch). The names
 are loaded from their modules on first use, so the spec imports without torch."""
 
-import importlib
+from mta_ablate.lazy import lazy_names
 
 _HOMES = {
     "PRESETS": "spec",
@@ -16,8 +16,4 @@ _HOMES = {
 }
 __all__ = sorted(_HOMES)
 
-
-def __getattr__(name: str):
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+__getattr__ = lazy_names(__name__, _HOMES)

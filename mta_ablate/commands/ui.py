@@ -55,9 +55,8 @@ def _check_port(port: int, flag: str) -> None:
 
 def _sweep_storage(uri: str, sweep: str | None) -> str:
     """The Optuna storage URL recorded on a sweep's parent run (tag mta.storage): NAME's, else the latest sweep's."""
-    from dashboards.load import KIND_SWEEP, TAG_KIND, TAG_STORAGE
     from mta_ablate.errors import ConfigError
-    from mta_ablate.tracking.mlflow_store import client
+    from mta_ablate.tracking.mlflow_store import KIND_SWEEP, TAG_KIND, TAG_STORAGE, client
 
     mlflow_client = client(uri)
     experiments = [e for e in mlflow_client.search_experiments() if sweep in (None, e.name)]
@@ -77,8 +76,7 @@ def _sweep_storage(uri: str, sweep: str | None) -> str:
 
 def sweep_links(uri: str, base_url: str, only: str | None = None) -> list[tuple[str, str]]:
     """(sweep, link to its saved runs view) for every sweep in the store (experiments with a sweep parent run)."""
-    from dashboards.load import KIND_SWEEP, TAG_KIND
-    from mta_ablate.tracking.mlflow_store import client, sweep_view_url
+    from mta_ablate.tracking.mlflow_store import KIND_SWEEP, TAG_KIND, client, sweep_view_url
 
     mlflow_client = client(uri)
     out = []

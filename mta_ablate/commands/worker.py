@@ -31,9 +31,9 @@ def run(args) -> int:
     if args.tracking_uri:
         check_tracking(args.tracking_uri)
     setup_logging()
-    from mta_ablate.sweep.launch import _interrupt
+    from mta_ablate.sweep.launch import interrupt
 
-    signal.signal(signal.SIGTERM, _interrupt)  # a terminated worker records its trial as interrupted, like Ctrl-C
-    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)  # a terminated worker records its trial as interrupted, like Ctrl-C
+    signal.signal(signal.SIGINT, interrupt)
     failed = run_worker(args.name, url, args.tracking_uri, args.threads, args.worker_id)
     return 1 if failed else 0

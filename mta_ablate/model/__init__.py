@@ -1,7 +1,7 @@
 """The decoder-only language model (pure torch). `ModelConfig` and the shapes import without torch; the names are
 loaded from their modules on first use."""
 
-import importlib
+from mta_ablate.lazy import lazy_names
 
 _HOMES = {
     "ModelConfig": "config",
@@ -15,8 +15,4 @@ _HOMES = {
 }
 __all__ = sorted(_HOMES)
 
-
-def __getattr__(name: str):
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+__getattr__ = lazy_names(__name__, _HOMES)

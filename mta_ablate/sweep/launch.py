@@ -79,7 +79,8 @@ def watch(study, spec: SweepSpec, procs: list[subprocess.Popen], console, refres
         console.print(render())
 
 
-def _interrupt(signum, frame) -> None:
+def interrupt(signum, frame) -> None:
+    """Signal handler: SIGTERM (and SIGINT) end the process as Ctrl-C does, so its trial is recorded as interrupted."""
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
@@ -137,7 +138,7 @@ def run_sweep(
         study.set_user_attr("mta.deadline", time.time() + 60 * spec.timeout_min)
     procs = start_workers(spec, storage, tracking_uri, workers)
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or either signal sent to this process alone
-        signal.signal(sig, _interrupt)
+        signal.signal(sig, interrupt)
     try:
         watch(study, spec, procs, console)
     except KeyboardInterrupt:
