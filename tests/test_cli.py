@@ -8,6 +8,7 @@ import pytest
 
 from mta_ablate.attention import op
 from mta_ablate.bench import attention as bench_attention
+from mta_ablate.bench import context as bench_context
 
 
 def run_cli(*args):
@@ -48,7 +49,7 @@ def test_attention_bench_measures_every_variant_side_by_side(monkeypatch):
 
 
 def test_context_probe_measures_one_length_in_a_fresh_process():
-    row = bench_attention._context_in_child("mta_attention", 1024, "cpu")
+    row = bench_context._context_in_child("mta_attention", 1024, "cpu")
     assert row["seq"] == 1024 and row["peak_bytes"] is not None and row["seconds"] > 0, row
 
 

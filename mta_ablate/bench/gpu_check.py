@@ -24,6 +24,7 @@ import torch
 
 from mta_ablate.attention import preset
 from mta_ablate.bench import attention as attention_bench
+from mta_ablate.bench import context as context_bench
 from mta_ablate.model import ModelConfig, TransformerLM, lm_loss, model_preset
 
 VARIANTS = ("baseline", "talking_heads", "mta_paper")
@@ -65,7 +66,7 @@ def step_cost(shape: str, seq: int, batch: int, steps: int, device: str) -> list
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            attention_bench._sync(device)
+            attention_bench.sync(device)
             if step >= 2:
                 times.append(time.perf_counter() - start)
             peak = torch.cuda.max_memory_allocated() if device == "cuda" else 0
@@ -125,7 +126,7 @@ def run(device: str = "cuda", quick: bool = False) -> dict:
     shapes = (attention_bench.Shape("check", 2, 4, 368, 8, (2, 3)),) if quick else attention_bench.SHAPES
     result = {"device": device, "quick": quick, "torch": torch.__version__}
     result["attention"] = attention_bench.run(repeats=1 if quick else 7, shapes=shapes, device=device, dtype=dtype)
-    result["context"] = attention_bench.longest_context(max_seq=p["max_seq"], device=device)
+    result["context"] = context_bench.longest_context(max_seq=p["max_seq"], device=device)
     result["cost"] = step_cost(p["shape"], p["seq"], p["batch"], p["steps"], device)
     result["trial"] = trial(p["trial_steps"], device, quick)
     result["needle"] = needle(p["needle_contexts"], device, quick)

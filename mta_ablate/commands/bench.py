@@ -95,14 +95,14 @@ def run_attention(args) -> int:
 def run_context(args) -> int:
     from rich.table import Table
 
-    from mta_ablate.bench import attention
+    from mta_ablate.bench import context
     from mta_ablate.console import console
     from mta_ablate.errors import ConfigError
 
     if args.limit_gib <= 0 or args.max_seq < 1024:
         raise ConfigError(f"--limit-gib={args.limit_gib} --max-seq={args.max_seq}: expected > 0 and >= 1024")
     _check_device(args.device)
-    result = attention.longest_context(limit_gib=args.limit_gib, max_seq=args.max_seq, device=args.device)
+    result = context.longest_context(limit_gib=args.limit_gib, max_seq=args.max_seq, device=args.device)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
