@@ -78,6 +78,33 @@ def _csv_safe(cell: str | None) -> str | None:
     return "'" + cell if cell and cell[0] in "=+-@\t\r" else cell
 
 
+def _write_files(report, images: dict[str, bytes], out: Path) -> dict[str, Path]:
+    """The report's files in `out`: figures/*.png, report.md, report.html, summary.csv, time_to_threshold.csv (when
+    the objective has a threshold) and trials.parquet. Returns {relative name: path}."""
+    content = blocks(report, list(images))
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for name, png in images.items():
+        paths[f"figures/{name}.png"] = out / "figures" / f"{name}.png"
+        paths[f"figures/{name}.png"].write_bytes(png)
+    paths["report.md"] = out / "report.md"
+    paths["report.md"].write_text(to_markdown(content), encoding="utf-8")
+    paths["report.html"] = out / "report.html"
+    title = f"Ablation report: {report.sweep.name}"
+    paths["report.html"].write_text(to_html(content, images, title), encoding="utf-8")
+    paths["summary.csv"] = out / "summary.csv"
+    guarded = report.comparison.with_columns(  # a cell starting = + - @ is a formula to a spreadsheet: quote it
+        pl.col(pl.String).map_elements(_csv_safe, return_dtype=pl.String)
+    )
+    guarded.write_csv(paths["summary.csv"], float_precision=6)
+    if report.time_to_threshold:
+        paths["time_to_threshold.csv"] = out / "time_to_threshold.csv"
+        report.time_to_threshold["per_run"].write_csv(paths["time_to_threshold.csv"])
+    paths["trials.parquet"] = out / "trials.parquet"
+    report.sweep.trials.write_parquet(paths["trials.parquet"])
+    return paths
+
+
 def export_report(
     sweep: str | Sweep,
     out: Path,
@@ -107,28 +134,8 @@ def export_report(
         extras["importance"], reason = search_importance(sweep, storage)
         if reason:
             report.warnings.append(reason)
-    images = build_figures(report, extras)
-    content = blocks(report, list(images))
     out = Path(out)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    for name, png in images.items():
-        paths[f"figures/{name}.png"] = out / "figures" / f"{name}.png"
-        paths[f"figures/{name}.png"].write_bytes(png)
-    paths["report.md"] = out / "report.md"
-    paths["report.md"].write_text(to_markdown(content), encoding="utf-8")
-    paths["report.html"] = out / "report.html"
-    paths["report.html"].write_text(to_html(content, images, f"Ablation report: {sweep.name}"), encoding="utf-8")
-    paths["summary.csv"] = out / "summary.csv"
-    guarded = report.comparison.with_columns(  # a cell starting = + - @ is a formula to a spreadsheet: quote it
-        pl.col(pl.String).map_elements(_csv_safe, return_dtype=pl.String)
-    )
-    guarded.write_csv(paths["summary.csv"], float_precision=6)
-    if report.time_to_threshold:
-        paths["time_to_threshold.csv"] = out / "time_to_threshold.csv"
-        report.time_to_threshold["per_run"].write_csv(paths["time_to_threshold.csv"])
-    paths["trials.parquet"] = out / "trials.parquet"
-    sweep.trials.write_parquet(paths["trials.parquet"])
+    paths = _write_files(report, build_figures(report, extras), out)
     logged_to = None
     if log_artifact and sweep.parent_run_id:
         from dashboards.load import open_client

@@ -82,7 +82,7 @@ class AttentionSpec:
     Its paper's per-head norm scaled by (1 - lambda_init) is group_norm="depth_scaled" (preset `diff`). Not
     combinable with the key-query convolutions or head mixing."""
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # one check per field, in field order: longer than 60 lines, read as a list
         for name in ("qk_pre", "qk_post"):
             value = getattr(self, name)
             if value is None:

@@ -89,13 +89,8 @@ def make_objective(spec: SweepSpec, study, tracking_uri: str | None, parent: str
             changes["train.threads"] = threads
         config = trial_config(spec, arm, changes, equal_steps)
         study.pruner = sweep_study.pruner_for(spec, config.train.max_steps)  # this trial's own scale
-        tags = {
-            store.TAG_SWEEP: spec.name,
-            store.TAG_TRIAL: str(trial.number),
-            store.TAG_FACTOR: arm.factor,
-            store.TAG_LEVEL: arm.level,
-            store.TAG_KIND: store.KIND_TRIAL,
-        }
+        tags = {store.TAG_SWEEP: spec.name, store.TAG_TRIAL: str(trial.number), store.TAG_KIND: store.KIND_TRIAL}
+        tags |= {store.TAG_FACTOR: arm.factor, store.TAG_LEVEL: arm.level}
 
         def started_run(run_id: str) -> None:
             trial.set_user_attr("mlflow_run_id", run_id)
