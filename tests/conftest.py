@@ -1,6 +1,13 @@
 """Shared fixtures: every test gets its own workspace (MTA_HOME) and its own MLflow store, both real."""
 
+import os
+
 import pytest
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("slow") and os.environ.get("MTA_SLOW") != "1":
+        pytest.skip("slow test: run with MTA_SLOW=1 (make test-all)")
 
 
 @pytest.fixture

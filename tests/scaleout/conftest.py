@@ -24,11 +24,6 @@ PG_PORT = int(os.environ.get("PGPORT", "5432"))
 PG_USER = os.environ.get("PGUSER", "postgres")
 
 
-def pytest_runtest_setup(item):
-    if item.get_closest_marker("slow") and os.environ.get("MTA_SLOW") != "1":
-        pytest.skip("slow test: run with MTA_SLOW=1 (make test-all)")
-
-
 class Postgres:
     """Creates databases with unique names on the server and drops them all at teardown."""
 

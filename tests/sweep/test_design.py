@@ -91,7 +91,7 @@ def test_override_strings_parse_back():
     [
         (
             {"kind": "ablation", "reference": {}, "factors": {"attention.qk_prex": [[2, 3]]}},
-            ["arm 'qk_prex=2x3'", "attention.qk_prex", "unknown field"],
+            ["arm 'qk_prex=2x3'", "attention.qk_prex", "unknown key", "allowed: qk_pre"],
         ),
         ({"kind": "ablation", "reference": {}, "factors": {"attention.qk_pre": [[2, 4]]}}, ["arm 'qk_pre=2x4'", "odd"]),
         ({"kind": "grid", "factors": {}}, ["at least one factor"]),

@@ -205,7 +205,8 @@ def test_search_design_runs_its_budget(workspace, tmp_path, kind):
     assert all(1e-3 <= t.params["train.lr"] <= 1e-2 for t in done)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+# SIGINT takes the same path as SIGTERM (one handler): it runs with the slow tests
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGTERM])
 def test_a_signal_to_the_sweep_alone_records_trials_as_interrupted_and_a_rerun_resumes_them(workspace, tmp_path, sig):
     """Ctrl-C, or SIGINT / SIGTERM to the sweep's PID only: no traceback, the running trials are recorded as
     interrupted (not as a dead worker's), the same command queues them again at once (no heartbeat wait), and the
