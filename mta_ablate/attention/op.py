@@ -31,7 +31,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from mta_ablate.attention.functional import CHANNELS_LAST, key_padding
+from mta_ablate.attention.functional import key_padding
+from mta_ablate.attention.maps import (
+    conv_backward,
+    conv_weight,
+    mix_grad,
+    mix_heads,
+    mix_transposed,
+    pad_channels_last,
+    softmax_grad,
+)
 
 BLOCK_ELEMENTS = 2**19
 """Default size of one block's maps in elements (B * H * rows * S): 2 MiB in fp32. Measured on a 2-core CPU: at
@@ -48,31 +57,6 @@ KEEP_ELEMENTS = 2**20
 def block_rows(b: int, h: int, s: int, elements: int = BLOCK_ELEMENTS) -> int:
     """Query rows per block: as many as keep one block's (B, H, rows, S) map under `elements`, at least 16."""
     return max(16, min(s, elements // max(1, b * h * s)))
-
-
-def mix_heads(x_BHTS: torch.Tensor, mix_GCC: torch.Tensor) -> torch.Tensor:
-    """out[:, g*C + o] = sum_i mix[g, o, i] * x[:, g*C + i], as one matmul over contiguous maps."""
-    b, h, t, s = x_BHTS.shape
-    g, c, _ = mix_GCC.shape
-    return torch.matmul(mix_GCC.to(x_BHTS.dtype), x_BHTS.reshape(b, g, c, t * s)).view(b, h, t, s)
-
-
-def _mix_transposed(x_BHTS: torch.Tensor, mix_GCC: torch.Tensor) -> torch.Tensor:
-    return mix_heads(x_BHTS, mix_GCC.transpose(-1, -2))
-
-
-def _mix_grad(dy_BHTS: torch.Tensor, x_BHTS: torch.Tensor, groups: int) -> torch.Tensor:
-    """Gradient of a head mix's (G, C, C) matrix: sum over batch and positions of dy[g*C+o] * x[g*C+i]."""
-    b, h, t, s = x_BHTS.shape
-    dy, x = dy_BHTS.reshape(b, groups, h // groups, t * s), x_BHTS.reshape(b, groups, h // groups, t * s)
-    return torch.matmul(dy, x.transpose(-1, -2)).sum(0)
-
-
-def _softmax_grad(dp: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """Softmax backward (dL = P * (dP - rowsum(P * dP))) in fp32 or wider."""
-    wide = torch.promote_types(p.dtype, torch.float32)
-    pf, dpf = p.to(wide), dp.to(wide)
-    return (pf * (dpf - (pf * dpf).sum(-1, keepdim=True))).to(dp.dtype)
 
 
 @dataclass(frozen=True)
@@ -119,20 +103,7 @@ def _padded(x_BHRS, start, halo, c_k, pad_key):
     key padding, channels-last. Returns the padded map and how many rows were added on top."""
     top = max(0, halo - start)
     left, right = key_padding(c_k, pad_key)
-    return _pad_channels_last(x_BHRS, left, right, top, 0), top
-
-
-def _pad_channels_last(x_BHRS, left, right, top, bottom):
-    """Zero padding straight into a channels-last buffer: one copy (F.pad then a layout change is two)."""
-    b, h, r, s = x_BHRS.shape
-    shape = (b, h, r + top + bottom, s + left + right)
-    out = torch.empty(shape, dtype=x_BHRS.dtype, device=x_BHRS.device, memory_format=CHANNELS_LAST).zero_()
-    out[:, :, top : top + r, left : left + s] = x_BHRS
-    return out
-
-
-def _conv_weight(kernel_HQK, dtype):
-    return kernel_HQK.to(dtype).unsqueeze(1).contiguous(memory_format=CHANNELS_LAST)  # (H, 1, c_q, c_k)
+    return pad_channels_last(x_BHRS, left, right, top, 0), top
 
 
 def _logits(q, k, params, blk: _Block, opt: _Options, saved: dict) -> torch.Tensor:
@@ -144,7 +115,7 @@ def _logits(q, k, params, blk: _Block, opt: _Options, saved: dict) -> torch.Tens
         masked = blk.mask_(logits, blk.r0, 0.0)
         x, saved["pre_top"] = _padded(masked, blk.p0, pre_kernel.shape[1] - 1, pre_kernel.shape[2], opt.pad_key)
         saved["pre_in"] = x
-        logits = F.conv2d(x, _conv_weight(pre_kernel, q.dtype), groups=h).contiguous()
+        logits = F.conv2d(x, conv_weight(pre_kernel, q.dtype), groups=h).contiguous()
     if pre_mix is not None:
         saved["pre_mix_in"] = logits
         logits = mix_heads(logits, pre_mix)
@@ -164,7 +135,7 @@ def _weights(probs, params, blk: _Block, opt: _Options, saved: dict) -> torch.Te
     if post_kernel is not None:
         y, saved["post_top"] = _padded(probs, blk.i0, post_kernel.shape[1] - 1, post_kernel.shape[2], opt.pad_key)
         saved["post_in"] = y
-        weights = F.conv2d(y, _conv_weight(post_kernel, probs.dtype), groups=probs.shape[1]).contiguous()
+        weights = F.conv2d(y, conv_weight(post_kernel, probs.dtype), groups=probs.shape[1]).contiguous()
         weights = blk.mask_(weights, blk.i0, 0.0)
     if post_mix is not None:
         saved["post_mix_in"] = weights
@@ -175,25 +146,6 @@ def _weights(probs, params, blk: _Block, opt: _Options, saved: dict) -> torch.Te
         saved["keep"] = keep
         weights = weights * keep / (1.0 - opt.dropout_p)
     return weights
-
-
-def _conv_backward(dy_BHTS, x, kernel_HQK, top, pad_key):
-    """Input and kernel gradients of a depthwise key-query convolution, the input gradient only over the map.
-
-    The input gradient of a cross-correlation is a cross-correlation of the zero-padded output gradient with the
-    flipped kernel; run as a forward convolution it is about 1.7x faster on CPU than the input half of
-    `convolution_backward`, and it computes only the map's rows and keys (not the padding's)."""
-    h, c_q, c_k = kernel_HQK.shape
-    left, right = key_padding(c_k, pad_key)
-    weight = _conv_weight(kernel_HQK, x.dtype)
-    dy_padded = _pad_channels_last(dy_BHTS, right, left, c_q - 1 - top, c_q - 1)
-    t, s = dy_BHTS.shape[2:]
-    dy = dy_padded[:, :, c_q - 1 - top : c_q - 1 - top + t, right : right + s]  # channels-last view, no copy
-    _, dw, _ = torch.ops.aten.convolution_backward(
-        dy, x, weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], h, [False, True, False]
-    )
-    dx = F.conv2d(dy_padded, weight.flip(2, 3).contiguous(memory_format=CHANNELS_LAST), groups=h)
-    return dx.contiguous(), dw.squeeze(1)
 
 
 def _backward_block(grad_out, q, k, v, params, blk: _Block, opt: _Options, grads, maps=None):
@@ -208,18 +160,18 @@ def _backward_block(grad_out, q, k, v, params, blk: _Block, opt: _Options, grads
     if opt.dropout_p > 0.0:
         dw = dw * saved["keep"] / (1.0 - opt.dropout_p)
     if post_mix is not None:
-        d_post_mix += _mix_grad(dw, saved["post_mix_in"], post_mix.shape[0])
-        dw = _mix_transposed(dw, post_mix)
+        d_post_mix += mix_grad(dw, saved["post_mix_in"], post_mix.shape[0])
+        dw = mix_transposed(dw, post_mix)
     if post_kernel is not None:
         dw = blk.mask_(dw, blk.i0, 0.0)
-        dw, dk_post = _conv_backward(dw, saved["post_in"], post_kernel, saved["post_top"], opt.pad_key)
+        dw, dk_post = conv_backward(dw, saved["post_in"], post_kernel, saved["post_top"], opt.pad_key)
         d_post += dk_post
-    dlogits = _softmax_grad(dw, probs)
+    dlogits = softmax_grad(dw, probs)
     if pre_mix is not None:
-        d_pre_mix += _mix_grad(dlogits, saved["pre_mix_in"], pre_mix.shape[0])
-        dlogits = _mix_transposed(dlogits, pre_mix)
+        d_pre_mix += mix_grad(dlogits, saved["pre_mix_in"], pre_mix.shape[0])
+        dlogits = mix_transposed(dlogits, pre_mix)
     if pre_kernel is not None:
-        dlogits, dk_pre = _conv_backward(dlogits, saved["pre_in"], pre_kernel, saved["pre_top"], opt.pad_key)
+        dlogits, dk_pre = conv_backward(dlogits, saved["pre_in"], pre_kernel, saved["pre_top"], opt.pad_key)
         d_pre += dk_pre
         dlogits = blk.mask_(dlogits, blk.r0, 0.0)
     dlogits = dlogits.mul_(d**-0.5)

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from mta_ablate.attention.functional import head_mix, key_padding, materialized_mta_attention
-from mta_ablate.attention.op import mix_heads, mta_attention
+from mta_ablate.attention.maps import mix_heads
+from mta_ablate.attention.op import mta_attention
 
 
 @dataclass(frozen=True)
