@@ -42,10 +42,12 @@ class CheckpointOnValidation(Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_suffix(".partial")
-        trainer.save_checkpoint(partial)
-        os.replace(partial, self.path)
+        if trainer.is_global_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(partial)  # every rank takes part (FSDP gathers shards); rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(partial, self.path)
 
 
 class FlushLoggerOnCheckpoint(Callback):
@@ -58,16 +60,30 @@ class FlushLoggerOnCheckpoint(Callback):
 
 
 class ReportValidation(Callback):
-    """Hands the validation metrics to a reporter (the sweep's pruner) by global step."""
+    """Hands the validation metrics to a reporter (the sweep's pruner) by global step, on rank 0.
 
-    def __init__(self, reporter: Reporter):
+    When the reporter raises (a pruning decision), training stops after this validation on every rank: rank 0
+    broadcasts the decision, so no rank is left waiting in a collective. `stopped` keeps the exception for the
+    caller to raise once `fit` has returned."""
+
+    def __init__(self, reporter: Reporter | None):
         self.reporter = reporter
+        self.stopped: Exception | None = None
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        self.reporter(trainer.global_step, metrics)
+        if self.reporter is not None and trainer.is_global_zero:
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+            try:
+                self.reporter(trainer.global_step, metrics)
+            except Exception as exc:  # noqa: BLE001  (re-raised by the caller after fit)
+                self.stopped = exc
+        stop = self.stopped is not None
+        if trainer.world_size > 1:
+            stop = trainer.strategy.broadcast(stop, src=0)
+        if stop:
+            trainer.should_stop = True
 
 
 def build_callbacks(train: TrainConfig, checkpoint_dir: Path, reporter: Reporter | None) -> list[Callback]:
@@ -83,19 +99,23 @@ def build_callbacks(train: TrainConfig, checkpoint_dir: Path, reporter: Reporter
         callbacks += [CheckpointOnValidation(checkpoint_dir), FlushLoggerOnCheckpoint()]
     if train.progress == "rich" or (train.progress == "auto" and sys.stderr.isatty()):
         callbacks.append(RichProgressBar())
-    if reporter is not None:
+    if reporter is not None or train.world_size > 1:  # every rank takes part in rank 0's pruning decision
         callbacks.append(ReportValidation(reporter))
     return callbacks
 
 
-def trainer_kwargs(train: TrainConfig) -> dict:
-    """Trainer arguments: device and precision resolved ('auto': CUDA + bf16-mixed when present, else CPU fp32)."""
+def trainer_kwargs(train: TrainConfig, strategy=None) -> dict:
+    """Trainer arguments: device and precision resolved ('auto': CUDA + bf16-mixed when present, else CPU fp32);
+    `strategy` is a multi-rank trial's (`mta_ablate.ranks.strategy`), which also sets devices and nodes."""
     cuda = torch.cuda.is_available()
     accelerator = train.accelerator if train.accelerator != "auto" else ("cuda" if cuda else "cpu")
     precision = train.precision if train.precision != "auto" else ("bf16-mixed" if accelerator == "cuda" else "32-true")
     return dict(
         accelerator=accelerator,
-        devices=1,
+        devices=train.devices if strategy is not None else 1,
+        num_nodes=train.num_nodes if strategy is not None else 1,
+        strategy=strategy or "auto",
+        use_distributed_sampler=False,  # training rows are sharded by the data module; validation is whole per rank
         precision=precision,
         max_steps=train.max_steps,
         val_check_interval=train.val_every,

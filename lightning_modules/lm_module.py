@@ -63,7 +63,7 @@ class LMModule(L.LightningModule):
         if stage != "fit" or getattr(self, "flops_per_batch", None):
             return
         datamodule = self.trainer.datamodule
-        self.flops_per_batch = step_flops(self.model.config, datamodule.batch_size, datamodule.task.seq_len)
+        self.flops_per_batch = step_flops(self.model.config, datamodule.rows, datamodule.task.seq_len)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model(tokens)
@@ -89,10 +89,10 @@ class LMModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self.model(batch["tokens"])
-        loss = lm_loss(logits, batch["targets"], batch["loss_weight"])
+        loss = lm_loss(logits, batch["targets"], batch["loss_weight"], batch.get("loss_norm"))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step}")
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss, prog_bar=True, sync_dist=self.trainer.world_size > 1)  # ranks' mean: the batch's
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
 

@@ -3,6 +3,8 @@
 A straight line: MLflow run -> seed -> data -> model -> callbacks -> trainer -> fit -> final evaluation -> log.
 The MLflow run ends FINISHED, or FAILED with a `mta.failure` tag, and the exception propagates to the caller
 (`mlflow_store.recorded`).
+On several devices (`train.devices` > 1) this process is rank 0 and the only one that logs; `mta_ablate.ranks` starts
+the other ranks around `fit` and never leaves one running.
 """
 
 from __future__ import annotations
@@ -112,6 +114,8 @@ def run_trial(
 
     import torch
 
+    from mta_ablate.ranks import child_ranks
+
     clock = {"start": time.perf_counter()}
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -124,7 +128,8 @@ def run_trial(
             on_start(run_id)
         if ckpt is None:
             log_run_inputs(client, run_id, config)
-        module, task, trainer, logger = _fit(config, client, run_id, checkpoint_dir, ckpt, reporter, clock)
+        with child_ranks(config, run_id, ckpt, checkpoint_dir) as plan:  # ranks 1.. of a multi-device trial
+            module, task, trainer, logger = _fit(config, client, run_id, checkpoint_dir, ckpt, reporter, clock, plan)
         clock["evaluate"] = time.perf_counter()
         metrics = _final_metrics(module, task, trainer, logger, config)
         clock["finish"] = time.perf_counter()
@@ -141,36 +146,52 @@ def run_trial(
     return TrialResult(run_id, metrics, trainer.global_step, checkpoint_dir, counts, timings)
 
 
-def _fit(config: ExperimentConfig, client, run_id: str, checkpoint_dir: Path, ckpt, reporter, clock: dict):
-    """Seed, data, model and trainer, then training (resumed from `ckpt` when given). Returns what evaluation needs."""
+def train_rank(config: ExperimentConfig, plan, ckpt: str | None, checkpoint_dir: str) -> None:
+    """Ranks 1..N-1 of a multi-device trial (`python -m mta_ablate.ranks`): train this rank's share, log nothing."""
+    import torch
+
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    _fit(config, None, None, Path(checkpoint_dir), ckpt, None, {}, plan)
+
+
+def _fit(config: ExperimentConfig, client, run_id, checkpoint_dir: Path, ckpt, reporter, clock: dict, plan=None):
+    """Seed, data, model and trainer, then training (resumed from `ckpt` when given). Returns what evaluation needs.
+
+    `plan` (a multi-device trial's `ranks.Plan`) picks this process's rank: only rank 0 (the one with an MLflow
+    `client`) logs; a pruning decision stops every rank and is raised here, on rank 0, once training has ended."""
     import time
 
     import lightning as L
 
-    from lightning_modules.callbacks import build_callbacks, trainer_kwargs
+    from lightning_modules.callbacks import ReportValidation, build_callbacks, trainer_kwargs
     from lightning_modules.data_module import TaskDataModule
     from lightning_modules.lm_module import LMModule
     from mta_ablate.attention.init import init_digest
     from mta_ablate.data import build_task
+    from mta_ablate.ranks import strategy
     from mta_ablate.tracking.lightning_logger import MlflowRunLogger
 
     train = config.train
     L.seed_everything(config.seed, workers=True, verbose=False)
     task = build_task(config.task.name, **config.task.params)
     module = LMModule(config.model, train, task, seed=config.seed)
-    if ckpt is None:
+    if ckpt is None and client is not None:
         counts = module.model.count_params()
         store.log_params(client, run_id, {f"model/params/{k}": str(v) for k, v in counts.items()})
         client.log_dict(run_id, init_digest(module.model), "init_digest.json")
-    data = TaskDataModule(task, train.batch_size, config.seed, train.val_batches)
-    logger = MlflowRunLogger(client, run_id)
+    rank, world = (plan.rank, plan.world_size) if plan else (0, 1)
+    data = TaskDataModule(task, train.batch_size, config.seed, train.val_batches, rank, world)
+    logger = MlflowRunLogger(client, run_id) if client is not None else None
+    callbacks = build_callbacks(train, checkpoint_dir, reporter)
     trainer = L.Trainer(
-        logger=logger,
-        callbacks=build_callbacks(train, checkpoint_dir, reporter),
+        logger=logger or False,
+        callbacks=callbacks,
         default_root_dir=str(checkpoint_dir),
-        **trainer_kwargs(train),
+        **trainer_kwargs(train, plan and strategy(train, plan)),
     )
-    logger.step_fn = lambda: trainer.global_step
+    if logger is not None:
+        logger.step_fn = lambda: trainer.global_step
     clock["fit"] = time.perf_counter()
     try:
         trainer.fit(module, datamodule=data, ckpt_path=ckpt and str(ckpt), weights_only=True)  # never runs code
@@ -180,6 +201,9 @@ def _fit(config: ExperimentConfig, client, run_id: str, checkpoint_dir: Path, ck
         raise
     if trainer.interrupted:
         raise KeyboardInterrupt("training was interrupted")
+    stopped = next((c.stopped for c in callbacks if isinstance(c, ReportValidation)), None)
+    if stopped is not None:
+        raise stopped
     return module, task, trainer, logger
 
 
@@ -188,8 +212,9 @@ def _final_metrics(module, task, trainer, logger, config: ExperimentConfig) -> d
 
     metrics = {**final_metrics(module.model, task, config.train), **_cost_summary(logger.latest)}
     if getattr(module, "flops_per_batch", None):  # training compute, for comparisons at equal FLOPs
-        metrics["perf/flops_per_step"] = float(module.flops_per_batch)
-        metrics["perf/train_flops"] = float(module.flops_per_batch) * trainer.global_step
+        step_flops = float(module.flops_per_batch) * trainer.world_size  # every rank's share of the batch
+        metrics["perf/flops_per_step"] = step_flops
+        metrics["perf/train_flops"] = step_flops * trainer.global_step
     return metrics
 
 
@@ -198,7 +223,7 @@ def _cost_summary(latest: dict[str, float]) -> dict[str, float]:
     out = {}
     if latest.get("train/device/batches_per_sec"):
         out["perf/step_ms"] = 1000.0 / latest["train/device/batches_per_sec"]
-        out["perf/tokens_per_s"] = latest["train/device/items_per_sec"]
+        out["perf/tokens_per_s"] = latest.get("train/items_per_sec", latest["train/device/items_per_sec"])  # all ranks
     if "perf/peak_mem_mib" in latest:
         out["perf/peak_mem_mib"] = latest["perf/peak_mem_mib"]
     return out

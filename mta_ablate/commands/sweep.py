@@ -11,6 +11,12 @@ def add_parser(sub) -> None:
     p.add_argument("file", help="a sweep file, e.g. sweeps/quickstart.yaml")
     p.add_argument("overrides", nargs="*", help="experiment overrides (train.max_steps=500) or sweep.<key>=...")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument(
+        "--devices-per-trial",
+        type=int,
+        help="devices each worker owns (default: the most any arm's train.devices asks); on a GPU host worker i "
+        "gets the i-th group of that many GPUs",
+    )
     p.add_argument("--storage", help="Optuna storage URL (default: $MTA_OPTUNA_STORAGE, else MTA_HOME/optuna.db)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MTA_HOME)")
     p.add_argument("--retry-failed", action="store_true", help="queue again (arm, seed) pairs whose trial raised")
@@ -28,7 +34,7 @@ def run(args) -> int:
     spec = parse_sweep(read_sweep_file(args.file, args.overrides), args.overrides)  # every arm validated: exit 2
     if args.dry_run:
         return _dry_run(spec, args)
-    from mta_ablate.config.checks import check_device
+    from mta_ablate.config.checks import check_workers
     from mta_ablate.preflight import check_storage, check_tracking, check_workspace
     from mta_ablate.sweep.study import storage_url
 
@@ -37,12 +43,15 @@ def run(args) -> int:
     check_storage(storage)
     check_tracking(args.tracking_uri)
 
-    check_device(spec.first_config.train.accelerator)  # local workers train on this host
+    trains = [config.train for config in spec.configs.values()] or [spec.first_config.train]
+    devices = check_workers(trains, args.workers, args.devices_per_trial)  # local workers train on this host
     setup_logging()
     from mta_ablate.sweep.launch import run_sweep
 
     storage = storage_url(args.storage)
-    counts = run_sweep(spec, args.overrides, storage, args.tracking_uri, args.workers, console, args.retry_failed)
+    counts = run_sweep(
+        spec, args.overrides, storage, args.tracking_uri, args.workers, console, args.retry_failed, devices
+    )
     console.print(
         f"sweep {spec.name}: {counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed"
     )

@@ -31,7 +31,7 @@ def run(args) -> int:
     if args.show_config:
         console.print(yaml.safe_dump(config.resolved, sort_keys=False), highlight=False, end="")
         return 0
-    check_device(config.train.accelerator, "--device" if args.device else "train.accelerator")
+    check_device(config.train, "--device" if args.device else "train.accelerator")
     from mta_ablate.preflight import check_tracking, check_workspace
 
     check_workspace()

@@ -12,6 +12,12 @@ def add_parser(sub) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the one the sweep was created with)")
     p.add_argument("--threads", type=int, default=0, help="torch threads per trial (default: torch's own)")
     p.add_argument("--worker-id", help="a name for this worker in logs and trial attributes")
+    p.add_argument(
+        "--devices-per-trial",
+        type=int,
+        default=0,
+        help="devices this worker owns (default: the most any arm's train.devices asks; GPUs: the first visible)",
+    )
     p.set_defaults(run=run)
 
 
@@ -21,8 +27,9 @@ def run(args) -> int:
     from mta_ablate.sweep.study import storage_url
     from mta_ablate.sweep.worker import run_worker
 
-    if args.threads < 0:
-        raise ConfigError(f"--threads={args.threads}: expected an integer >= 0")
+    for flag, value in (("--threads", args.threads), ("--devices-per-trial", args.devices_per_trial)):
+        if value < 0:
+            raise ConfigError(f"{flag}={value}: expected an integer >= 0")
     from mta_ablate.preflight import check_storage, check_tracking, check_workspace
 
     check_workspace()
@@ -35,5 +42,5 @@ def run(args) -> int:
 
     signal.signal(signal.SIGTERM, interrupt)  # a terminated worker records its trial as interrupted, like Ctrl-C
     signal.signal(signal.SIGINT, interrupt)
-    failed = run_worker(args.name, url, args.tracking_uri, args.threads, args.worker_id)
+    failed = run_worker(args.name, url, args.tracking_uri, args.threads, args.worker_id, args.devices_per_trial)
     return 1 if failed else 0

@@ -5,14 +5,53 @@ from __future__ import annotations
 from mta_ablate.errors import ConfigError
 
 
-def check_device(accelerator: str, where: str = "train.accelerator") -> None:
-    """Fail now, in one line, when a job asks for CUDA on a host that has none (not later, in every trial)."""
-    if accelerator != "cuda":
-        return
+def check_device(train, where: str = "train.accelerator", owned: int | None = None) -> None:
+    """Fail now, in one line, when a job asks for more than this host has (not later, in every trial): CUDA on a
+    host without it, more GPUs than are visible (or than a worker owns: `owned`), FSDP without CUDA, or a trial over
+    several nodes started without the cluster that would start its other ranks."""
     import torch
 
-    if not torch.cuda.is_available():
+    cuda = train.accelerator == "cuda" or (train.accelerator == "auto" and torch.cuda.is_available())
+    if train.accelerator == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             f"{where}=cuda: no CUDA device is visible on this host; allowed here: auto, cpu"
             " (override train.accelerator=cpu, or run it on a GPU host)"
         )
+    if train.strategy == "fsdp" and not cuda and train.world_size > 1:
+        raise ConfigError("train.strategy=fsdp: Lightning's FSDP runs on CUDA devices only; allowed on CPU: ddp, auto")
+    visible = torch.cuda.device_count() if cuda else None
+    have = min(owned, visible) if owned and visible is not None else (owned or visible)
+    if have is not None and train.devices > have:
+        what = f"this worker owns {have}" if owned else f"{have} CUDA device(s) are visible"
+        raise ConfigError(f"train.devices={train.devices}: {what}; allowed: 1..{have}")
+    if train.num_nodes > 1:
+        raise ConfigError(
+            f"train.num_nodes={train.num_nodes}: a trial over several nodes needs its ranks started by the cluster "
+            "(srun ... mta-ablate worker, see docs/scale-out.md); on one host use train.devices"
+        )
+
+
+def check_workers(trains: list, workers: int, devices_per_trial: int | None) -> int:
+    """The devices each worker owns (default: the most any arm's trial uses), checked against every arm's train
+    config and, on CUDA, against the GPUs this host shows (workers x devices). Returns it."""
+    import torch
+
+    owned = devices_per_trial or max(t.devices for t in trains)
+    if owned < 1:
+        raise ConfigError(f"--devices-per-trial={owned}: expected an integer >= 1")
+    for train in trains:
+        if train.devices > owned:
+            raise ConfigError(
+                f"train.devices={train.devices}: more than --devices-per-trial={owned} gives each worker; "
+                f"allowed: --devices-per-trial >= {train.devices}"
+            )
+        check_device(train, owned=owned)
+    cuda = any(t.accelerator == "cuda" for t in trains) or (
+        torch.cuda.is_available() and any(t.accelerator == "auto" for t in trains)
+    )
+    if cuda and workers * owned > torch.cuda.device_count():
+        raise ConfigError(
+            f"--workers={workers} x --devices-per-trial={owned}: {workers * owned} GPUs, but this host shows "
+            f"{torch.cuda.device_count()}; allowed: --workers <= {torch.cuda.device_count() // owned}"
+        )
+    return owned

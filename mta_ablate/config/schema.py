@@ -60,6 +60,19 @@ class TrainConfig:
     """auto: CUDA when present, else CPU."""
     precision: Literal["auto", "32-true", "bf16-mixed"] = "auto"
     """auto: bf16-mixed on CUDA, 32-true on CPU."""
+    devices: int = 1
+    """Devices (processes) per node that one trial trains on. The global batch stays `batch_size`: each of the
+    devices x num_nodes ranks trains on its equal share of the rows of every step's batch, and the loss is normalised
+    by the whole batch, so the gradient is the one-device gradient (same data, same seed; see docs/scale-out.md for
+    the tolerance). On CPU each rank is a gloo process with `threads` threads."""
+    num_nodes: int = 1
+    """Nodes one trial spans (each with `devices`). More than one needs ranks started by the cluster (`srun`)."""
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
+    """How the ranks share a trial: ddp (a full copy per rank, gradients averaged), fsdp (parameters, gradients and
+    optimizer state sharded across ranks); auto: ddp. Ignored on one device."""
+    rank_timeout_s: int = 300
+    """A collective (gradient average, checkpoint, pruning decision) that waits this long for a rank fails the trial;
+    a rank that dies fails it at the next collective."""
     threads: int = 0
     """CPU threads for torch in this trial; 0 keeps torch's default (or a worker's --threads). The CPU recipes fix it
     to 1: floating-point sums depend on the thread count, so a fixed count keeps a trial's numbers the same whichever
@@ -81,6 +94,9 @@ class TrainConfig:
             "val_samples",
             "eval_samples",
             "log_every",
+            "devices",
+            "num_nodes",
+            "rank_timeout_s",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name}={getattr(self, name)}: expected an integer >= 1")
@@ -96,6 +112,17 @@ class TrainConfig:
         for name in ("weight_decay", "grad_clip", "eps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name}={getattr(self, name)}: expected a number >= 0")
+        ranks = self.devices * self.num_nodes
+        if self.batch_size % ranks:
+            raise ConfigError(
+                f"train.batch_size={self.batch_size}: not divisible by train.devices x train.num_nodes = {ranks} "
+                f"(every rank trains on an equal share of the global batch); choose a multiple of {ranks}"
+            )
+
+    @property
+    def world_size(self) -> int:
+        """Ranks (processes) one trial trains on."""
+        return self.devices * self.num_nodes
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -114,17 +114,24 @@ def token_nll(logits_BTV: torch.Tensor, targets_BT: torch.Tensor) -> torch.Tenso
     return F.cross_entropy(logits_BTV.float().flatten(0, 1), targets_BT.flatten(), reduction="none").view_as(targets_BT)
 
 
-def lm_loss(logits_BTV: torch.Tensor, targets_BT: torch.Tensor, mask_BT: torch.Tensor | None = None) -> torch.Tensor:
+def lm_loss(
+    logits_BTV: torch.Tensor,
+    targets_BT: torch.Tensor,
+    mask_BT: torch.Tensor | None = None,
+    norm: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Mean next-token cross-entropy (nats) over the positions where mask is true (all when None).
 
     logits and targets are already aligned (logits[:, i] predicts targets[:, i]). One function serves
-    training and evaluation so perplexity cannot drift from the training loss.
+    training and evaluation so perplexity cannot drift from the training loss. `norm` replaces the mask's own sum as
+    the denominator: a rank that holds part of a global batch divides by the whole batch's weight over the number of
+    ranks, so that averaging the ranks' gradients gives the whole batch's gradient.
     """
     nll_BT = token_nll(logits_BTV, targets_BT)
     if mask_BT is None:
         return nll_BT.mean()
     mask = mask_BT.to(nll_BT.dtype)
-    return (nll_BT * mask).sum() / mask.sum().clamp_min(1.0)
+    return (nll_BT * mask).sum() / (mask.sum().clamp_min(1.0) if norm is None else norm)
 
 
 def paper_mta_overhead(n_layers: int, n_heads: int, head_dim: int, c_q: int, c_k: int, c_h: int) -> int:

@@ -4,7 +4,8 @@ Workers are separate processes (`mta-ablate worker NAME ...`), each running its 
 `train.threads` (the CPU recipes fix 1, so a trial's numbers do not depend on how many workers ran it), or cores/N
 when the config leaves it at 0: two 2-thread processes on 2 cores slow each other down ~10x through OpenMP
 contention, two 1-thread processes do not.
-Their logs go to MTA_HOME/logs/<sweep>/worker<i>.log.
+Each worker owns `--devices-per-trial` devices (on a GPU host, its own group of GPUs through CUDA_VISIBLE_DEVICES)
+and runs trials of up to that many ranks. Their logs go to MTA_HOME/logs/<sweep>/worker<i>.log.
 """
 
 from __future__ import annotations
@@ -25,28 +26,45 @@ from mta_ablate.tracking import mlflow_store as store
 log = logging.getLogger(__name__)
 
 
-def worker_command(name: str, threads: int, worker_id: str) -> list[str]:
+def worker_command(name: str, threads: int, worker_id: str, devices: int = 1) -> list[str]:
     """The worker's command line. The storage and tracking URIs travel in its environment (MTA_OPTUNA_STORAGE,
     MLFLOW_TRACKING_URI), never on the command line, where `ps` would show a password to every user of the host."""
-    return [sys.executable, "-m", "mta_ablate", "worker", name, "--threads", str(threads), "--worker-id", worker_id]
+    return [
+        *(sys.executable, "-m", "mta_ablate", "worker", name, "--threads", str(threads), "--worker-id", worker_id),
+        *("--devices-per-trial", str(devices)),
+    ]
 
 
-def start_workers(spec: SweepSpec, storage: str, tracking_uri: str, n: int) -> list[subprocess.Popen]:
+def gpu_groups(n: int, devices: int) -> list[str] | None:
+    """CUDA_VISIBLE_DEVICES for each of n workers owning `devices` GPUs each (None on a host without CUDA)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+    return [",".join(ids[i * devices : (i + 1) * devices]) for i in range(n)]
+
+
+def start_workers(spec: SweepSpec, storage: str, tracking_uri: str, n: int, devices: int = 1) -> list[subprocess.Popen]:
     from mta_ablate.paths import mta_home
 
     logs = mta_home() / "logs" / spec.name
     logs.mkdir(parents=True, exist_ok=True)
     # the trial's own thread count when its config fixes one (the CPU recipes: 1), else a share of the cores
     threads = spec.first_config.train.threads
-    threads = threads or max(1, (os.cpu_count() or 1) // n)
+    threads = threads or max(1, (os.cpu_count() or 1) // (n * devices))
+    gpus = gpu_groups(n, devices) if spec.first_config.train.accelerator != "cpu" else None
     procs = []
     for i in range(n):
         out = open(logs / f"worker{i}.log", "ab")  # noqa: SIM115  (closed by the child's exit)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         env |= {"MTA_OPTUNA_STORAGE": storage, "MLFLOW_TRACKING_URI": tracking_uri}
+        if gpus:  # each worker, and the ranks of its trials, on its own GPUs
+            env["CUDA_VISIBLE_DEVICES"] = gpus[i]
         procs.append(
             subprocess.Popen(
-                worker_command(spec.name, threads, f"{os.uname().nodename}:local{i}"),
+                worker_command(spec.name, threads, f"{os.uname().nodename}:local{i}", devices),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -132,11 +150,12 @@ def run_sweep(
     workers: int,
     console,
     retry_failed: bool = False,
+    devices: int = 1,
 ) -> dict[str, int]:
     study, tracking_uri, parent = sweep_study.create_or_resume(spec, overrides, storage, tracking_uri, retry_failed)
     if spec.timeout_min and "mta.deadline" not in study.user_attrs:
         study.set_user_attr("mta.deadline", time.time() + 60 * spec.timeout_min)
-    procs = start_workers(spec, storage, tracking_uri, workers)
+    procs = start_workers(spec, storage, tracking_uri, workers, devices)
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or either signal sent to this process alone
         signal.signal(sig, interrupt)
     try:

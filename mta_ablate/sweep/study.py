@@ -27,7 +27,8 @@ from mta_ablate.tracking import mlflow_store as store
 log = logging.getLogger(__name__)
 
 ATTR_SPEC, ATTR_OVERRIDES, ATTR_TRACKING, ATTR_PARENT = "mta.spec", "mta.overrides", "mta.tracking_uri", "mta.parent"
-FAILURE_KIND = "mta.failure_kind"  # user attr of a failed trial: interrupted | error | stale
+FAILURE_KIND = "mta.failure_kind"  # user attr of a failed trial: interrupted | error | stale | rank_lost
+RANK_LOST, MAX_RETRY = "rank_lost", 3  # a multi-device trial that lost a rank is queued again, up to 3 times
 SKIPPED = "mta.skipped"  # user attr of a trial that found no work (a race for the last queued trial)
 ATTR_READY = "mta.ready"  # set once the sweep's trials are queued; until then workers wait and `status` says so
 
@@ -293,6 +294,25 @@ def queue_missing_slots(study, spec: SweepSpec, retry_failed: bool = False) -> i
         enqueue_slot(study, arms[slot[0]], slot[1])
         queued += 1
     return queued
+
+
+def requeue_lost_rank(study, spec: SweepSpec, trial) -> bool:
+    """Queue the (arm, seed) of a trial that failed because one of its ranks died or hung, unless the slot already
+    lost a rank MAX_RETRY times (then it is left failed, like a trial that raised). The new trial resumes the same
+    MLflow run from its last checkpoint."""
+    from optuna.trial import TrialState
+
+    slot = slot_of(trial)
+    if trial.user_attrs.get(FAILURE_KIND) != RANK_LOST or slot is None:
+        return False
+    trials = study.get_trials(deepcopy=False)
+    lost = sum(
+        t.state == TrialState.FAIL and t.user_attrs.get(FAILURE_KIND) == RANK_LOST for t in trials if slot_of(t) == slot
+    )
+    if lost > MAX_RETRY or any(t.state == TrialState.WAITING and slot_of(t) == slot for t in trials):
+        return False
+    enqueue_slot(study, {a.name: a for a in spec.arms}[slot[0]], slot[1])
+    return True
 
 
 def enqueue_slot(study, arm, seed: int) -> None:

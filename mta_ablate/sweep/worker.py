@@ -69,6 +69,7 @@ def make_objective(spec: SweepSpec, study, tracking_uri: str | None, parent: str
     objective; a failure is recorded on the trial (interrupted or error) and re-raised."""
     import optuna
 
+    from mta_ablate.ranks import RankLost
     from mta_ablate.trial import run_trial
 
     equal_steps = json.loads(study.user_attrs.get(sweep_study.ATTR_STEPS, "{}"))
@@ -114,6 +115,11 @@ def make_objective(spec: SweepSpec, study, tracking_uri: str | None, parent: str
             raise
         except KeyboardInterrupt:
             trial.set_user_attr(sweep_study.FAILURE_KIND, "interrupted")
+            raise
+        except RankLost as exc:  # a rank died or hung: not the config's fault, so the trial is queued again
+            log.error("trial %d lost a rank: %s", trial.number, exc)
+            trial.set_user_attr(sweep_study.FAILURE_KIND, sweep_study.RANK_LOST)
+            trial.set_user_attr("failure", f"RankLost: {exc}"[:2000])
             raise
         except Exception as exc:
             log.exception("trial %d failed", trial.number)
@@ -208,19 +214,28 @@ def _no_interrupt_traceback(record) -> bool:
 
 
 def run_worker(
-    name: str, storage: str, tracking_uri: str | None = None, threads: int = 0, worker: str | None = None
+    name: str,
+    storage: str,
+    tracking_uri: str | None = None,
+    threads: int = 0,
+    worker: str | None = None,
+    devices: int = 0,
 ) -> int:
     """Run trials of sweep `name` until its queue is empty (and nothing is running) or its budget is spent.
-    Returns how many of the trials this worker ran failed."""
+    `devices`: the devices this worker owns (0: as many as the largest trial needs). Returns how many of the trials
+    this worker ran failed."""
     import optuna
     from optuna.trial import TrialState
 
+    from mta_ablate.config.checks import check_workers
+
     worker = worker or f"{os.uname().nodename}:{os.getpid()}"
     study, spec, tracking_uri, parent = _load_when_ready(name, storage, tracking_uri)
+    devices = check_workers([c.train for c in spec.configs.values()] or [spec.first_config.train], 1, devices)
     objective = make_objective(spec, study, tracking_uri, parent, threads, worker)
-    _warn_if_oversubscribed(study, worker, threads)
+    _warn_if_oversubscribed(study, worker, threads * devices)
     deadline = study.user_attrs.get("mta.deadline")
-    states: list = []  # the end state of every trial this worker ran
+    ended, retried = [], set()  # every trial this worker ran, as it ended; those queued again (a lost rank)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     optuna.logging.get_logger("optuna").addFilter(_no_interrupt_traceback)
     while deadline is None or time.time() < deadline:
@@ -238,8 +253,10 @@ def run_worker(
                 time.sleep(min(2.0, spec.heartbeat_s))  # wait: a running trial may die and come back to the queue
                 continue
             break
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[lambda _, t: states.append(t.state)])
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[lambda _, t: ended.append(t)])
+        if ended and ended[-1].state == TrialState.FAIL and sweep_study.requeue_lost_rank(study, spec, ended[-1]):
+            retried.add(ended[-1].number)
         adaptive.extend(study, spec)  # queue the next seeds at once, so that idle workers can take them
-    failed = sum(s == TrialState.FAIL for s in states)
-    log.info("worker %s: %d trials (%d failed), sweep %s has no more work", worker, len(states), failed, name)
+    failed = sum(t.state == TrialState.FAIL and t.number not in retried for t in ended)
+    log.info("worker %s: %d trials (%d failed), sweep %s has no more work", worker, len(ended), failed, name)
     return failed
