@@ -20,6 +20,7 @@ import torch
 from lightning_modules.evaluation import ScoreSums, task_metrics
 from mta_ablate.config.schema import TrainConfig
 from mta_ablate.model import ModelConfig, TransformerLM, is_mta_param, lm_loss
+from mta_ablate.ranks import full_parameters
 
 
 def lr_factor(step: int, train: TrainConfig) -> float:
@@ -108,7 +109,8 @@ class LMModule(L.LightningModule):
             return
         self.best_val_loss = min(self.best_val_loss, metrics["loss"])
         if self.task is not None:
-            metrics.update(task_metrics(self.model, self.task, self.train_config.val_samples, final=False))
+            with full_parameters(self.trainer):  # FSDP: the whole model on every rank, for the task's own scoring
+                metrics.update(task_metrics(self.model, self.task, self.train_config.val_samples, final=False))
         logged = {f"val/{k}": v for k, v in metrics.items()}
         self.log_dict({**logged, "val/loss_best": self.best_val_loss})
 

@@ -110,8 +110,44 @@ def strategy(train, plan: Plan):
     env = TrialEnvironment(plan)
     timeout = timedelta(seconds=train.rank_timeout_s)
     if train.strategy == "fsdp":
-        return FSDPStrategy(cluster_environment=env, timeout=timeout, state_dict_type="full")
+        from mta_ablate.model.transformer import Block
+
+        return FSDPStrategy(
+            cluster_environment=env, timeout=timeout, state_dict_type="full", auto_wrap_policy={Block}
+        )  # each transformer block is one shard unit; checkpoints are whole (a 1-device run can read them)
     return DDPStrategy(cluster_environment=env, timeout=timeout)
+
+
+def is_sharded(trainer) -> bool:
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    return isinstance(trainer.strategy, FSDPStrategy)
+
+
+def full_parameters(trainer):
+    """A context in which the model holds its whole parameters on every rank (FSDP gathers its shards; a collective,
+    so every rank enters it); a no-op otherwise. For evaluation code that calls the model outside Lightning."""
+    if not is_sharded(trainer):
+        return contextlib.nullcontext()
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    return FullyShardedDataParallel.summon_full_params(trainer.strategy.model, writeback=False)
+
+
+def whole_model(trainer, module, config):
+    """After training, the module rank 0 evaluates: `module` itself, or under FSDP a fresh one loaded with the full
+    state dict that every rank helps gather here (so call it on every rank, before the children exit)."""
+    if not is_sharded(trainer):
+        return module
+    state = trainer.strategy.lightning_module_state_dict()  # whole on rank 0, empty elsewhere
+    if not trainer.is_global_zero:
+        return module
+    from lightning_modules.lm_module import LMModule
+
+    whole = LMModule(config.model, config.train, module.task, seed=config.seed)
+    whole.load_state_dict(state)
+    whole.flops_per_batch = getattr(module, "flops_per_batch", None)
+    return whole.to(trainer.strategy.root_device)
 
 
 def free_port(address: str = "127.0.0.1") -> int:

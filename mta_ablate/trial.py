@@ -169,7 +169,7 @@ def _fit(config: ExperimentConfig, client, run_id, checkpoint_dir: Path, ckpt, r
     from lightning_modules.lm_module import LMModule
     from mta_ablate.attention.init import init_digest
     from mta_ablate.data import build_task
-    from mta_ablate.ranks import strategy
+    from mta_ablate.ranks import strategy, whole_model
     from mta_ablate.tracking.lightning_logger import MlflowRunLogger
 
     train = config.train
@@ -204,7 +204,7 @@ def _fit(config: ExperimentConfig, client, run_id, checkpoint_dir: Path, ckpt, r
     stopped = next((c.stopped for c in callbacks if isinstance(c, ReportValidation)), None)
     if stopped is not None:
         raise stopped
-    return module, task, trainer, logger
+    return whole_model(trainer, module, config), task, trainer, logger
 
 
 def _final_metrics(module, task, trainer, logger, config: ExperimentConfig) -> dict[str, float]:

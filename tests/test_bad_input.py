@@ -43,6 +43,11 @@ CASES = [
     ("status-no-store", "status x", "no store at"),
     ("report-no-store", "report x", "no store at"),
     ("report-out-file", "report x --out {tmp}/afile", "is a file"),
+    ("batch-not-divisible", "train model=toy task=find_block train.batch_size=30 train.devices=4", "multiple of 4"),
+    ("strategy-unknown", "train model=toy task=find_block train.strategy=deepspeed", "one of 'auto', 'ddp', 'fsdp'"),
+    ("fsdp-on-cpu", "train model=toy task=find_block train.devices=2 train.strategy=fsdp", "allowed on CPU: ddp"),
+    ("nodes-without-cluster", "train model=toy task=find_block train.num_nodes=2", "started by the cluster"),
+    ("devices-over-owned", f"sweep {Q} train.devices=2 --devices-per-trial 1", "allowed: --devices-per-trial >= 2"),
 ]
 
 

@@ -1,6 +1,7 @@
 """The command line: bad input exits 2 with one line; the attention bench runs and reports ratios."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -71,3 +72,14 @@ def test_train_bench_compares_variants_and_the_bare_loop():
     assert rows["baseline"]["mta_params"] == 0 < rows["mta_toy"]["mta_params"] < rows["mta_paper"]["mta_params"]
     assert all(r["tokens_per_s"] > 0 and r["activation_mib"] > 0 for r in rows.values())
     assert result["lightning_overhead"]["bare_step_ms"] > 0
+
+
+def test_ranks_bench_trains_one_trial_on_1_and_2_ranks_in_a_throwaway_workspace(workspace):
+    from mta_ablate.bench import ranks as bench_ranks
+
+    result = bench_ranks.run(devices=2, steps=20, repeats=1)
+    assert [r["devices"] for r in result["rows"]] == [1, 2]
+    one, two = result["rows"]
+    assert one["step_time_vs_one"] == 1.0 and two["step_time_vs_one"] == two["step_ms"] / one["step_ms"] > 0
+    assert os.environ["MTA_HOME"] == str(workspace) and not workspace.exists()  # nothing written to the user's
+    assert run_cli("bench", "ranks", "--devices", "1").returncode == 2

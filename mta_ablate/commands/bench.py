@@ -1,4 +1,4 @@
-"""`mta-ablate bench attention|context|train`: speed and memory measured side by side."""
+"""`mta-ablate bench attention|context|train|ranks`: speed and memory measured side by side."""
 
 from __future__ import annotations
 
@@ -29,6 +29,12 @@ def add_parser(sub) -> None:
     t.add_argument("--repeats", type=int, default=3, help="runs per variant, interleaved (median is reported)")
     t.add_argument("--json", action="store_true", help="print the results as JSON")
     t.set_defaults(run=run_train)
+    r = which.add_parser("ranks", help="step time of one trial on 1 rank vs N ranks (DDP; gloo processes on CPU)")
+    r.add_argument("--devices", type=int, default=2, help="ranks of the multi-device runs (default 2)")
+    r.add_argument("--steps", type=int, default=60, help="training steps per run (default 60)")
+    r.add_argument("--repeats", type=int, default=3, help="runs per device count, alternating (median is reported)")
+    r.add_argument("--json", action="store_true", help="print the results as JSON")
+    r.set_defaults(run=run_ranks)
 
 
 def _device_args(p) -> None:
@@ -223,4 +229,37 @@ def run_train(args) -> int:
         f"Lightning step {o['lightning_step_ms']:.1f} ms vs bare torch loop {o['bare_step_ms']:.1f} ms "
         f"(baseline, same batches): {100 * (o['lightning_vs_bare'] - 1):+.1f}%"
     )
+    return 0
+
+
+def run_ranks(args) -> int:
+    import warnings
+
+    from rich.table import Table
+
+    from mta_ablate.bench import ranks
+    from mta_ablate.console import console, setup_logging
+    from mta_ablate.errors import ConfigError
+
+    if args.devices < 2 or args.steps < 20 or args.repeats < 1:
+        raise ConfigError(
+            f"--devices={args.devices} --steps={args.steps} --repeats={args.repeats}: expected --devices >= 2, "
+            "--steps >= 20 and --repeats >= 1"
+        )
+    setup_logging()
+    warnings.filterwarnings("ignore", module="lightning")
+    result = ranks.run(devices=args.devices, steps=args.steps, repeats=args.repeats)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    console.print(
+        f"torch {result['torch']}, {result['cores']} cores; {result['shape']}; "
+        f"median of {result['repeats']} runs x {result['steps']} steps"
+    )
+    table = Table(title="one trial on 1 vs N ranks (the same global batch)")
+    for col in ("ranks", "step ms", "x one rank", "start-up s"):
+        table.add_column(col, justify="right")
+    for r in result["rows"]:
+        table.add_row(str(r["devices"]), f"{r['step_ms']:.1f}", f"{r['step_time_vs_one']:.2f}", f"{r['setup_s']:.1f}")
+    console.print(table)
     return 0
