@@ -104,12 +104,14 @@ def run_trial(
     tags: dict[str, str] | None = None,
     tracking_uri: str | None = None,
     on_start=None,
+    leader=None,
 ) -> TrialResult:
     """Train and evaluate one configuration; returns the MLflow run id and the final metrics.
 
     reporter(step, val_metrics) is called after every validation and may raise to stop (pruning); an exception with
     `mlflow_status` / `mta_state` attributes sets the run's status and `mta.state` tag (default FAILED / failed).
-    on_start(run_id) is called once the MLflow run exists."""
+    on_start(run_id) is called once the MLflow run exists. `leader` (a cluster's `ranks.Leader`) hands the other ranks
+    of a multi-node trial to the cluster's followers instead of starting them here."""
     import time
 
     import torch
@@ -128,7 +130,7 @@ def run_trial(
             on_start(run_id)
         if ckpt is None:
             log_run_inputs(client, run_id, config)
-        with child_ranks(config, run_id, ckpt, checkpoint_dir) as plan:  # ranks 1.. of a multi-device trial
+        with child_ranks(config, run_id, ckpt, checkpoint_dir, leader) as plan:  # ranks 1.. of a multi-device trial
             module, task, trainer, logger = _fit(config, client, run_id, checkpoint_dir, ckpt, reporter, clock, plan)
         clock["evaluate"] = time.perf_counter()
         metrics = _final_metrics(module, task, trainer, logger, config)

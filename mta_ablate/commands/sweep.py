@@ -10,7 +10,13 @@ def add_parser(sub) -> None:
     p = sub.add_parser("sweep", help="run (or resume) a sweep file with local workers")
     p.add_argument("file", help="a sweep file, e.g. sweeps/quickstart.yaml")
     p.add_argument("overrides", nargs="*", help="experiment overrides (train.max_steps=500) or sweep.<key>=...")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="local worker processes (default 1); 0 creates or resumes the sweep and queues its trials for workers "
+        "started elsewhere (a cluster job), and closes it once they are all done",
+    )
     p.add_argument(
         "--devices-per-trial",
         type=int,
@@ -29,8 +35,8 @@ def run(args) -> int:
     from mta_ablate.errors import ConfigError
     from mta_ablate.sweep.spec import parse_sweep, read_sweep_file
 
-    if args.workers < 1:
-        raise ConfigError(f"--workers={args.workers}: expected an integer >= 1")
+    if args.workers < 0:
+        raise ConfigError(f"--workers={args.workers}: expected an integer >= 0")
     spec = parse_sweep(read_sweep_file(args.file, args.overrides), args.overrides)  # every arm validated: exit 2
     if args.dry_run:
         return _dry_run(spec, args)
@@ -44,7 +50,7 @@ def run(args) -> int:
     check_tracking(args.tracking_uri)
 
     trains = [config.train for config in spec.configs.values()] or [spec.first_config.train]
-    devices = check_workers(trains, args.workers, args.devices_per_trial)  # local workers train on this host
+    devices = check_workers(trains, args.workers, args.devices_per_trial) if args.workers else 1  # on this host
     setup_logging()
     from mta_ablate.sweep.launch import run_sweep
 
@@ -67,6 +73,9 @@ def run(args) -> int:
     console.print(f"  report:  mta-ablate report {spec.name} --out reports/{spec.name}")
     console.print("  browse:  mta-ablate ui")
     left = counts["waiting"] + counts["running"]
+    if left and not args.workers:
+        console.print(f"{left} trials left for workers started elsewhere: mta-ablate worker {spec.name}{where}")
+        return 0
     if left:
         from mta_ablate.paths import mta_home
 

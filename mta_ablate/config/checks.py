@@ -5,10 +5,11 @@ from __future__ import annotations
 from mta_ablate.errors import ConfigError
 
 
-def check_device(train, where: str = "train.accelerator", owned: int | None = None) -> None:
+def check_device(train, where: str = "train.accelerator", owned: int | None = None, cluster=None) -> None:
     """Fail now, in one line, when a job asks for more than this host has (not later, in every trial): CUDA on a
     host without it, more GPUs than are visible (or than a worker owns: `owned`), FSDP without CUDA, or a trial over
-    several nodes started without the cluster that would start its other ranks."""
+    several nodes started without the cluster (`ranks.Cluster`) that starts its other ranks, or with one of
+    another size."""
     import torch
 
     cuda = train.accelerator == "cuda" or (train.accelerator == "auto" and torch.cuda.is_available())
@@ -24,14 +25,19 @@ def check_device(train, where: str = "train.accelerator", owned: int | None = No
     if have is not None and train.devices > have:
         what = f"this worker owns {have}" if owned else f"{have} CUDA device(s) are visible"
         raise ConfigError(f"train.devices={train.devices}: {what}; allowed: 1..{have}")
-    if train.num_nodes > 1:
+    if cluster is not None and train.world_size != cluster.world_size:
+        raise ConfigError(
+            f"train.devices x train.num_nodes = {train.world_size}: this worker was launched as one of "
+            f"{cluster.world_size} ranks; allowed: a trial of exactly {cluster.world_size} ranks"
+        )
+    if train.num_nodes > 1 and cluster is None:
         raise ConfigError(
             f"train.num_nodes={train.num_nodes}: a trial over several nodes needs its ranks started by the cluster "
             "(srun ... mta-ablate worker, see docs/scale-out.md); on one host use train.devices"
         )
 
 
-def check_workers(trains: list, workers: int, devices_per_trial: int | None) -> int:
+def check_workers(trains: list, workers: int, devices_per_trial: int | None, cluster=None) -> int:
     """The devices each worker owns (default: the most any arm's trial uses), checked against every arm's train
     config and, on CUDA, against the GPUs this host shows (workers x devices). Returns it."""
     import torch
@@ -45,7 +51,7 @@ def check_workers(trains: list, workers: int, devices_per_trial: int | None) -> 
                 f"train.devices={train.devices}: more than --devices-per-trial={owned} gives each worker; "
                 f"allowed: --devices-per-trial >= {train.devices}"
             )
-        check_device(train, owned=owned)
+        check_device(train, owned=owned, cluster=cluster)
     cuda = any(t.accelerator == "cuda" for t in trains) or (
         torch.cuda.is_available() and any(t.accelerator == "auto" for t in trains)
     )

@@ -64,7 +64,9 @@ def close_orphaned_runs(tracking_uri: str | None, sweep: str, arm: str, seed: in
             client.set_terminated(run.info.run_id, "FAILED")
 
 
-def make_objective(spec: SweepSpec, study, tracking_uri: str | None, parent: str | None, threads: int, worker: str):
+def make_objective(
+    spec: SweepSpec, study, tracking_uri: str | None, parent: str | None, threads: int, worker: str, leader=None
+):
     """The Optuna objective of this worker: claim the trial's (arm, seed), train it with `run_trial`, return the
     objective; a failure is recorded on the trial (interrupted or error) and re-raised."""
     import optuna
@@ -99,7 +101,13 @@ def make_objective(spec: SweepSpec, study, tracking_uri: str | None, parent: str
 
         report = _pruning_reporter(spec, trial)
         result = run_trial(
-            config, reporter=report, parent_run_id=parent, tags=tags, tracking_uri=tracking_uri, on_start=started_run
+            config,
+            reporter=report,
+            parent_run_id=parent,
+            tags=tags,
+            tracking_uri=tracking_uri,
+            on_start=started_run,
+            leader=leader,
         )
         work = result.timings["fit_s"] + result.timings["evaluate_s"]
         trial.set_user_attr("overhead_s", round(time.time() - started - work, 3))
@@ -222,18 +230,35 @@ def run_worker(
     devices: int = 0,
 ) -> int:
     """Run trials of sweep `name` until its queue is empty (and nothing is running) or its budget is spent.
-    `devices`: the devices this worker owns (0: as many as the largest trial needs). Returns how many of the trials
-    this worker ran failed."""
+    `devices`: the devices this worker owns (0: as many as the largest trial needs). A worker launched as rank > 0 of a
+    cluster (`ranks.cluster_from_env`) follows rank 0's trials instead. Returns how many of the trials this worker ran
+    failed."""
+    from mta_ablate.config.checks import check_workers
+    from mta_ablate.ranks import Leader, cluster_from_env, follow
+
+    cluster = cluster_from_env()
+    if cluster is not None and cluster.rank > 0:
+        return follow(cluster)
+    worker = worker or f"{os.uname().nodename}:{os.getpid()}"
+    study, spec, tracking_uri, parent = _load_when_ready(name, storage, tracking_uri)
+    trains = [c.train for c in spec.configs.values()] or [spec.first_config.train]
+    devices = check_workers(trains, 1, devices, cluster)
+    _warn_if_oversubscribed(study, worker, threads * devices)
+    leader = Leader(cluster) if cluster is not None else None
+    try:
+        objective = make_objective(spec, study, tracking_uri, parent, threads, worker, leader)
+        return _work(spec, study, objective, worker)
+    finally:
+        if leader is not None:
+            leader.close()
+
+
+def _work(spec: SweepSpec, study, objective, worker: str) -> int:
+    """The worker's loop: run queued trials until there are none left, queueing adaptive seeds and lost-rank retries.
+    Returns how many of its trials failed (and were not queued again)."""
     import optuna
     from optuna.trial import TrialState
 
-    from mta_ablate.config.checks import check_workers
-
-    worker = worker or f"{os.uname().nodename}:{os.getpid()}"
-    study, spec, tracking_uri, parent = _load_when_ready(name, storage, tracking_uri)
-    devices = check_workers([c.train for c in spec.configs.values()] or [spec.first_config.train], 1, devices)
-    objective = make_objective(spec, study, tracking_uri, parent, threads, worker)
-    _warn_if_oversubscribed(study, worker, threads * devices)
     deadline = study.user_attrs.get("mta.deadline")
     ended, retried = [], set()  # every trial this worker ran, as it ended; those queued again (a lost rank)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -258,5 +283,5 @@ def run_worker(
             retried.add(ended[-1].number)
         adaptive.extend(study, spec)  # queue the next seeds at once, so that idle workers can take them
     failed = sum(t.state == TrialState.FAIL and t.number not in retried for t in ended)
-    log.info("worker %s: %d trials (%d failed), sweep %s has no more work", worker, len(ended), failed, name)
+    log.info("worker %s: %d trials (%d failed), sweep %s has no more work", worker, len(ended), failed, spec.name)
     return failed

@@ -107,7 +107,7 @@ def test_a_pruning_decision_on_rank_0_stops_every_rank(workspace):
 
 
 def test_a_killed_two_device_trial_resumes_the_same_run(workspace):
-    overrides = [*TINY, "train.max_steps=300", "train.devices=2", "train.log_every=2"]
+    overrides = [*TINY, "train.max_steps=120", "train.devices=2", "train.log_every=2"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "mta_ablate", "train", *overrides],
         stdout=subprocess.DEVNULL,
@@ -125,10 +125,10 @@ def test_a_killed_two_device_trial_resumes_the_same_run(workspace):
 
     resumed = run_trial(load_experiment([*overrides, "train.resume=true"]))
     client = MlflowClient(tracking_uri())
-    assert resumed.run_id == run_id and resumed.steps == 300
+    assert resumed.run_id == run_id and resumed.steps == 120
     assert client.get_run(run_id).info.status == "FINISHED"
     steps = [s for s, _ in history(client, run_id, "train/loss")]
-    assert steps == list(range(steps[0], 301, 2)), "a step was logged twice, or is missing"
+    assert steps == list(range(steps[0], 121, 2)), "a step was logged twice, or is missing"
     assert len(client.search_runs([client.get_experiment_by_name("train").experiment_id])) == 1
 
 
@@ -140,7 +140,7 @@ def test_a_killed_rank_fails_the_trial_in_bounded_time_and_the_retry_completes_i
         "defaults": [{"model": "toy"}, {"task": "find_block"}, {"train": "cpu_quick"}],
         "base": {
             **dict(o.split("=", 1) for o in TINY[2:]),
-            "train.max_steps": 300,
+            "train.max_steps": 120,
             "train.devices": 2,
             "train.rank_timeout_s": 60,
         },
@@ -172,5 +172,45 @@ def test_a_killed_rank_fails_the_trial_in_bounded_time_and_the_retry_completes_i
     runs = client.search_runs([client.get_experiment_by_name("ranks").experiment_id], "tags.`mta.kind` = 'trial'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED", "the retry resumes the same MLflow run"
     steps = [s for s, _ in history(client, runs[0].info.run_id, "train/loss")]
-    assert len(steps) == len(set(steps)) and steps[-1] == 300
+    assert len(steps) == len(set(steps)) and steps[-1] == 120
     assert not rank_processes(workspace)
+
+
+def test_a_trial_over_two_nodes_runs_on_a_cluster_leader_and_follower(workspace, tmp_path):
+    """What `srun` or `torchrun` starts: one worker per rank (WORLD_SIZE, RANK, MASTER_ADDR/PORT); rank 0 claims the
+    trial and hands it to rank 1. Here both "nodes" are this host."""
+    from mta_ablate.ranks import free_port
+    from mta_ablate.sweep.study import storage_url
+
+    sweep = {
+        "name": "nodes",
+        "defaults": [{"model": "toy"}, {"task": "find_block"}, {"train": "cpu_quick"}],
+        "base": {**dict(o.split("=", 1) for o in TINY[2:]), "train.num_nodes": 2},
+        "seeds": [0],
+        "objective": {"metric": "toy/error", "direction": "minimize"},
+        "design": {"kind": "arms", "arms": [{"name": "mta", "overrides": {"attention": "mta_toy"}}]},
+    }
+    path = tmp_path / "nodes.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    cmd = [sys.executable, "-m", "mta_ablate", "sweep", str(path), "--workers", "0"]
+    queued = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert queued.returncode == 0 and "1 trials left for workers started elsewhere" in queued.stdout, queued.stderr
+    env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mta_ablate", "worker", "nodes"],
+            env={**env, "RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for rank in (1, 0)  # the follower may start first: it waits for the leader
+    ]
+    outs = [w.communicate(timeout=240)[0].decode() for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outs[1][-2000:] + outs[0][-2000:]
+    (trial,) = optuna.load_study(study_name="nodes", storage=storage_url()).get_trials()
+    assert trial.state.name == "COMPLETE"
+    client = MlflowClient(tracking_uri())
+    runs = client.search_runs([client.get_experiment_by_name("nodes").experiment_id], "tags.`mta.kind` = 'trial'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED" and runs[0].data.params["train.num_nodes"] == "2"
+    closed = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert closed.returncode == 0 and "1 complete" in closed.stdout
