@@ -18,9 +18,9 @@ import lightning as L
 import torch
 
 from lightning_modules.evaluation import ScoreSums, task_metrics
+from lightning_modules.sharding import full_parameters
 from mta_ablate.config.schema import TrainConfig
 from mta_ablate.model import ModelConfig, TransformerLM, is_mta_param, lm_loss
-from mta_ablate.ranks import full_parameters
 
 
 def lr_factor(step: int, train: TrainConfig) -> float:

@@ -121,25 +121,11 @@ def strategy(train, plan: Plan):
     return DDPStrategy(cluster_environment=env, timeout=timeout)
 
 
-def is_sharded(trainer) -> bool:
-    from lightning.pytorch.strategies import FSDPStrategy
-
-    return isinstance(trainer.strategy, FSDPStrategy)
-
-
-def full_parameters(trainer):
-    """A context in which the model holds its whole parameters on every rank (FSDP gathers its shards; a collective,
-    so every rank enters it); a no-op otherwise. For evaluation code that calls the model outside Lightning."""
-    if not is_sharded(trainer):
-        return contextlib.nullcontext()
-    from torch.distributed.fsdp import FullyShardedDataParallel
-
-    return FullyShardedDataParallel.summon_full_params(trainer.strategy.model, writeback=False)
-
-
 def whole_model(trainer, module, config):
     """After training, the module rank 0 evaluates: `module` itself, or under FSDP a fresh one loaded with the full
     state dict that every rank helps gather here (so call it on every rank, before the children exit)."""
+    from lightning_modules.sharding import is_sharded
+
     if not is_sharded(trainer):
         return module
     state = trainer.strategy.lightning_module_state_dict()  # whole on rank 0, empty elsewhere
