@@ -64,6 +64,7 @@ bench: install
 	$(BIN)/mta-ablate bench attention
 	$(BIN)/mta-ablate bench context
 	$(BIN)/mta-ablate bench train
+	$(BIN)/mta-ablate bench ranks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
