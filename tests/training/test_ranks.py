@@ -104,6 +104,8 @@ def test_a_pruning_decision_on_rank_0_stops_every_rank(workspace):
     (run,) = client.search_runs([client.get_experiment_by_name("train").experiment_id])
     assert run.info.status == "KILLED" and run.data.tags["mta.state"] == "pruned"
     assert max(s for s, _ in history(client, run.info.run_id, "train/loss")) <= 20
+    after = run_trial(load_experiment([*TINY, "train.devices=2", "tracking.run_name=next"]))  # as a worker goes on
+    assert after.steps == 30 and client.get_run(after.run_id).info.status == "FINISHED"
 
 
 def test_a_killed_two_device_trial_resumes_the_same_run(workspace):
