@@ -49,7 +49,9 @@ def run(devices: int = 2, steps: int = 60, repeats: int = 3) -> dict:
                     config = load_experiment([*base, f"train.devices={n}", f"tracking.run_name=d{n}r{i}"])
                     result = run_trial(config)
                     step_ms = result.metrics["perf/step_ms"]  # rolling over the last steps: no start-up in it
-                    other_s = result.timings["setup_s"] + result.timings["fit_s"] - result.steps * step_ms / 1000
+                    other_s = max(
+                        0.0, result.timings["setup_s"] + result.timings["fit_s"] - result.steps * step_ms / 1000
+                    )
                     times[n].append((step_ms, other_s))
         finally:
             if old_home is None:
