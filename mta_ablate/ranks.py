@@ -12,10 +12,7 @@ Failure is bounded:
 - a child dies with its parent (Linux parent-death signal), and rank 0 kills its children whenever it leaves, so
   no rank outlives its trial.
 
-Trials that span nodes (`num_nodes` > 1) get their ranks from the cluster instead: every rank is a worker started by
-the launcher (`srun`, `torchrun`, a Kubernetes job), found by `cluster_from_env`. Rank 0 leads: it claims trials as any
-worker does and hands each one to the others through a small key-value store it hosts (`Leader`); the others follow
-(`follow`), training their rank of every trial until the leader says it is done. See docs/scale-out.md.
+Trials that span nodes (`num_nodes` > 1) get their ranks from the cluster launcher instead (`mta_ablate.cluster`).
 """
 
 from __future__ import annotations
@@ -31,8 +28,12 @@ import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from lightning.fabric.plugins.environments import ClusterEnvironment
+
+if TYPE_CHECKING:
+    from mta_ablate.cluster import Leader
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ class Children:
             p.wait()
 
 
-def _payload(config, run_id: str, ckpt, checkpoint_dir, plan: Plan) -> dict:
+def trial_payload(config, run_id: str, ckpt, checkpoint_dir, plan: Plan) -> dict:
     """What another rank needs to train its share of this trial: the resolved config, checkpoint and meeting point."""
     return {
         "config": config.resolved,
@@ -215,7 +216,7 @@ def child_ranks(config, run_id: str, ckpt, checkpoint_dir, leader: Leader | None
             yield plan
         return
     plan = Plan(0, train.world_size, train.devices, "127.0.0.1", free_port())
-    payload = _payload(config, run_id, ckpt, checkpoint_dir, plan)
+    payload = trial_payload(config, run_id, ckpt, checkpoint_dir, plan)
     procs = []
     for rank in range(1, plan.world_size):
         proc = subprocess.Popen(
@@ -241,141 +242,10 @@ def child_ranks(config, run_id: str, ckpt, checkpoint_dir, leader: Leader | None
         raise
     finally:
         children.kill()
-        _close_process_group()
+        close_process_group()
 
 
-@dataclass(frozen=True)
-class Cluster:
-    """This worker's place among the ranks a cluster launcher started (rank 0 leads, the others follow)."""
-
-    rank: int
-    world_size: int
-    address: str
-    port: int
-
-
-def cluster_from_env(environ=os.environ) -> Cluster | None:
-    """The launcher's ranks: SLURM's (SLURM_PROCID of SLURM_NTASKS) or torch's (RANK of WORLD_SIZE: torchrun, a
-    Kubernetes PyTorchJob), meeting at MASTER_ADDR:MASTER_PORT; None for a worker started on its own."""
-    from mta_ablate.errors import ConfigError
-
-    if int(environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in environ:
-        rank, world = int(environ["SLURM_PROCID"]), int(environ["SLURM_NTASKS"])
-    elif int(environ.get("WORLD_SIZE", "1")) > 1:
-        rank, world = int(environ.get("RANK", "0")), int(environ["WORLD_SIZE"])
-    else:
-        return None
-    if "MASTER_ADDR" not in environ:
-        raise ConfigError(
-            f"this worker was launched as rank {rank} of {world}, but MASTER_ADDR is not set; export MASTER_ADDR (the "
-            "first node's address) and MASTER_PORT in the job script"
-        )
-    return Cluster(rank, world, environ["MASTER_ADDR"], int(environ.get("MASTER_PORT", "29500")))
-
-
-def _handoff_store(cluster: Cluster, timeout_s: float):
-    """The leader's key-value store (rank 0 hosts it on MASTER_PORT; the others connect)."""
-    from datetime import timedelta
-
-    from torch.distributed import TCPStore
-
-    return TCPStore(
-        cluster.address if cluster.rank else "0.0.0.0",  # noqa: S104  (the other nodes must reach it)
-        cluster.port,
-        is_master=cluster.rank == 0,
-        timeout=timedelta(seconds=timeout_s),
-        wait_for_workers=False,
-    )
-
-
-class Leader:
-    """Rank 0 of a cluster: hands every multi-rank trial to the followers (`trial/<k>`), reads their outcome
-    (`result/<k>/<rank>`), and tells them to stop when the worker is done."""
-
-    def __init__(self, cluster: Cluster):
-        self.cluster, self.store, self.k = cluster, _handoff_store(cluster, 600), 0
-
-    @contextlib.contextmanager
-    def trial(self, config, run_id: str, ckpt, checkpoint_dir):
-        train = config.train
-        if train.world_size != self.cluster.world_size:
-            raise RuntimeError(f"a trial of {train.world_size} ranks on a cluster of {self.cluster.world_size}")
-        plan = Plan(0, train.world_size, train.devices, self.cluster.address, free_port(""))
-        k, self.k = self.k, self.k + 1
-        self.store.set(f"trial/{k}", json.dumps(_payload(config, run_id, ckpt, checkpoint_dir, plan)))
-        try:
-            yield plan
-            self._results(k, EXIT_GRACE_S)
-        except (RankLost, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            lost = self._lost(k)
-            if lost:
-                raise RankLost(f"{lost} during training ({type(exc).__name__}: {str(exc)[:200]})") from exc
-            raise
-        finally:
-            _close_process_group()
-
-    def _lost(self, k: int) -> str | None:
-        failed = []
-        for rank in range(1, self.cluster.world_size):
-            if self.store.check([f"result/{k}/{rank}"]):
-                outcome = self.store.get(f"result/{k}/{rank}").decode()
-                if outcome != "ok":
-                    failed.append(f"rank {rank} failed ({outcome})")
-        return ", ".join(failed) or None
-
-    def _results(self, k: int, timeout_s: float) -> None:
-        deadline = time.time() + timeout_s
-        keys = [f"result/{k}/{rank}" for rank in range(1, self.cluster.world_size)]
-        while not self.store.check(keys) and time.time() < deadline:
-            time.sleep(0.2)
-        lost = self._lost(k)
-        if lost or not self.store.check(keys):
-            raise RankLost(lost or f"a follower did not report within {timeout_s:.0f} s after training")
-
-    def close(self, timeout_s: float = 60) -> None:
-        """Tell the followers there is no more work, and keep the store up until each has read it (they exit 0)."""
-        with contextlib.suppress(Exception):
-            self.store.set(f"trial/{self.k}", json.dumps("done"))
-            keys = [f"bye/{rank}" for rank in range(1, self.cluster.world_size)]
-            deadline = time.time() + timeout_s
-            while not self.store.check(keys) and time.time() < deadline:
-                time.sleep(0.2)
-
-
-def follow(cluster: Cluster) -> int:
-    """A follower rank: train this rank of every trial the leader hands over, until it says done (exit 0) or is
-    gone (exit 1). A failed trial is reported to the leader (which fails it) and the follower waits for the next."""
-    from mta_ablate.config.schema import experiment_from_dict
-    from mta_ablate.trial import train_rank
-
-    store = _handoff_store(cluster, 600)
-    k = 0
-    while True:
-        try:
-            payload = json.loads(store.get(f"trial/{k}"))  # waits for the leader (up to the store's timeout)
-        except RuntimeError as exc:  # the leader is gone, or has handed nothing over for 10 minutes
-            if "timeout" in str(exc).lower():
-                continue
-            log.error("rank %d: the leader is gone (%s); exiting", cluster.rank, exc)
-            return 1
-        if payload == "done":
-            store.set(f"bye/{cluster.rank}", "ok")
-            return 0
-        plan = Plan(**{**payload["plan"], "rank": cluster.rank})
-        try:
-            config = experiment_from_dict(payload["config"], payload["arm"])
-            train_rank(config, plan, payload["ckpt"], payload["checkpoint_dir"])
-            store.set(f"result/{k}/{cluster.rank}", "ok")
-        except Exception as exc:  # noqa: BLE001  (reported to the leader, which records the trial as failed)
-            log.exception("rank %d: trial %d failed", cluster.rank, k)
-            store.set(f"result/{k}/{cluster.rank}", f"{type(exc).__name__}: {exc}"[:300])
-            _close_process_group()
-        k += 1
-
-
-def _close_process_group() -> None:
+def close_process_group() -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

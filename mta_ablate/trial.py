@@ -110,7 +110,7 @@ def run_trial(
 
     reporter(step, val_metrics) is called after every validation and may raise to stop (pruning); an exception with
     `mlflow_status` / `mta_state` attributes sets the run's status and `mta.state` tag (default FAILED / failed).
-    on_start(run_id) is called once the MLflow run exists. `leader` (a cluster's `ranks.Leader`) hands the other ranks
+    on_start(run_id) is called once the MLflow run exists. `leader` (a cluster's `cluster.Leader`) hands the other ranks
     of a multi-node trial to the cluster's followers instead of starting them here."""
     import time
 

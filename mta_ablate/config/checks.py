@@ -8,7 +8,7 @@ from mta_ablate.errors import ConfigError
 def check_device(train, where: str = "train.accelerator", owned: int | None = None, cluster=None) -> None:
     """Fail now, in one line, when a job asks for more than this host has (not later, in every trial): CUDA on a
     host without it, more GPUs than are visible (or than a worker owns: `owned`), FSDP without CUDA, or a trial over
-    several nodes started without the cluster (`ranks.Cluster`) that starts its other ranks, or with one of
+    several nodes started without the cluster (`cluster.Cluster`) that starts its other ranks, or with one of
     another size."""
     import torch
 

@@ -102,11 +102,13 @@ def needle_metrics(model: nn.Module, task, n_samples: int, final: bool) -> dict[
 
 def babilong_metrics(model: nn.Module, task, n_samples: int, final: bool) -> dict[str, float]:
     c = task.config
+    lengths = (c.context_len, 2 * c.context_len) if final else (c.context_len,)
     r = babilong_accuracy(
         model,
-        qa=(c.qa,),
-        context_lens=(c.context_len,),
+        qa=c.tasks,
+        context_lens=tuple(t for t in lengths if t <= model.config.max_seq_len),
         n=n_samples,
+        n_facts=c.n_facts,
         haystack=c.haystack,
         split=c.split,
         tokenizer=c.tokenizer,

@@ -231,10 +231,10 @@ def run_worker(
 ) -> int:
     """Run trials of sweep `name` until its queue is empty (and nothing is running) or its budget is spent.
     `devices`: the devices this worker owns (0: as many as the largest trial needs). A worker launched as rank > 0 of a
-    cluster (`ranks.cluster_from_env`) follows rank 0's trials instead. Returns how many of the trials this worker ran
+    cluster (`cluster.cluster_from_env`) follows rank 0's trials instead. Returns how many of the trials this worker ran
     failed."""
+    from mta_ablate.cluster import Leader, cluster_from_env, follow
     from mta_ablate.config.checks import check_workers
-    from mta_ablate.ranks import Leader, cluster_from_env, follow
 
     cluster = cluster_from_env()
     if cluster is not None and cluster.rank > 0:

@@ -84,6 +84,23 @@ def test_babilong_facts_keep_their_order_and_the_answer_follows_from_them(qa):
     assert torch.all(batch["loss_mask"] == batch["answer_mask"])  # lm_weight 0: only the answer
 
 
+def test_babilong_mixes_the_listed_qa_tasks_one_per_sample_and_rejects_bad_lists():
+    task = build_task("babilong", haystack="code", qa=[1, 3], n_facts=4, context_len=256)
+    questions = [it["question"] for it in task.generate(40, seed=0)]
+    qa1 = [q for q in questions if re.fullmatch(r"Where is \w+\?", q)]
+    assert 0 < len(qa1) < len(questions)  # both tasks are drawn
+    again = [it["question"] for it in build_task("babilong", haystack="code", qa="1,3", n_facts=4,
+                                                 context_len=256).generate(40, seed=0)]  # fmt: skip
+    assert again == questions  # the CLI form, same stream
+    single = build_task("babilong", haystack="code", qa=1, n_facts=4, context_len=256).generate(5, seed=0)
+    assert all(re.fullmatch(r"Where is \w+\?", it["question"]) for it in single)
+    for bad, match in (([1, 1], "distinct"), ([1, 4], "expected one of"), ([], "distinct")):
+        with pytest.raises(ConfigError, match=match):
+            build_task("babilong", haystack="code", qa=bad)
+    with pytest.raises(ConfigError, match="12 facts"):  # the longest story of the mix must fit
+        build_task("babilong", haystack="code", qa=[1, 3], context_len=256)
+
+
 def test_lm_batches_are_shifted_windows_and_validation_windows_are_fixed():
     task = build_task("lm", corpora="code", seq_len=32)
     batch = task.batch(4, np.random.default_rng(0))

@@ -29,8 +29,8 @@ SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])|\n\s*\n")  # sentence en
 
 @dataclass(frozen=True, kw_only=True)
 class BabiLongConfig:
-    qa: int = 1
-    """bAbI task: 1, 2 or 3 supporting facts."""
+    qa: int | tuple[int, ...] = 1
+    """bAbI task: 1, 2 or 3 supporting facts; several (`[1, 2, 3]`) mix them, one drawn per sample."""
     context_len: int = 512
     """T: tokens per sample (story + background + question + answer, left-padded)."""
     n_facts: int | None = None
@@ -43,7 +43,12 @@ class BabiLongConfig:
     tokenizer: str = "byte"
 
     def __post_init__(self) -> None:
-        check_choice("qa", self.qa, tuple(babi.GENERATORS))
+        if isinstance(self.qa, list | tuple):
+            object.__setattr__(self, "qa", tuple(self.qa))
+            if not self.qa or len(set(self.qa)) != len(self.qa):
+                raise ConfigError(f"task.qa={list(self.qa)!r}: expected distinct tasks from {list(babi.GENERATORS)}")
+        for q in self.tasks:
+            check_choice("qa", q, tuple(babi.GENERATORS))
         check_int("context_len", self.context_len, 32)
         if self.n_facts is not None:
             check_int("n_facts", self.n_facts, 1)
@@ -51,8 +56,13 @@ class BabiLongConfig:
         check_choice("split", self.split, ("train", "validation"))
 
     @property
-    def facts(self) -> int:
-        return self.n_facts if self.n_facts is not None else babi.DEFAULT_FACTS[self.qa]
+    def tasks(self) -> tuple[int, ...]:
+        """The bAbI tasks drawn from, as a tuple."""
+        return self.qa if isinstance(self.qa, tuple) else (self.qa,)
+
+    def facts(self, qa: int) -> int:
+        """Story length in facts of bAbI task `qa`."""
+        return self.n_facts if self.n_facts is not None else babi.DEFAULT_FACTS[qa]
 
 
 class BabiLongTask(AnswerAtEndTask):
@@ -64,10 +74,11 @@ class BabiLongTask(AnswerAtEndTask):
         self._load_haystack(config)
         fact = len(self.tokenizer.encode(" Sandra journeyed to the bathroom."))
         prompt = len(self.tokenizer.encode(" Question: Where was the football before the bathroom? Answer: bathroom"))
-        if config.facts * fact + prompt + 1 > config.context_len:
+        most = max(config.facts(q) for q in config.tasks)
+        if most * fact + prompt + 1 > config.context_len:
             raise ConfigError(
-                f"task.context_len={config.context_len}: {config.facts} facts and the question need up to "
-                f"{config.facts * fact + prompt + 1} tokens"
+                f"task.context_len={config.context_len}: {most} facts and the question need up to "
+                f"{most * fact + prompt + 1} tokens"
             )
 
     def _background(self, rng: np.random.Generator, budget: int) -> tuple[int, list[str]]:
@@ -81,7 +92,8 @@ class BabiLongTask(AnswerAtEndTask):
 
     def _one(self, rng: np.random.Generator) -> dict:
         c, tok = self.config, self.tokenizer
-        facts, question, answer = babi.GENERATORS[c.qa](rng, c.facts)
+        qa = c.tasks[int(rng.integers(len(c.tasks)))] if len(c.tasks) > 1 else c.tasks[0]
+        facts, question, answer = babi.GENERATORS[qa](rng, c.facts(qa))
         prompt = tok.encode(f" Question: {question} Answer: ")
         answer_ids = tok.encode(answer)
         budget = c.context_len - len(prompt) - len(answer_ids)  # + 1 (bos) - 1 (shift)

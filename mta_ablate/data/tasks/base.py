@@ -13,6 +13,7 @@ A task batch is a dict of tensors, all (B, T) with T = task.seq_len, built from 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -132,7 +133,10 @@ def _convert(key: str, text: str, hint):
         if text.lower() in ("none", "null") and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _convert(key, text, inner[0])
+        for hint_ in inner[:-1]:  # the first alternative that reads the text (int | tuple: "1" or "1,3")
+            with contextlib.suppress(ConfigError):
+                return _convert(key, text, hint_)
+        return _convert(key, text, inner[-1])
     if origin is tuple:
         items = [t for t in text.strip("()[] ").split(",") if t.strip()]
         return tuple(_convert(key, t.strip(), args[0]) for t in items)
