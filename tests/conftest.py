@@ -1,6 +1,7 @@
 """Shared fixtures: every test gets its own workspace (MTA_HOME) and its own MLflow store, both real."""
 
 import os
+import shutil
 
 import pytest
 
@@ -22,3 +23,23 @@ def workspace(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     return home
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory):
+    """An empty MLflow SQLite store, created (its schema migrated) by MLflow once per test session."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def tracked_workspace(workspace, mlflow_template):
+    """`workspace` with its MLflow store already in place, as the first run there would leave it (a copy of the
+    session's empty store: MLflow takes seconds to create one). For tests that train; bad-input tests, which check
+    that nothing is created, use `workspace`."""
+    workspace.mkdir(parents=True)
+    shutil.copy(mlflow_template, workspace / "mlflow.db")
+    return workspace

@@ -74,6 +74,7 @@ def test_train_bench_compares_variants_and_the_bare_loop():
     assert result["lightning_overhead"]["bare_step_ms"] > 0
 
 
+@pytest.mark.slow  # 2-rank training itself is tested in tests/training/test_ranks.py
 def test_ranks_bench_trains_one_trial_on_1_and_2_ranks_in_a_throwaway_workspace(workspace):
     from mta_ablate.bench import ranks as bench_ranks
 

@@ -107,6 +107,7 @@ def test_two_workers_finishing_at_once_add_each_seed_once(workspace):
     assert sorted(waiting) == [("baseline", 2), ("k3", 2), ("k7", 2)]
 
 
+@pytest.mark.usefixtures("tracked_workspace")
 def test_an_adaptive_sweep_with_two_workers_runs_each_arm_and_seed_once(workspace, tmp_path):
     path = sweep_file(tmp_path, "adapt", THREE_ARMS, seeds=ADAPTIVE)
     text = path.read_text().replace("metric: toy/error", "metric: final/loss")

@@ -171,7 +171,7 @@ GPU_ON_CPU = ["model=tiny", "task.seq_len=64", "train.accelerator=cpu", "train.p
 
 
 @pytest.mark.parametrize("path", sorted(__import__("glob").glob("sweeps/*.yaml")))
-def test_every_shipped_sweep_runs_one_tiny_trial(workspace, path):
+def test_every_shipped_sweep_runs_one_tiny_trial(tracked_workspace, path):
     """A broken sweep file cannot land: the last arm (or one sampled point of a search) trains for 2 steps."""
     from mta_ablate.config.compose import load_experiment
     from mta_ablate.sweep.design import sample_overrides

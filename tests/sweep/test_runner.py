@@ -15,6 +15,8 @@ from optuna.trial import TrialState
 from mta_ablate.sweep.study import SKIPPED, storage_url
 from mta_ablate.tracking.mlflow_store import tracking_uri
 
+pytestmark = pytest.mark.usefixtures("tracked_workspace")
+
 TINY = {
     "train.max_steps": 10,
     "train.val_every": 5,
@@ -91,6 +93,10 @@ def test_two_workers_complete_every_arm_and_seed_exactly_once(workspace, tmp_pat
         assert {tags["mta.arm"], tags["mta.seed"]} <= {"baseline", "k3", "k7", "0", "1"}
         assert run.info.status == "FINISHED" and "toy/error" in run.data.metrics
     assert {t.user_attrs["mlflow_run_id"] for t in done} == {r.info.run_id for r in kids}
+    status = subprocess.run([sys.executable, "-m", "mta_ablate", "status", "three"], capture_output=True, text=True)
+    assert status.returncode == 0 and "k7" in status.stdout and "complete" in status.stdout, status.stderr
+    missing = subprocess.run([sys.executable, "-m", "mta_ablate", "status", "nope"], capture_output=True, text=True)
+    assert missing.returncode == 2 and "sweeps there: three" in missing.stderr
     # the sweep's report, from the store alone
     report = subprocess.run(
         [sys.executable, "-m", "mta_ablate", "report", "three", "--out", str(tmp_path / "r")],
@@ -178,15 +184,6 @@ def test_pruner_stops_a_clearly_worse_arm_and_nan_fails_without_stopping_the_swe
         states[("nan", "1")][0] == "FAILED"
         and "FloatingPointError" in [r for r in kids if r.data.tags["mta.arm"] == "nan"][0].data.tags["mta.failure"]
     )
-
-
-def test_status_lists_the_trials(workspace, tmp_path):
-    path = sweep_file(tmp_path, "stat", {"kind": "arms", "arms": [{"name": "only", "overrides": {}}]}, seeds=[3])
-    assert run_sweep(path).returncode == 0
-    out = subprocess.run([sys.executable, "-m", "mta_ablate", "status", "stat"], capture_output=True, text=True)
-    assert out.returncode == 0 and "only" in out.stdout and "complete" in out.stdout
-    missing = subprocess.run([sys.executable, "-m", "mta_ablate", "status", "nope"], capture_output=True, text=True)
-    assert missing.returncode == 2 and "sweeps there: stat" in missing.stderr
 
 
 @pytest.mark.parametrize("kind", ["search"])

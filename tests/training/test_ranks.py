@@ -17,6 +17,8 @@ from mta_ablate.config.compose import load_experiment
 from mta_ablate.tracking.mlflow_store import tracking_uri
 from mta_ablate.trial import run_trial
 
+pytestmark = pytest.mark.usefixtures("tracked_workspace")
+
 TINY = [
     "attention=mta_toy",
     "attention.qk_pre=[2,7]",
@@ -108,6 +110,7 @@ def test_a_pruning_decision_on_rank_0_stops_every_rank(workspace):
     assert after.steps == 30 and client.get_run(after.run_id).info.status == "FINISHED"
 
 
+@pytest.mark.slow  # the killed-rank test below also resumes a 2-device run from its checkpoint
 def test_a_killed_two_device_trial_resumes_the_same_run(workspace):
     overrides = [*TINY, "train.max_steps=120", "train.devices=2", "train.log_every=2"]
     proc = subprocess.Popen(
@@ -178,6 +181,7 @@ def test_a_killed_rank_fails_the_trial_in_bounded_time_and_the_retry_completes_i
     assert not rank_processes(workspace)
 
 
+@pytest.mark.slow
 def test_a_trial_over_two_nodes_runs_on_a_cluster_leader_and_follower(workspace, tmp_path):
     """What `srun` or `torchrun` starts: one worker per rank (WORLD_SIZE, RANK, MASTER_ADDR/PORT); rank 0 claims the
     trial and hands it to rank 1. Here both "nodes" are this host."""

@@ -29,6 +29,7 @@ def history(client, run_id, key):
     return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
 
 
+@pytest.mark.usefixtures("tracked_workspace")
 @pytest.mark.parametrize("attention", ["baseline", "mta_toy"])
 def test_toy_training_writes_one_complete_mlflow_run(workspace, attention):
     config = load_experiment(
