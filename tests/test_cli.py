@@ -2,18 +2,15 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from mta_ablate.attention import op
 from mta_ablate.bench import attention as bench_attention
 from mta_ablate.bench import context as bench_context
+from tests.cli import cli
 
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "mta_ablate", *args], capture_output=True, text=True)
+run_cli = cli  # the command line in this process (tests/cli.py)
 
 
 def test_unknown_subcommand_exits_2_with_one_clear_line():

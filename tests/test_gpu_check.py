@@ -4,10 +4,11 @@ import json
 import subprocess
 import sys
 
+from tests.cli import cli
+
 
 def test_gpu_check_runs_every_step_shrunk_on_cpu(workspace):
-    cmd = [sys.executable, "-m", "mta_ablate", "bench", "gpu-check", "--device", "cpu", "--quick", "--json"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    done = cli("bench", "gpu-check", "--device", "cpu", "--quick", "--json")
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout)
     rows = {r["variant"]: r for r in result["attention"]["ops"][0]["rows"]}

@@ -156,8 +156,8 @@ def run_sweep(
     if spec.timeout_min and "mta.deadline" not in study.user_attrs:
         study.set_user_attr("mta.deadline", time.time() + 60 * spec.timeout_min)
     procs = start_workers(spec, storage, tracking_uri, workers, devices)
-    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or either signal sent to this process alone
-        signal.signal(sig, interrupt)
+    # Ctrl-C, or either signal sent to this process alone; the caller's handlers come back afterwards
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         watch(study, spec, procs, console)
     except KeyboardInterrupt:
@@ -166,6 +166,9 @@ def run_sweep(
         )
         stop_workers(procs)
         raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     failed = [p.returncode for p in procs if p.returncode not in (0, None)]
     if failed:
         log.warning("%d worker(s) exited with an error; see %s", len(failed), Path("MTA_HOME/logs") / spec.name)

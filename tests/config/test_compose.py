@@ -8,6 +8,7 @@ import pytest
 from mta_ablate.attention import PRESETS, AttentionSpec
 from mta_ablate.config import ConfigError
 from mta_ablate.config.compose import group_options, load_experiment
+from tests.cli import cli
 
 
 def test_default_experiment_composes_with_vocab_from_the_task():
@@ -72,20 +73,14 @@ def test_bad_config_names_key_and_allowed_values(overrides, words):
 
 
 def test_cli_bad_config_exits_2_with_one_line_and_writes_nothing(workspace):
-    result = subprocess.run(
-        [sys.executable, "-m", "mta_ablate", "train", "train.lr=-1"], capture_output=True, text=True
-    )
+    result = cli("train", "train.lr=-1")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "train.lr=-1: expected a positive number" in result.stderr
     assert not workspace.exists()
 
 
 def test_show_config_prints_the_resolved_tree(workspace):
-    result = subprocess.run(
-        [sys.executable, "-m", "mta_ablate", "train", "attention=mta_paper", "model=tiny", "--show-config"],
-        capture_output=True,
-        text=True,
-    )
+    result = cli("train", "attention=mta_paper", "model=tiny", "--show-config")
     assert result.returncode == 0
     assert "group_norm: gated_scalar" in result.stdout and "max_steps:" in result.stdout
     assert AttentionSpec.from_dict({"layers": "every:4:2"}).layers == "every:4:2"
@@ -93,8 +88,6 @@ def test_show_config_prints_the_resolved_tree(workspace):
 
 def test_the_typed_config_path_imports_without_torch():
     """Configs are built and checked (schema, model shape, attention spec) on a machine that only reads them."""
-    import subprocess
-    import sys
 
     code = (
         "import sys\n"

@@ -32,6 +32,7 @@ def dom(url: str, profile) -> str:
     return done.stdout
 
 
+@pytest.mark.usefixtures("tracked_workspace")
 def test_the_ui_lands_on_a_sweeps_runs_grouped_by_arm_and_the_dashboard_names_the_objective(workspace, tmp_path):
     design = {"kind": "arms", "arms": [{"name": "baseline", "overrides": {}}, {"name": "wide", "overrides": {}}]}
     result = run_sweep(sweep_file(tmp_path, "look", design, seeds=[0]), "--workers", "1")

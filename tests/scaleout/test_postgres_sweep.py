@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 from mta_ablate.sweep.spec import parse_sweep, read_sweep_file
 from mta_ablate.sweep.study import SKIPPED, SweepNotReady, create_or_resume, load
+from tests.cli import cli
 from tests.scaleout import compose
 from tests.sweep.test_runner import sweep_file
 
@@ -246,11 +247,7 @@ def test_mlflow_outage_fails_trials_clearly_keeps_what_was_logged_and_the_sweep_
     metrics_before = {slot: kept[slot].data.metrics for slot in before_slots}
 
     # the same sweep command resumes it; trials that raised are queued again with --retry-failed
-    result = subprocess.run(
-        [sys.executable, "-m", "mta_ablate", "sweep", str(path), "--workers", "2", "--storage", storage,
-         "--tracking-uri", uri, "--retry-failed"],
-        capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+    result = cli("sweep", path, "--workers", "2", "--storage", storage, "--tracking-uri", uri, "--retry-failed")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert complete_slots("pgdown", storage) == slots
     parents, kids = runs("pgdown", uri)

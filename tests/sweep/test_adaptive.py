@@ -1,6 +1,7 @@
 """Seeds until decided inside a sweep: which seeds get queued, atomically, and each (arm, seed) run exactly once."""
 
 import multiprocessing
+import shutil
 from pathlib import Path
 
 import optuna
@@ -11,6 +12,7 @@ from mta_ablate.errors import ConfigError
 from mta_ablate.sweep import adaptive
 from mta_ablate.sweep.spec import parse_sweep
 from mta_ablate.sweep.study import SKIPPED, open_storage, queue_missing_slots, storage_url
+from tests.cli import cli
 from tests.sweep.test_runner import THREE_ARMS, run_sweep, sweep_file, trials
 
 ADAPTIVE = {"initial": 2, "max": 4}
@@ -125,9 +127,7 @@ def test_an_adaptive_sweep_with_two_workers_runs_each_arm_and_seed_once(workspac
     for arm in ("k3", "k7"):  # every comparison ended decided, or at its maximum
         assert not decisions[arm].open and decisions[arm].n == len(seeds[arm])
     assert len(seeds["baseline"]) == max(len(seeds["k3"]), len(seeds["k7"]))
-    status = __import__("subprocess").run(
-        [__import__("sys").executable, "-m", "mta_ablate", "status", "adapt"], capture_output=True, text=True
-    )
+    status = cli("status", "adapt")
     assert "seeds until decided" in status.stdout and "decided at n" in status.stdout
     # every run logged its initial weights' digests: shared parameters are bit-identical across arms of one seed
     import json
@@ -151,12 +151,15 @@ def test_an_adaptive_sweep_with_two_workers_runs_each_arm_and_seed_once(workspac
     assert any(base1[name] != value for name, value in base0.items())
 
 
-def test_the_same_trial_is_bitwise_identical_with_one_or_two_workers(workspace, tmp_path, monkeypatch):
+def test_the_same_trial_is_bitwise_identical_with_one_or_two_workers(workspace, tmp_path, monkeypatch, mlflow_template):
     """A CPU trial's thread count comes from its config (train.threads=1 in the CPU recipes), not from how many
     workers share the host: the same (arm, seed) gives the same numbers to the last bit either way."""
     values = {}
     for workers in ("1", "2"):
-        monkeypatch.setenv("MTA_HOME", str(tmp_path / f"home{workers}"))
+        home = tmp_path / f"home{workers}"
+        home.mkdir()
+        shutil.copy(mlflow_template, home / "mlflow.db")  # an empty store (see tests/conftest.py)
+        monkeypatch.setenv("MTA_HOME", str(home))
         design = {"kind": "arms", "arms": [{"name": "k7", "overrides": {"attention": "mta_toy"}}]}
         path = sweep_file(tmp_path, f"threads{workers}", design, seeds=[0])
         result = run_sweep(path, "--workers", workers)

@@ -1,14 +1,12 @@
 """Sweep files: design expansion, arm names, and one clear error for every malformed file."""
 
-import subprocess
-import sys
-
 import optuna
 import pytest
 
 from mta_ablate.config import ConfigError
 from mta_ablate.sweep.design import expand, sample_overrides, search_space
 from mta_ablate.sweep.spec import parse_sweep, read_sweep_file, to_override
+from tests.cli import cli
 
 BASE = {
     "name": "t",
@@ -136,7 +134,7 @@ def test_cli_rejects_a_bad_sweep_before_any_trial(workspace, tmp_path):
         "name: bad\nobjective: {metric: toy/error}\ndesign: {kind: ablation, reference: {},"
         " factors: {attention.qk_pre: [[2, 4]]}}\n"
     )
-    result = subprocess.run([sys.executable, "-m", "mta_ablate", "sweep", str(bad)], capture_output=True, text=True)
+    result = cli("sweep", bad)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "qk_pre=2x4" in result.stderr
     assert not (workspace / "optuna.db").exists() and not (workspace / "mlflow.db").exists()
@@ -144,12 +142,11 @@ def test_cli_rejects_a_bad_sweep_before_any_trial(workspace, tmp_path):
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this host has CUDA")
 def test_a_gpu_sweep_on_a_host_without_cuda_is_one_line_and_exit_2(workspace):
-    cmd = [sys.executable, "-m", "mta_ablate", "sweep", "sweeps/paper_ablation_gpu.yaml"]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    result = cli("sweep", "sweeps/paper_ablation_gpu.yaml")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "train.accelerator=cuda: no CUDA device" in result.stderr and "allowed here: auto, cpu" in result.stderr
     assert not (workspace / "optuna.db").exists() and not (workspace / "mlflow.db").exists()
-    train = subprocess.run([sys.executable, "-m", "mta_ablate", "train", "train=gpu"], capture_output=True, text=True)
+    train = cli("train", "train=gpu")
     assert train.returncode == 2 and "train.accelerator=cuda: no CUDA device" in train.stderr
 
 
@@ -188,9 +185,9 @@ def test_every_shipped_sweep_runs_one_tiny_trial(tracked_workspace, path):
 
 
 def test_overrides_may_follow_options(workspace):
-    cmd = [sys.executable, "-m", "mta_ablate", "sweep", "sweeps/quickstart.yaml", "--dry-run", "train.max_steps=7"]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = ["sweep", "sweeps/quickstart.yaml", "--dry-run", "train.max_steps=7"]
+    result = cli(*cmd)
     assert result.returncode == 0, result.stderr
     assert "train.max_steps=7" in result.stdout.replace("\n", "")
-    bad = subprocess.run([*cmd, "--no-such-flag"], capture_output=True, text=True)
+    bad = cli(*cmd, "--no-such-flag")
     assert bad.returncode == 2 and "--no-such-flag" in bad.stderr

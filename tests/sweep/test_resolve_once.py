@@ -20,6 +20,7 @@ ARMS = {
 }
 
 
+@pytest.mark.usefixtures("tracked_workspace")
 def test_creation_composes_each_arm_once_and_workers_and_status_never(workspace, tmp_path, monkeypatch):
     calls = []
     real = compose.compose_dict

@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 from mta_ablate.sweep.study import SKIPPED, storage_url
 from mta_ablate.tracking.mlflow_store import tracking_uri
+from tests.cli import cli
 
 pytestmark = pytest.mark.usefixtures("tracked_workspace")
 
@@ -56,10 +57,9 @@ THREE_ARMS = {
 }
 
 
-def run_sweep(path, *args, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "mta_ablate", "sweep", str(path), *args], capture_output=True, text=True, timeout=timeout
-    )
+def run_sweep(path, *args):
+    """`mta-ablate sweep PATH ARGS`, the launcher in this process (see tests/cli.py), its workers as processes."""
+    return cli("sweep", path, *args)
 
 
 def trials(name):
@@ -76,7 +76,9 @@ def children(name):
 
 
 def test_two_workers_complete_every_arm_and_seed_exactly_once(workspace, tmp_path):
-    result = run_sweep(sweep_file(tmp_path, "three", THREE_ARMS), "--workers", "2")
+    path = sweep_file(tmp_path, "three", THREE_ARMS)
+    cmd = [sys.executable, "-m", "mta_ablate", "sweep", str(path), "--workers", "2"]  # the real command, once
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     done = trials("three")
     assert sorted((t.user_attrs["arm"], t.user_attrs["seed"]) for t in done) == sorted(
@@ -93,21 +95,17 @@ def test_two_workers_complete_every_arm_and_seed_exactly_once(workspace, tmp_pat
         assert {tags["mta.arm"], tags["mta.seed"]} <= {"baseline", "k3", "k7", "0", "1"}
         assert run.info.status == "FINISHED" and "toy/error" in run.data.metrics
     assert {t.user_attrs["mlflow_run_id"] for t in done} == {r.info.run_id for r in kids}
-    status = subprocess.run([sys.executable, "-m", "mta_ablate", "status", "three"], capture_output=True, text=True)
+    status = cli("status", "three")
     assert status.returncode == 0 and "k7" in status.stdout and "complete" in status.stdout, status.stderr
-    missing = subprocess.run([sys.executable, "-m", "mta_ablate", "status", "nope"], capture_output=True, text=True)
+    missing = cli("status", "nope")
     assert missing.returncode == 2 and "sweeps there: three" in missing.stderr
     # the sweep's report, from the store alone
-    report = subprocess.run(
-        [sys.executable, "-m", "mta_ablate", "report", "three", "--out", str(tmp_path / "r")],
-        capture_output=True,
-        text=True,
-    )
+    report = cli("report", "three", "--out", tmp_path / "r")
     assert report.returncode == 0, report.stderr[-2000:]
     for name in ("report.html", "report.md", "summary.csv", "trials.parquet"):
         assert (tmp_path / "r" / name).stat().st_size > 0, name
     # resuming a finished sweep runs nothing
-    again = run_sweep(sweep_file(tmp_path, "three", THREE_ARMS))
+    again = run_sweep(path)
     assert again.returncode == 0 and len(trials("three")) == 6
 
 

@@ -5,6 +5,7 @@ task meant for `mta-ablate train task=...` also gets its YAML in `mta_ablate/con
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
 from mta_ablate import metrics
 from mta_ablate.config.schema import experiment_from_dict
@@ -45,6 +46,7 @@ def copy_metrics(model, task, n_samples: int, final: bool) -> dict[str, float]:
     return {"error": 1.0 - float(scored["exact"].mean())}
 
 
+@pytest.mark.usefixtures("tracked_workspace")
 def test_a_new_task_trains_logs_its_family_metrics_and_is_an_objective(workspace, monkeypatch):
     monkeypatch.setitem(tasks.TASKS, "copy", (CopyConfig, CopyTask))
     entry = metrics.TaskMetrics("copy", ("copy/error",), "val/error", f"{__name__}:copy_metrics")

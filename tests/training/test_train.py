@@ -56,6 +56,7 @@ def test_toy_training_writes_one_complete_mlflow_run(workspace, attention):
     assert ("mta_parameters.png" in artifacts) == (attention == "mta_toy")
 
 
+@pytest.mark.usefixtures("tracked_workspace")
 def test_same_seed_same_result_different_seed_different(workspace):
     finals = [
         run_trial(load_experiment([*QUICK, "train.max_steps=12", f"seed={s}"])).metrics["final/loss"] for s in (1, 1, 2)
@@ -64,6 +65,7 @@ def test_same_seed_same_result_different_seed_different(workspace):
     assert finals[0] != finals[2]
 
 
+@pytest.mark.usefixtures("tracked_workspace")
 def test_stray_mlflow_run_id_does_not_hijack_the_run(workspace, monkeypatch):
     client = MlflowClient(tracking_uri())
     other = client.create_run(client.create_experiment("other")).info.run_id
@@ -73,6 +75,7 @@ def test_stray_mlflow_run_id_does_not_hijack_the_run(workspace, monkeypatch):
     assert client.get_run(other).data.metrics == {} and client.get_run(other).data.params == {}
 
 
+@pytest.mark.usefixtures("tracked_workspace")
 def test_killed_run_resumes_from_its_checkpoint_without_duplicate_steps(workspace):
     overrides = [*QUICK, "train.max_steps=200", "train.val_every=20", "train.log_every=2", "train.val_samples=8"]
     proc = subprocess.Popen(
