@@ -1,5 +1,7 @@
 """Sweep files: design expansion, arm names, and one clear error for every malformed file."""
 
+from pathlib import Path
+
 import optuna
 import pytest
 
@@ -163,8 +165,22 @@ TINY_RUN = [
 ]
 
 
-GPU_ON_CPU = ["model=tiny", "task.seq_len=64", "train.accelerator=cpu", "train.precision=32-true"]
-"""What shrinks a `*_gpu.yaml` sweep (a paper-scale model on CUDA) to one that 2 CPU steps can run."""
+GPU_ON_CPU = ["model=tiny", "train.accelerator=cpu", "train.precision=32-true"]
+"""What shrinks a `*_gpu.yaml` sweep (a paper-scale model on CUDA) to one that 2 CPU steps can run, with the
+shorter context of its task below."""
+SHORT_CONTEXT = {
+    "lm": ["task.seq_len=64"],
+    "needle": ["task.context_len=256"],
+    "babilong": ["task.context_len=256", "task.n_facts=4"],
+}
+
+
+def shrink_for_cpu(path: str) -> list[str]:
+    if not path.endswith("_gpu.yaml"):
+        return TINY_RUN
+    defaults = __import__("yaml").safe_load(Path(path).read_text())["defaults"]
+    (task,) = [d["task"] for d in defaults if isinstance(d, dict) and "task" in d]
+    return TINY_RUN + GPU_ON_CPU + SHORT_CONTEXT[task]
 
 
 @pytest.mark.parametrize("path", sorted(__import__("glob").glob("sweeps/*.yaml")))
@@ -174,7 +190,7 @@ def test_every_shipped_sweep_runs_one_tiny_trial(tracked_workspace, path):
     from mta_ablate.sweep.design import sample_overrides
     from mta_ablate.trial import run_trial
 
-    tiny = TINY_RUN + (GPU_ON_CPU if path.endswith("_gpu.yaml") else [])
+    tiny = shrink_for_cpu(path)
     spec = parse_sweep(read_sweep_file(path, tiny), tiny, validate=False)
     if spec.kind == "search":
         overrides = sample_overrides(list(spec.space), optuna.create_study().ask())
