@@ -110,7 +110,8 @@ def test_two_workers_complete_every_arm_and_seed_exactly_once(workspace, tmp_pat
 
 
 def test_killed_sweep_resumes_without_duplicates_or_gaps(workspace, tmp_path):
-    path = sweep_file(tmp_path, "killed", THREE_ARMS, base={"train.max_steps": 40, "train.val_every": 10})
+    two = {"kind": "arms", "arms": THREE_ARMS["arms"][:2]}
+    path = sweep_file(tmp_path, "killed", two, base={"train.max_steps": 40, "train.val_every": 10})
     proc = subprocess.Popen(
         [sys.executable, "-m", "mta_ablate", "sweep", str(path), "--workers", "2"],
         stdout=subprocess.DEVNULL,
@@ -133,7 +134,7 @@ def test_killed_sweep_resumes_without_duplicates_or_gaps(workspace, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     done = [t for t in trials("killed") if t.state == TrialState.COMPLETE]
     slots = [(t.user_attrs["arm"], t.user_attrs["seed"]) for t in done]
-    assert sorted(slots) == sorted((a, s) for a in ("baseline", "k3", "k7") for s in (0, 1))
+    assert sorted(slots) == sorted((a, s) for a in ("baseline", "k3") for s in (0, 1))
     _, kids = children("killed")
     finished = [r for r in kids if r.info.status == "FINISHED"]
     listing = [(t.number, t.state.name, t.user_attrs) for t in trials("killed")] + [
@@ -207,8 +208,8 @@ def test_a_signal_to_the_sweep_alone_records_trials_as_interrupted_and_a_rerun_r
     interrupted (not as a dead worker's), the same command queues them again at once (no heartbeat wait), and the
     MLflow run a trial resumes loses its stale failure tag."""
     base = {"train.max_steps": 40, "train.val_every": 10}  # a checkpoint at every validation
-    two = {"kind": "arms", "arms": THREE_ARMS["arms"][:2]}
-    path = sweep_file(tmp_path, "stop", two, base=base, heartbeat={"interval_s": 10, "grace_s": 600})
+    one = {"kind": "arms", "arms": THREE_ARMS["arms"][:1]}  # 2 seeds: both workers are mid-trial at the signal
+    path = sweep_file(tmp_path, "stop", one, base=base, heartbeat={"interval_s": 10, "grace_s": 600})
     proc = subprocess.Popen(
         [sys.executable, "-m", "mta_ablate", "sweep", str(path), "--workers", "2"],
         stdout=subprocess.PIPE,
@@ -234,6 +235,6 @@ def test_a_signal_to_the_sweep_alone_records_trials_as_interrupted_and_a_rerun_r
     assert result.returncode == 0, result.stderr[-2000:]
     assert time.time() - started < 240
     done = [(t.user_attrs["arm"], t.user_attrs["seed"]) for t in trials("stop") if t.state == TrialState.COMPLETE]
-    assert sorted(done) == sorted((a, s) for a in ("baseline", "k3") for s in (0, 1))
+    assert sorted(done) == [("baseline", 0), ("baseline", 1)]
     _, kids = children("stop")
     assert all("mta.failure" not in r.data.tags for r in kids if r.info.status == "FINISHED")
