@@ -9,6 +9,7 @@ over seeds; click a group to see its seeds), with arm, seed, state, the objectiv
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -141,19 +142,17 @@ def run(args) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        for proc in processes:
-            _stop(proc)
+        _stop(processes)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group (its workers too), SIGKILL after 10 s."""
+def _stop(processes: list[subprocess.Popen]) -> None:
+    """SIGTERM to every server's process group (their workers too) at once, SIGKILL to those left after 10 s."""
     for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        running = [p for p in processes if p.poll() is None]
+        for proc in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + wait
+        for proc in running:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))

@@ -145,7 +145,7 @@ def test_a_killed_rank_fails_the_trial_in_bounded_time_and_the_retry_completes_i
         "defaults": [{"model": "toy"}, {"task": "find_block"}, {"train": "cpu_quick"}],
         "base": {
             **dict(o.split("=", 1) for o in TINY[2:]),
-            "train.max_steps": 120,
+            "train.max_steps": 60,
             "train.devices": 2,
             "train.rank_timeout_s": 60,
         },
@@ -177,7 +177,7 @@ def test_a_killed_rank_fails_the_trial_in_bounded_time_and_the_retry_completes_i
     runs = client.search_runs([client.get_experiment_by_name("ranks").experiment_id], "tags.`mta.kind` = 'trial'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED", "the retry resumes the same MLflow run"
     steps = [s for s, _ in history(client, runs[0].info.run_id, "train/loss")]
-    assert len(steps) == len(set(steps)) and steps[-1] == 120
+    assert len(steps) == len(set(steps)) and steps[-1] == 60
     assert not rank_processes(workspace)
 
 
