@@ -124,7 +124,8 @@ def run(args) -> int:
     if not commands:
         return 0
     processes = []
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C or SIGTERM stops the servers, whatever an import installed
+        signal.signal(sig, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         for name, cmd, url in commands:
             processes.append(subprocess.Popen(cmd, start_new_session=True))  # own group: stop it whole

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from mta_ablate.tracking.mlflow_store import sweep_view_url, tracking_uri
 from tests.dashboards.test_html_browser import CHROMIUM, FLAGS
 from tests.dashboards.test_ui import free_port, get
-from tests.sweep.test_runner import run_sweep, sweep_file
+from tests.sweep.test_runner import sweep_file
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium: make browser")
 
@@ -32,10 +32,11 @@ def dom(url: str, profile) -> str:
     return done.stdout
 
 
-@pytest.mark.usefixtures("tracked_workspace")
 def test_the_ui_lands_on_a_sweeps_runs_grouped_by_arm_and_the_dashboard_names_the_objective(workspace, tmp_path):
     design = {"kind": "arms", "arms": [{"name": "baseline", "overrides": {}}, {"name": "wide", "overrides": {}}]}
-    result = run_sweep(sweep_file(tmp_path, "look", design, seeds=[0]), "--workers", "1")
+    path = sweep_file(tmp_path, "look", design, seeds=[0])
+    cmd = [sys.executable, "-m", "mta_ablate", "sweep", str(path), "--workers", "1"]  # as a user runs it
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     port, optuna_port = free_port(), free_port()
     proc = subprocess.Popen(
