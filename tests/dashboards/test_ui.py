@@ -36,6 +36,8 @@ def test_mlflow_command_serves_the_store_and_its_artifacts():
 
 
 def test_ui_starts_mlflow_on_the_store_and_stops_on_ctrl_c(store):
+    """Started as `mta-ablate ui &` from a script starts it, with SIGINT ignored (a shell without job control does
+    that to background jobs, and Python then installs no Ctrl-C handler of its own): SIGINT still stops it."""
     uri, ids = store
     port = free_port()
     proc = subprocess.Popen(
@@ -44,6 +46,7 @@ def test_ui_starts_mlflow_on_the_store_and_stops_on_ctrl_c(store):
         stderr=subprocess.STDOUT,
         text=True,
         env=os.environ.copy(),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         deadline = time.monotonic() + 90
