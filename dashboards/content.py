@@ -111,6 +111,7 @@ def _intro(report: Report, generated: datetime) -> list[tuple]:
             f"Design {s.design or 'unknown'}; objective {s.objective or 'unknown'} ({s.direction}); reference arm "
             f"{report.reference or 'none'}; {len(report.arms)} arms; trials: "
             + ", ".join(f"{v} {k}" for k, v in counts.items())
+            + (f". Trials pooled from sweeps {', '.join((s.name, *s.pooled))}" if s.pooled else "")
             + f". Store {s.tracking_uri}, parent run {s.parent_run_id or 'none'}. "
             f"Generated {generated:%Y-%m-%d %H:%M} UTC.",
         )

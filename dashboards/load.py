@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import polars as pl
@@ -78,6 +78,8 @@ class Sweep:
     """The sweep's seeds-until-decided rule ({initial, max, alpha, margin}), None for fixed seeds."""
     references: dict = field(default_factory=dict)
     """arm -> the arm the sweep compares it with (a reference maps to itself), as the sweep file named them."""
+    pooled: tuple[str, ...] = ()
+    """The other sweeps whose trials were pooled into this one (`pool`); their trials carry a `sweep` column."""
 
     def complete(self) -> pl.DataFrame:
         """The complete trials, one per (arm, seed): a retried seed keeps its latest complete run."""
@@ -205,6 +207,68 @@ def load_sweep(name: str, uri: str | None = None) -> Sweep:
         metric_keys=tuple(sorted({k for r in children for k in r.data.metrics})),
         policy=json.loads(params.get("sweep.seed_policy") or "null"),
         references=json.loads(params.get("sweep.references") or "{}"),
+    )
+
+
+# Params that differ between the trials of one arm by design: pooling compares every other param.
+PER_TRIAL_PARAMS = ("seed", "tracking.experiment", "tracking.run_name", "tracking.tags", "train.resume")
+
+
+def pool(sweeps: list[Sweep]) -> Sweep:
+    """The trials of several sweeps of one experiment read as one sweep: seeds (or arms) run in batches under other
+    names. The first sweep gives the name, design, reference and parent run (where a report is logged); seeds-until-
+    decided state is dropped (the pooled seeds are a fixed set). ConfigError, before anything is read further, when
+    the sweeps are in different stores or have different objectives, when an arm ran with a different config in
+    two of them (seed and run names aside), or when one (arm, seed) completed in two of them."""
+    first, others = sweeps[0], sweeps[1:]
+    if not others:
+        return first
+    names = [s.name for s in sweeps]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"pooling sweeps {', '.join(names)}: a sweep is named twice")
+    for s in others:
+        if s.tracking_uri != first.tracking_uri:
+            raise ConfigError(f"pooling sweep {s.name!r} into {first.name!r}: they are in different stores")
+        if (s.objective, s.direction) != (first.objective, first.direction):
+            raise ConfigError(
+                f"pooling sweep {s.name!r} into {first.name!r}: objective {s.objective} ({s.direction}) is not "
+                f"{first.objective} ({first.direction}); only sweeps of one experiment can be pooled"
+            )
+    configs: dict[str, tuple[str, dict]] = {}
+    seen: dict[tuple[str, int], str] = {}
+    skip = {f"{PARAM_PREFIX}{k}" for k in PER_TRIAL_PARAMS}
+    for s in sweeps:
+        done = s.complete()
+        params = [c for c in done.columns if c.startswith(PARAM_PREFIX) and c not in skip]
+        for row in done.iter_rows(named=True):
+            config = {c[len(PARAM_PREFIX) :]: row[c] for c in params if row[c] is not None}
+            arm, seed = row["arm"], row["seed"]
+            if (arm, seed) in seen and seen[arm, seed] != s.name:
+                raise ConfigError(
+                    f"pooling sweeps: arm {arm!r} seed {seed} completed in both {seen[arm, seed]!r} and {s.name!r}; "
+                    "pool sweeps whose seeds (or arms) do not overlap"
+                )
+            seen[arm, seed] = s.name
+            where, before = configs.setdefault(arm, (s.name, config))
+            differ = sorted(k for k in before.keys() | config.keys() if before.get(k) != config.get(k))
+            if differ:
+                k = differ[0]
+                raise ConfigError(
+                    f"pooling sweeps: arm {arm!r} ran with {k}={before.get(k)} in {where!r} but {k}={config.get(k)} "
+                    f"in {s.name!r}; only the seeds (and arms) may differ between pooled sweeps"
+                )
+    trials = pl.concat(
+        [s.trials.with_columns(pl.lit(s.name).alias("sweep")) for s in sweeps], how="diagonal_relaxed"
+    ).sort("trial", "arm", "seed", nulls_last=True)
+    running = any(s.parent_status == "RUNNING" for s in sweeps)
+    return replace(
+        first,
+        parent_status="RUNNING" if running else first.parent_status,
+        trials=trials,
+        metric_keys=tuple(sorted({k for s in sweeps for k in s.metric_keys})),
+        policy=None,
+        references={k: v for s in reversed(sweeps) for k, v in s.references.items()},
+        pooled=tuple(names[1:]),
     )
 
 

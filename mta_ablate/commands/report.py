@@ -1,7 +1,8 @@
-"""`mta-ablate report NAME [--out DIR] [--baseline ARM] [--ci t|bootstrap] [--alpha A] [--threshold X] [--no-log]
-[--json]`.
+"""`mta-ablate report NAME [--with OTHER ...] [--out DIR] [--baseline ARM] [--ci t|bootstrap] [--alpha A]
+[--threshold X] [--no-log] [--json]`.
 
-Reads sweep NAME from the tracking store (MLFLOW_TRACKING_URI, else MTA_HOME/mlflow.db), writes report.html,
+Reads sweep NAME from the tracking store (MLFLOW_TRACKING_URI, else MTA_HOME/mlflow.db), with the trials of every
+`--with` sweep pooled in (more seeds or arms of the same experiment, run later under another name), writes report.html,
 report.md, summary.csv, trials.parquet, time_to_threshold.csv (with a threshold) and figures/ into DIR (default
 reports/NAME), logs them to the sweep's parent run under `report/`, and prints the headline table.
 """
@@ -15,6 +16,15 @@ import math
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="ablation report of a sweep: HTML, Markdown, CSV, Parquet, figures")
     p.add_argument("name", help="sweep name (the MLflow experiment)")
+    p.add_argument(
+        "--with",
+        dest="pooled",
+        action="append",
+        default=[],
+        metavar="OTHER",
+        help="pool the trials of sweep OTHER (repeatable): more seeds or arms of the same experiment run under another "
+        "name; every shared arm must have run with the same config, and no (arm, seed) may be in two sweeps",
+    )
     p.add_argument("--out", default=None, help="output folder (default: reports/NAME)")
     p.add_argument(
         "--baseline",
@@ -64,8 +74,13 @@ def run(args) -> int:
     from mta_ablate.preflight import check_tracking
 
     check_tracking(args.tracking_uri, read_only=True)  # a read-only command never creates a store
+    sweep = args.name
+    if args.pooled:
+        from dashboards.load import load_sweep, pool
+
+        sweep = pool([load_sweep(name, args.tracking_uri) for name in (args.name, *args.pooled)])
     result = export_report(
-        args.name,
+        sweep,
         out,
         uri=args.tracking_uri,
         baseline=args.baseline,

@@ -86,9 +86,15 @@ def _log_png(client, run_id: str) -> None:
 
 
 def log_sweep(
-    uri: str, artifacts: Path, name: str = "kernels", running: bool = False, extra_states: bool = True
+    uri: str,
+    artifacts: Path,
+    name: str = "kernels",
+    running: bool = False,
+    extra_states: bool = True,
+    seeds: tuple[int, ...] = (0, 1, 2),
 ) -> dict:
-    """The sweep: 3 arms x seeds 0-2 complete, plus a failed and a pruned trial. Returns run ids by (arm, seed)."""
+    """The sweep: 3 arms x seeds 0-2 (or those of `seeds`) complete, plus a failed and a pruned trial. Returns run ids
+    by (arm, seed)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
@@ -111,6 +117,8 @@ def log_sweep(
     )
     for arm, factor, level, ppl in arms:
         for seed, value in ppl.items():
+            if seed not in seeds:
+                continue
             ids[arm, seed] = log_trial(
                 client, exp_id, parent, name, arm, seed, trial, factor, level, arm_metrics(arm, seed, value)
             )

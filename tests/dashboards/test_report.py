@@ -15,7 +15,7 @@ from dashboards import load
 from dashboards.analysis import analyse, headline_table
 from dashboards.export import export_report
 from mta_ablate.cli import main
-from tests.dashboards.conftest import BASELINE_PPL, MTA_PPL, NO_MIX_PPL
+from tests.dashboards.conftest import BASELINE_PPL, MTA_PPL, NO_MIX_PPL, log_sweep
 from tests.dashboards.test_stats import t975_df2, two_sided_p_df2
 
 
@@ -242,3 +242,42 @@ def test_grid_compared_within_each_level_of_the_other_factors(store, shared_stor
     assert main(["report", "grid2x2", "--baseline", "variant=none", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "variant=none is not a level" in err and "variant: base, mta; target: a, b" in err
+
+
+def test_a_sweep_run_in_batches_reports_as_one(store, shared_store, tmp_path, capsys):
+    """Seeds 0-1 in one sweep and seed 2 in another, pooled with --with: the numbers of the sweep that ran all three."""
+    home, uri, _ = shared_store
+    log_sweep(uri, home / "mlartifacts", "batch_a", extra_states=False, seeds=(0, 1))
+    log_sweep(uri, home / "mlartifacts", "batch_b", extra_states=False, seeds=(2,))
+    assert (
+        main(["report", "batch_a", "--with", "batch_b", "--out", str(tmp_path / "pooled"), "--no-log", "--json"]) == 0
+    )
+    pooled = json.loads(capsys.readouterr().out)["headline"]
+    assert main(["report", "kernels", "--out", str(tmp_path / "whole"), "--no-log", "--json"]) == 0
+    whole = json.loads(capsys.readouterr().out)["headline"]
+    assert [(r["arm"], r["n"], r["verdict"]) for r in pooled] == [(r["arm"], r["n"], r["verdict"]) for r in whole]
+    assert [r["n"] for r in pooled] == [3, 3, 3]
+    for key in ("mean", "ci_lo", "ci_hi", "diff", "p_t_holm"):
+        assert [r[key] for r in pooled] == pytest.approx([r[key] for r in whole], nan_ok=True), key
+    assert "Trials pooled from sweeps batch_a, batch_b" in (tmp_path / "pooled" / "report.md").read_text()
+    assert sorted(set(pl.read_parquet(tmp_path / "pooled" / "trials.parquet")["sweep"])) == ["batch_a", "batch_b"]
+
+
+def test_pooling_refuses_overlapping_seeds_and_different_configs(store, shared_store, tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    home, uri, _ = shared_store
+    log_sweep(uri, home / "mlartifacts", "batch_c", extra_states=False, seeds=(0,))
+    longer = log_sweep(uri, home / "mlartifacts", "batch_d", extra_states=False, seeds=(2,))
+    MlflowClient(uri).log_param(longer["runs"]["baseline", 2], "train.max_steps", "500")
+    for others, message in (
+        (["batch_c"], "arm 'baseline' seed 0 completed in both 'kernels' and 'batch_c'"),
+        (["batch_d"], "arm 'baseline' ran with train.max_steps=None in 'batch_c' but train.max_steps=500 in 'batch_d'"),
+        (["kernels"], "a sweep is named twice"),
+    ):
+        first = "batch_c" if others == ["batch_d"] else "kernels"
+        argv = ["report", first, *(a for o in others for a in ("--with", o)), "--out", str(tmp_path / "x")]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "x").exists()
