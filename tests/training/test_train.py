@@ -1,10 +1,12 @@
 """End-to-end training on CPU into a real MLflow store (SQLite file + local artifacts under a temporary MTA_HOME)."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -31,7 +33,7 @@ def history(client, run_id, key):
 
 @pytest.mark.usefixtures("tracked_workspace")
 @pytest.mark.parametrize("attention", ["baseline", "mta_toy"])
-def test_toy_training_writes_one_complete_mlflow_run(workspace, attention):
+def test_toy_training_writes_one_complete_mlflow_run(workspace, attention, tmp_path):
     config = load_experiment(
         [f"attention={attention}", "attention.qk_pre=[2,7]" if attention == "mta_toy" else "seed=0", *QUICK]
     )
@@ -54,6 +56,9 @@ def test_toy_training_writes_one_complete_mlflow_run(workspace, attention):
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"config.yaml", "environment.json"} <= artifacts
     assert ("mta_parameters.png" in artifacts) == (attention == "mta_toy")
+    env = json.loads(Path(client.download_artifacts(result.run_id, "environment.json", str(tmp_path))).read_text())
+    assert env["packages"]["torch"] and env["torch_threads"] >= 1
+    assert env["cpu"] and env["cpu_capability"]  # what CPU reproducibility depends on
 
 
 @pytest.mark.usefixtures("tracked_workspace")
