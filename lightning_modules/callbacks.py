@@ -104,12 +104,19 @@ def build_callbacks(train: TrainConfig, checkpoint_dir: Path, reporter: Reporter
     return callbacks
 
 
-def trainer_kwargs(train: TrainConfig, strategy=None) -> dict:
-    """Trainer arguments: device and precision resolved ('auto': CUDA + bf16-mixed when present, else CPU fp32);
-    `strategy` is a multi-rank trial's (`mta_ablate.ranks.strategy`), which also sets devices and nodes."""
+def resolved_device(train: TrainConfig) -> tuple[str, str]:
+    """(accelerator, precision) with 'auto' resolved: CUDA + bf16-mixed when CUDA is present, else CPU + 32-true."""
     cuda = torch.cuda.is_available()
     accelerator = train.accelerator if train.accelerator != "auto" else ("cuda" if cuda else "cpu")
     precision = train.precision if train.precision != "auto" else ("bf16-mixed" if accelerator == "cuda" else "32-true")
+    return accelerator, precision
+
+
+def trainer_kwargs(train: TrainConfig, strategy=None) -> dict:
+    """Trainer arguments: device and precision resolved (`resolved_device`); `strategy` is a multi-rank trial's
+    (`mta_ablate.ranks.strategy`), which also sets devices and nodes. Gradient clipping is the module's own
+    (`LMModule.configure_gradient_clipping`: FSDP needs its own norm), so the Trainer is given none."""
+    accelerator, precision = resolved_device(train)
     return dict(
         accelerator=accelerator,
         devices=train.devices if strategy is not None else 1,
@@ -118,14 +125,14 @@ def trainer_kwargs(train: TrainConfig, strategy=None) -> dict:
         use_distributed_sampler=False,  # training rows are sharded by the data module; validation is whole per rank
         precision=precision,
         max_steps=train.max_steps,
-        val_check_interval=train.val_every,
+        val_check_interval=train.val_every * train.accumulation,  # counted in micro-batches
         check_val_every_n_epoch=None,
         limit_val_batches=train.val_batches,
+        accumulate_grad_batches=train.accumulation,
         num_sanity_val_steps=0,
         log_every_n_steps=train.log_every,
-        gradient_clip_val=train.grad_clip or None,
         enable_progress_bar=train.progress == "rich" or (train.progress == "auto" and sys.stderr.isatty()),
         enable_model_summary=False,
         enable_checkpointing=False,  # CheckpointOnValidation writes the one checkpoint we keep
-        deterministic=False,
+        deterministic=train.deterministic,  # torch's deterministic algorithms (GPU runs that need repeats)
     )

@@ -31,6 +31,13 @@ def task_metrics(model, task, n_samples: int, final: bool) -> dict[str, float]:
     return getattr(importlib.import_module(module), name)(model, task, n_samples, final)
 
 
+def forward_rows(model, tokens: torch.Tensor, rows: int) -> torch.Tensor:
+    """model(tokens), run `rows` sequences at a time (a training pass's size), concatenated."""
+    if tokens.shape[0] <= rows:
+        return model(tokens)
+    return torch.cat([model(part) for part in tokens.split(rows)])
+
+
 class ScoreSums:
     """Running sums over scored batches -> loss (weighted, as trained), ppl, error and answer accuracy."""
 
@@ -75,7 +82,7 @@ def final_metrics(model, task, train: TrainConfig) -> dict[str, float]:
     scores = ScoreSums()
     for batch in validation_batches(task, train.eval_batches, train.batch_size):
         batch = {k: v.to(device) for k, v in batch.items()}
-        scores.add(model(batch["tokens"]), batch)
+        scores.add(forward_rows(model, batch["tokens"], train.rows_per_pass), batch)
     model.train(was_training)
     out = {f"final/{k}": v for k, v in scores.metrics().items()}
     prefix = family(task.name)

@@ -17,8 +17,8 @@ import math
 import lightning as L
 import torch
 
-from lightning_modules.evaluation import ScoreSums, task_metrics
-from lightning_modules.sharding import full_parameters
+from lightning_modules.evaluation import ScoreSums, forward_rows, task_metrics
+from lightning_modules.sharding import forward_model, is_sharded
 from mta_ablate.config.schema import TrainConfig
 from mta_ablate.model import ModelConfig, TransformerLM, is_mta_param, lm_loss
 
@@ -53,6 +53,7 @@ class LMModule(L.LightningModule):
     def __init__(self, model_config: ModelConfig, train: TrainConfig, task=None, seed: int = 0):
         super().__init__()
         self.model = TransformerLM(model_config, seed=seed)
+        self.model.checkpoint_blocks = train.activation_checkpointing
         self.seed = seed
         self.train_config = train
         self.task = task  # for the task's own validation metrics (perplexity per corpus, toy error, ...)
@@ -84,24 +85,54 @@ class LMModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        """Random draws of step k (dropout masks) come from (seed, k): the same in every arm of a seed, and after a
-        resume, whatever the model's construction or earlier steps drew from the global generator."""
-        torch.manual_seed(self.seed * 1_000_003 + self.global_step)
+        """Random draws of step k (dropout masks) come from (seed, k, micro-batch): the same in every arm of a seed,
+        and after a resume, whatever the model's construction or earlier steps drew from the global generator."""
+        torch.manual_seed(self.seed * 1_000_003 + self.global_step + batch.get("micro", 0) * 2**40)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self.model(batch["tokens"])
         loss = lm_loss(logits, batch["targets"], batch["loss_weight"], batch.get("loss_norm"))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step}")
-        self.log("train/loss", loss, prog_bar=True, sync_dist=self.trainer.world_size > 1)  # ranks' mean: the batch's
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        self._check_finite(loss)
+        passes = self.train_config.accumulation
+        micro = batch.get("micro", 0)
+        self._step_loss = loss.detach() if micro == 0 else self._step_loss + loss.detach()
+        if micro == passes - 1:  # the step's loss: the mean of its passes' (each normalised by the whole share)
+            step_loss = self._step_loss / passes
+            self.log("train/loss", step_loss, prog_bar=True, sync_dist=self.trainer.world_size > 1)  # ranks' mean
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        """Raise FloatingPointError once the training loss is NaN or infinite. On the CPU every step is checked; on
+        an accelerator the check is a device-side flag read every `log_every` steps (when logging synchronises
+        anyway), so the host never waits for the device in between."""
+        finite = torch.isfinite(loss.detach())
+        self._finite = finite if getattr(self, "_finite", None) is None else self._finite & finite
+        step = self.global_step
+        if loss.device.type != "cpu" and (step + 1) % self.train_config.log_every and step + 1 < self.trainer.max_steps:
+            return
+        if not bool(self._finite):
+            first = getattr(self, "_checked_step", -1) + 1
+            at = f"at step {step}" if first >= step else f"between steps {first} and {step}"
+            raise FloatingPointError(f"training loss is not finite (NaN or inf) {at}")
+        self._finite, self._checked_step = None, step
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip the global gradient norm to `train.grad_clip` (0: off): Lightning's clipping on one device and under
+        DDP; under FSDP the sharded root's own `clip_grad_norm_`, which reduces the norm across the shards."""
+        clip = self.train_config.grad_clip
+        if not clip:
+            return
+        if is_sharded(self.trainer):
+            self.trainer.strategy.model.clip_grad_norm_(clip)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
 
     def on_validation_epoch_start(self) -> None:
         self._scores = ScoreSums()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._scores.add(self.model(batch["tokens"]), batch)
+        self._scores.add(forward_rows(self.model, batch["tokens"], self.train_config.rows_per_pass), batch)
 
     def on_validation_epoch_end(self) -> None:
         metrics = self._scores.metrics()
@@ -109,8 +140,9 @@ class LMModule(L.LightningModule):
             return
         self.best_val_loss = min(self.best_val_loss, metrics["loss"])
         if self.task is not None:
-            with full_parameters(self.trainer):  # FSDP: the whole model on every rank, for the task's own scoring
-                metrics.update(task_metrics(self.model, self.task, self.train_config.val_samples, final=False))
+            model = forward_model(self.trainer, self.model)  # FSDP: forwards through the sharded root
+            with self.trainer.precision_plugin.forward_context():  # the precision validation_step ran in
+                metrics.update(task_metrics(model, self.task, self.train_config.val_samples, final=False))
         logged = {f"val/{k}": v for k, v in metrics.items()}
         self.log_dict({**logged, "val/loss_best": self.best_val_loss})
 

@@ -1,9 +1,13 @@
-"""What evaluation code needs to know about sharded (FSDP) training: whether it is on, and a context that gathers
-the whole parameters for code that calls the model outside Lightning's wrapper."""
+"""What evaluation code needs to know about sharded (FSDP) training: whether it is on, and how to call the model.
+
+Under FSDP the inner `TransformerLM` holds flat, sharded parameters; it may only run forward through the sharded
+root (the wrapped LightningModule), which gathers each block's shards as it goes. `forward_model` gives evaluation
+code a model it can call on every rank during training; no forward ever runs inside `summon_full_params`.
+"""
 
 from __future__ import annotations
 
-import contextlib
+from torch import nn
 
 
 def is_sharded(trainer) -> bool:
@@ -12,11 +16,22 @@ def is_sharded(trainer) -> bool:
     return isinstance(trainer.strategy, FSDPStrategy)
 
 
-def full_parameters(trainer):
-    """A context in which the model holds its whole parameters on every rank (FSDP gathers its shards; a collective,
-    so every rank enters it); a no-op otherwise. For evaluation code that calls the model outside Lightning."""
-    if not is_sharded(trainer):
-        return contextlib.nullcontext()
-    from torch.distributed.fsdp import FullyShardedDataParallel
+class ShardedForward(nn.Module):
+    """A sharded root seen as the language model: `forward(tokens)` runs through FSDP's root (a collective: every
+    rank calls it the same number of times), `config` is the inner model's. Only for forwards under no_grad."""
 
-    return FullyShardedDataParallel.summon_full_params(trainer.strategy.model, writeback=False)
+    def __init__(self, root: nn.Module, config):
+        super().__init__()
+        self.root = root
+        self.config = config
+
+    def forward(self, tokens):
+        return self.root(tokens)
+
+
+def forward_model(trainer, model: nn.Module) -> nn.Module:
+    """`model` itself, or under FSDP a `ShardedForward` over the strategy's root: what the task's own metrics call
+    during training."""
+    if not is_sharded(trainer):
+        return model
+    return ShardedForward(trainer.strategy.model, model.config)

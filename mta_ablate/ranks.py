@@ -116,10 +116,28 @@ def strategy(train, plan: Plan):
     if train.strategy == "fsdp":
         from mta_ablate.model.transformer import Block
 
-        return FSDPStrategy(
-            cluster_environment=env, timeout=timeout, state_dict_type="full", auto_wrap_policy={Block}
-        )  # each transformer block is one shard unit; checkpoints are whole (a 1-device run can read them)
+        return FSDPStrategy(  # each transformer block is one shard unit; checkpoints are whole (1 device reads them)
+            cluster_environment=env,
+            timeout=timeout,
+            state_dict_type="full",
+            auto_wrap_policy={Block},
+            mixed_precision=fsdp_mixed_precision(train),
+        )
     return DDPStrategy(cluster_environment=env, timeout=timeout)
+
+
+def fsdp_mixed_precision(train):
+    """FSDP's mixed precision for a bf16-mixed trial: bf16 compute, fp32 gradient reduction and fp32 buffers (the
+    RoPE tables), so the averaged gradient is the one-device gradient up to the order of fp32 sums. None (fp32
+    throughout) for 32-true. Lightning's default would reduce gradients and keep buffers in bf16."""
+    from lightning_modules.callbacks import resolved_device
+
+    if resolved_device(train)[1] != "bf16-mixed":
+        return None
+    import torch
+    from torch.distributed.fsdp import MixedPrecision
+
+    return MixedPrecision(param_dtype=torch.bfloat16, reduce_dtype=torch.float32, buffer_dtype=torch.float32)
 
 
 def whole_model(trainer, module, config):

@@ -183,7 +183,7 @@ def _fit(config: ExperimentConfig, client, run_id, checkpoint_dir: Path, ckpt, r
         store.log_params(client, run_id, {f"model/params/{k}": str(v) for k, v in counts.items()})
         client.log_dict(run_id, init_digest(module.model), "init_digest.json")
     rank, world = (plan.rank, plan.world_size) if plan else (0, 1)
-    data = TaskDataModule(task, train.batch_size, config.seed, train.val_batches, rank, world)
+    data = TaskDataModule(task, train.batch_size, config.seed, train.val_batches, rank, world, train.accumulation)
     logger = MlflowRunLogger(client, run_id) if client is not None else None
     callbacks = build_callbacks(train, checkpoint_dir, reporter)
     trainer = L.Trainer(
@@ -210,21 +210,28 @@ def _fit(config: ExperimentConfig, client, run_id, checkpoint_dir: Path, ckpt, r
 
 
 def _final_metrics(module, task, trainer, logger, config: ExperimentConfig) -> dict[str, float]:
+    """The final evaluation, where and how training ran: on the strategy's device (Lightning's teardown has moved
+    the module to the CPU when `fit` returns) and under the training precision (bf16 autocast for bf16-mixed)."""
     from lightning_modules.evaluation import final_metrics
 
-    metrics = {**final_metrics(module.model, task, config.train), **_cost_summary(logger.latest)}
+    model = module.model.to(trainer.strategy.root_device)
+    with trainer.precision_plugin.forward_context():
+        evaluated = final_metrics(model, task, config.train)
+    metrics = {**evaluated, **_cost_summary(logger.latest, passes=config.train.accumulation)}
+    passes = config.train.accumulation
     if getattr(module, "flops_per_batch", None):  # training compute, for comparisons at equal FLOPs
-        step_flops = float(module.flops_per_batch) * trainer.world_size  # every rank's share of the batch
+        step_flops = float(module.flops_per_batch) * trainer.world_size * passes  # every rank's passes
         metrics["perf/flops_per_step"] = step_flops
         metrics["perf/train_flops"] = step_flops * trainer.global_step
     return metrics
 
 
-def _cost_summary(latest: dict[str, float]) -> dict[str, float]:
-    """Throughput and memory at the end of training, from what ThroughputMonitor and PeakMemory logged."""
+def _cost_summary(latest: dict[str, float], passes: int = 1) -> dict[str, float]:
+    """Throughput and memory at the end of training, from what ThroughputMonitor and PeakMemory logged. A "batch"
+    there is one forward/backward pass; a step is `passes` of them."""
     out = {}
     if latest.get("train/device/batches_per_sec"):
-        out["perf/step_ms"] = 1000.0 / latest["train/device/batches_per_sec"]
+        out["perf/step_ms"] = 1000.0 * passes / latest["train/device/batches_per_sec"]
         out["perf/tokens_per_s"] = latest.get("train/items_per_sec", latest["train/device/items_per_sec"])  # all ranks
     if "perf/peak_mem_mib" in latest:
         out["perf/peak_mem_mib"] = latest["perf/peak_mem_mib"]

@@ -224,8 +224,9 @@ class _BlockedMTA(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        q, k, v, *params = ctx.saved_tensors[:7]
-        kept = _unflatten(ctx.saved_tensors[7:], ctx.layout) or None
+        saved = ctx.saved_tensors  # read once: activation checkpointing allows one unpack
+        q, k, v, *params = saved[:7]
+        kept = _unflatten(saved[7:], ctx.layout) or None
         acc = torch.promote_types(q.dtype, torch.float32)
         tensors = (q, k, v, *params)
         grads = [None if x is None else torch.zeros(x.shape, dtype=acc, device=x.device) for x in tensors]

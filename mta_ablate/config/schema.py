@@ -6,6 +6,7 @@ which validates everything that can be checked without training, so mistakes sur
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,7 +25,17 @@ class TrainConfig:
     max_steps: int = 300
     """Optimizer steps."""
     batch_size: int = 32
-    """Sequences per step."""
+    """Sequences per step (the global batch, over all devices)."""
+    micro_batch: int = 0
+    """Sequences per forward/backward pass on each device; 0: the device's whole share (batch_size / ranks). Smaller
+    values accumulate gradients over batch_size / ranks / micro_batch passes per step: the same global batch, the same
+    loss normalisation and so the same gradient as one pass (up to the order of floating-point sums)."""
+    activation_checkpointing: bool = False
+    """Recompute each transformer block's activations in the backward instead of keeping them (per block):
+    saved activations shrink to one tensor per block, for about a third more compute."""
+    deterministic: bool = False
+    """Use torch's deterministic algorithms where they exist (CUDA: SDPA's backward, cuDNN), for GPU runs that must
+    repeat; slower. CPU runs repeat bitwise without it."""
     lr: float = 2e-3
     """Peak learning rate (AdamW)."""
     min_lr_ratio: float = 0.0
@@ -103,8 +114,10 @@ class TrainConfig:
         for name in ("warmup_steps", "threads"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name}={getattr(self, name)}: expected an integer >= 0")
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr={self.lr}: expected a positive number")
+        if self.micro_batch < 0:
+            raise ConfigError(f"train.micro_batch={self.micro_batch}: expected an integer >= 0 (0: no accumulation)")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"train.lr={self.lr}: expected a positive finite number")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"train.min_lr_ratio={self.min_lr_ratio}: expected a number in [0, 1]")
         if not all(0.0 <= b < 1.0 for b in self.betas):
@@ -118,11 +131,28 @@ class TrainConfig:
                 f"train.batch_size={self.batch_size}: not divisible by train.devices x train.num_nodes = {ranks} "
                 f"(every rank trains on an equal share of the global batch); choose a multiple of {ranks}"
             )
+        share = self.batch_size // ranks
+        if self.micro_batch and share % self.micro_batch:
+            allowed = ", ".join(str(d) for d in range(1, share + 1) if share % d == 0)
+            raise ConfigError(
+                f"train.micro_batch={self.micro_batch}: does not divide the {share} sequences each of the {ranks} "
+                f"rank(s) trains on per step (train.batch_size={self.batch_size}); allowed: {allowed}"
+            )
 
     @property
     def world_size(self) -> int:
         """Ranks (processes) one trial trains on."""
         return self.devices * self.num_nodes
+
+    @property
+    def rows_per_pass(self) -> int:
+        """Sequences in one forward/backward pass on one device."""
+        return self.micro_batch or self.batch_size // self.world_size
+
+    @property
+    def accumulation(self) -> int:
+        """Forward/backward passes per optimizer step on each device (1 without `micro_batch`)."""
+        return self.batch_size // self.world_size // self.rows_per_pass
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from mta_ablate.attention.init import GeneratorFor, param_generator, scoped, trunc_normal
 from mta_ablate.attention.module import MultiTokenAttention, rope_tables
@@ -77,6 +78,8 @@ class TransformerLM(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.init_weights(seed)
+        self.checkpoint_blocks = False
+        """Activation checkpointing per block (`train.activation_checkpointing`)."""
 
     def init_weights(self, seed: int) -> None:
         """Every parameter from its own (seed, name) generator; the output projection is tied to the embedding."""
@@ -92,8 +95,12 @@ class TransformerLM(nn.Module):
         if t > self.config.max_seq_len:
             raise ValueError(f"sequence length {t} exceeds model.max_seq_len={self.config.max_seq_len}")
         x_BTE = self.tok_embeddings(tokens_BT)
+        recompute = self.checkpoint_blocks and torch.is_grad_enabled()
         for layer in self.layers:
-            x_BTE = layer(x_BTE, self.rope_cos, self.rope_sin)
+            if recompute:  # keep only each block's input; its activations are recomputed in the backward
+                x_BTE = checkpoint(layer, x_BTE, self.rope_cos, self.rope_sin, use_reentrant=False)
+            else:
+                x_BTE = layer(x_BTE, self.rope_cos, self.rope_sin)
         return F.linear(self.norm(x_BTE), self.tok_embeddings.weight)  # tied: (B, T, E) -> (B, T, V)
 
     def count_params(self) -> dict[str, int]:
