@@ -26,6 +26,7 @@ of the global generator, so the backward recomputes the same mask.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -54,9 +55,35 @@ KEEP_ELEMENTS = 2**20
 26 ms kept against 35 ms recomputed."""
 
 
-def block_rows(b: int, h: int, s: int, elements: int = BLOCK_ELEMENTS) -> int:
-    """Query rows per block: as many as keep one block's (B, H, rows, S) map under `elements`, at least 16."""
-    return max(16, min(s, elements // max(1, b * h * s)))
+ACCELERATOR_BLOCK_ELEMENTS = 2**25
+"""Block size on an accelerator (CUDA, and the meta device that stands for one when counting): 64 MiB per bf16 map.
+A GPU runs each block as a few dozen kernel launches, so blocks are large: one paper MTA layer (B1 H16 S2048 D64,
+6x11 pre and post, full head mixing) is 2 blocks of 1,024 rows, under 1,500 aten ops forward and backward."""
+
+ACCELERATOR_MIN_ROWS = 256
+"""At least this many rows per block on an accelerator: the recomputed halo (c_q - 1 rows per convolution, 10 for
+6x11 pre and post) then stays under 4% of the logits work."""
+
+_tiling: list[str] = []  # a device type to tile for instead of the tensors' own (`tiled_as`)
+
+
+def block_rows(b: int, h: int, s: int, device_type: str = "cpu") -> int:
+    """Query rows per block. CPU: as many as keep one block's (B, H, rows, S) map under `BLOCK_ELEMENTS` (cache-sized),
+    at least 16. Accelerators (cuda, meta): under `ACCELERATOR_BLOCK_ELEMENTS`, at least `ACCELERATOR_MIN_ROWS`."""
+    if device_type == "cpu":
+        return max(16, min(s, BLOCK_ELEMENTS // max(1, b * h * s)))
+    return max(min(s, ACCELERATOR_MIN_ROWS), min(s, ACCELERATOR_BLOCK_ELEMENTS // max(1, b * h * s)))
+
+
+@contextlib.contextmanager
+def tiled_as(device_type: str):
+    """Within the block, `mta_attention` tiles as on `device_type` whatever its tensors' device (a memory plan on fake
+    CPU tensors for a CUDA run)."""
+    _tiling.append(device_type)
+    try:
+        yield
+    finally:
+        _tiling.pop()
 
 
 @dataclass(frozen=True)
@@ -205,6 +232,14 @@ def _unflatten(tensors: list, layout: list) -> list:
     return kept
 
 
+def _autocast_state(device_type: str) -> tuple[str, bool, torch.dtype]:
+    """The forward's autocast state on its device, which the backward restores so that it recomputes the maps in
+    the forward's dtypes (what `torch.amp.custom_fwd` / `custom_bwd` do, for whichever device the inputs are on)."""
+    if device_type not in ("cpu", "cuda"):
+        return ("cpu", False, torch.bfloat16)
+    return (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
+
+
 class _BlockedMTA(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, pre_kernel, post_kernel, pre_mix, post_mix, opt):
@@ -219,11 +254,17 @@ class _BlockedMTA(torch.autograd.Function):
         maps, ctx.layout = _flatten(kept)
         ctx.save_for_backward(q, k, v, *params, *maps)
         ctx.opt = opt
+        ctx.autocast = _autocast_state(q.device.type)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
+        with torch.autocast(*ctx.autocast[:1], enabled=ctx.autocast[1], dtype=ctx.autocast[2]):
+            return _BlockedMTA._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out):
         saved = ctx.saved_tensors  # read once: activation checkpointing allows one unpack
         q, k, v, *params = saved[:7]
         kept = _unflatten(saved[7:], ctx.layout) or None
@@ -266,5 +307,5 @@ def mta_attention(
         raise ValueError(f"mta_attention needs as many queries as keys (T == S), got T={t}, S={k.shape[2]}")
     p = dropout_p if training else 0.0
     seed = int(torch.randint(2**62, (1,))) if p > 0.0 else 0
-    opt = _Options(pad_key, p, seed, rows or block_rows(b, h, t))
+    opt = _Options(pad_key, p, seed, rows or block_rows(b, h, t, _tiling[-1] if _tiling else q.device.type))
     return _BlockedMTA.apply(q, k, v, pre_kernel, post_kernel, pre_head_mix, post_head_mix, opt)
