@@ -20,7 +20,8 @@ from rich.markup import escape
 from mta_ablate.console import err_console
 from mta_ablate.errors import ConfigError
 
-COMMANDS = ("train", "sweep", "worker", "status", "sweeps", "report", "compare", "delete", "ui", "bench", "data")
+COMMANDS = ("train", "plan", "sweep", "worker", "status", "sweeps", "report", "compare", "delete", "ui", "bench")
+COMMANDS += ("data",)
 
 
 class _Parser(argparse.ArgumentParser):

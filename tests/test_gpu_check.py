@@ -17,7 +17,13 @@ def test_gpu_check_runs_every_step_shrunk_on_cpu(workspace):
     cost = {r["variant"]: r for r in result["cost"]}
     assert set(cost) == {"baseline", "talking_heads", "mta_paper"} and cost["baseline"]["time_vs_baseline"] == 1.0
     assert all(r["step_ms"] > 0 and r["peak_mib"] > 0 for r in cost.values())
-    assert result["trial"]["returncode"] == 0 and "train.accelerator=cpu" in result["trial"]["overrides"]
+    assert all(r["estimate_mib"] > 0 and r["aten_ops"] > 0 for r in cost.values())  # plan's figures beside them
+    assert cost["mta_paper"]["aten_ops"] > cost["baseline"]["aten_ops"]
+    assert result["attention"]["head_mix"]["device"] == "cpu" and result["context"]["dtype"] == "fp32"
+    trial = result["trial"]
+    assert trial["returncode"] == 0 and "train.accelerator=cpu" in trial["overrides"]
+    assert "train.micro_batch=1" in trial["overrides"] and "task.seq_len=1024" in trial["overrides"]
+    assert trial["repeats"] and trial["repeat_rel_diff"] == 0.0  # same seed on CPU: bitwise the same final loss
     assert (workspace / "mlflow.db").exists()  # the trial is tracked like any run
     (needle,) = result["needle"]["rows"]
     assert needle["context"] == 256 and 0.0 <= needle["scores"]["ctx256/k2/exact"] <= 1.0

@@ -195,13 +195,13 @@ def bench_shape(shape: Shape, repeats: int, device: str = "cpu", dtype: torch.dt
     return {"shape": asdict(shape), "rows": rows}
 
 
-def bench_head_mix(shape: Shape, repeats: int) -> dict:
-    """Forward+backward of a full H x H head mix over a (B, H, S, S) map, each alternative."""
+def bench_head_mix(shape: Shape, repeats: int, device: str = "cpu", dtype: torch.dtype = torch.float32) -> dict:
+    """Forward+backward of a full H x H head mix over a (B, H, S, S) map, each alternative, on `device`."""
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(shape.batch, shape.heads, shape.seq, shape.seq, generator=g)
+    x = torch.randn(shape.batch, shape.heads, shape.seq, shape.seq, generator=g).to(device, dtype)
     x_cl = x.contiguous(memory_format=torch.channels_last).requires_grad_()
     x = x.requires_grad_()
-    w = (torch.randn(1, shape.heads, shape.heads, generator=g) * 0.5).requires_grad_()
+    w = (torch.randn(1, shape.heads, shape.heads, generator=g) * 0.5).to(device, dtype).requires_grad_()
 
     def fwd_bwd(fn, inp):
         def run():
@@ -213,10 +213,11 @@ def bench_head_mix(shape: Shape, repeats: int) -> dict:
     fns = {name: fwd_bwd(fn, x) for name, fn in HEAD_MIXES.items()}
     # the op's own input after a conv is already channels-last; measure that case too
     fns["1x1 grouped conv, channels-last input"] = fwd_bwd(_mix_conv_cl, x_cl)
-    times = _time_round_robin(fns, repeats)
+    times = _time_round_robin(fns, repeats, device)
     base = times["einsum"]
     return {
         "shape": asdict(shape),
+        "device": device,
         "rows": [{"variant": n, "forward_backward_ms": t, "vs_einsum": base / t} for n, t in times.items()],
     }
 
@@ -233,7 +234,7 @@ def run(repeats: int = 7, shapes: tuple[Shape, ...] = SHAPES, device: str = "cpu
         "dtype": dtype,
         "repeats": repeats,
         "ops": [bench_shape(s, repeats, device, DTYPES[dtype]) for s in shapes],
-        "head_mix": bench_head_mix(shapes[0], repeats),
+        "head_mix": bench_head_mix(shapes[0], repeats, device, DTYPES[dtype]),
     }
 
 

@@ -51,6 +51,10 @@ def run(args) -> int:
 
     trains = [config.train for config in spec.configs.values()] or [spec.first_config.train]
     devices = check_workers(trains, args.workers, args.devices_per_trial) if args.workers else 1  # on this host
+    if args.workers:
+        from mta_ablate.commands.plan import check_fits
+
+        check_fits(spec, args.file)  # on a GPU host: every arm's step fits its GPU, before any GPU time is spent
     setup_logging()
     from mta_ablate.sweep.launch import run_sweep
 

@@ -12,6 +12,8 @@ def check_device(train, where: str = "train.accelerator", owned: int | None = No
     another size."""
     import torch
 
+    if train.accelerator != "cpu":
+        check_visible_devices(train)
     cuda = train.accelerator == "cuda" or (train.accelerator == "auto" and torch.cuda.is_available())
     if train.accelerator == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
@@ -34,6 +36,24 @@ def check_device(train, where: str = "train.accelerator", owned: int | None = No
         raise ConfigError(
             f"train.num_nodes={train.num_nodes}: a trial over several nodes needs its ranks started by the cluster "
             "(srun ... mta-ablate worker, see docs/scale-out.md); on one host use train.devices"
+        )
+
+
+def check_visible_devices(train, environ=None) -> None:
+    """A multi-device trial's rank picks GPU `local rank` among those its process sees, so every rank must see all
+    of its node's `train.devices` GPUs. A launcher that gives each task its own GPU (`srun --gpus-per-task=1`:
+    CUDA_VISIBLE_DEVICES lists one) would end in "invalid device ordinal" on rank 1; refuse it here, in one line."""
+    import os
+
+    listed = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES")
+    if listed is None or train.world_size == 1:
+        return
+    seen = len([d for d in listed.split(",") if d.strip()])
+    if seen < train.devices:
+        raise ConfigError(
+            f"train.devices={train.devices}: this process sees {seen} GPU(s) (CUDA_VISIBLE_DEVICES={listed}), but "
+            f"each rank picks its GPU by local rank among its node's {train.devices}; launch with "
+            f"--gpus-per-node={train.devices} (every task sees the node's GPUs), not --gpus-per-task"
         )
 
 

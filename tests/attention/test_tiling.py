@@ -7,22 +7,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from mta_ablate.attention import op
 from mta_ablate.attention.op import _blocks, block_rows, mta_attention
+from mta_ablate.footprint import ComputeOps
 
 PAPER_LAYER = dict(b=1, h=16, s=2048, d=64)  # the paper's 300m layer at 2K context
 KERNEL = (6, 11)
-
-
-class ComputeOps(TorchDispatchMode):
-    """Counts aten ops that launch work (views and metadata ops excluded)."""
-
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if not func.is_view and func not in (torch.ops.aten.detach.default, torch.ops.aten.lift_fresh.default):
-            self.count += 1
-        return func(*args, **(kwargs or {}))
 
 
 def _layer_inputs(device, b, h, s, d, dtype=torch.float32):
