@@ -75,7 +75,7 @@ def test_bad_config_names_key_and_allowed_values(overrides, words):
 def test_cli_bad_config_exits_2_with_one_line_and_writes_nothing(workspace):
     result = cli("train", "train.lr=-1")
     assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and "train.lr=-1: expected a positive number" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "train.lr=-1: expected a positive finite number" in result.stderr
     assert not workspace.exists()
 
 

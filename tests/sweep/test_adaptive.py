@@ -151,7 +151,9 @@ def test_an_adaptive_sweep_with_two_workers_runs_each_arm_and_seed_once(workspac
     assert any(base1[name] != value for name, value in base0.items())
 
 
-def test_the_same_trial_is_bitwise_identical_with_one_or_two_workers(workspace, tmp_path, monkeypatch, mlflow_template):
+def test_the_same_trial_is_bitwise_identical_on_cpu_with_one_or_two_workers(
+    workspace, tmp_path, monkeypatch, mlflow_template
+):
     """A CPU trial's thread count comes from its config (train.threads=1 in the CPU recipes), not from how many
     workers share the host: the same (arm, seed) gives the same numbers to the last bit either way."""
     values = {}
