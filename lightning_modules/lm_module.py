@@ -113,8 +113,9 @@ class LMModule(L.LightningModule):
             return
         if not bool(self._finite):
             first = getattr(self, "_checked_step", -1) + 1
-            at = f"at step {step}" if first >= step else f"between steps {first} and {step}"
-            raise FloatingPointError(f"training loss is not finite (NaN or inf) {at}")
+            if first >= step:  # this step's loss (every step on the CPU)
+                raise FloatingPointError(f"training loss is {float(loss)} at step {step}")
+            raise FloatingPointError(f"training loss is not finite (nan or inf) between steps {first} and {step}")
         self._finite, self._checked_step = None, step
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:

@@ -165,7 +165,7 @@ TINY_RUN = [
 ]
 
 
-GPU_ON_CPU = ["model=tiny", "train.accelerator=cpu", "train.precision=32-true"]
+GPU_ON_CPU = ["model=tiny", "train.accelerator=cpu", "train.precision=32-true", "train.micro_batch=1"]
 """What shrinks a `*_gpu.yaml` sweep (a paper-scale model on CUDA) to one that 2 CPU steps can run, with the
 shorter context of its task below."""
 SHORT_CONTEXT = {
