@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import sys
@@ -30,6 +31,34 @@ class PeakMemory(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer._logger_connector.should_update_logs:
             pl_module.log("perf/peak_mem_mib", peak_memory_mib())
+
+
+def on_cuda(trainer) -> bool:
+    return trainer.strategy.root_device.type == "cuda"
+
+
+@contextlib.contextmanager
+def _cuda_sync_skipped():
+    synchronize = torch.cuda.synchronize
+    torch.cuda.synchronize = lambda device=None: None
+    try:
+        yield
+    finally:
+        torch.cuda.synchronize = synchronize
+
+
+class StepThroughput(ThroughputMonitor):
+    """Lightning's ThroughputMonitor, but the host waits for the GPU only on the steps whose rates are logged (every
+    `log_every`), not on every batch: in between it queues work ahead. The rates are rolling averages over a window
+    of steps whose last point is synchronised."""
+
+    def _update(self, trainer, pl_module, batch, iter_num: int) -> None:
+        if not on_cuda(trainer):
+            return super()._update(trainer, pl_module, batch, iter_num)
+        if not trainer.fit_loop._should_accumulate() and trainer._logger_connector.should_update_logs:
+            torch.cuda.synchronize()  # a step whose rates are logged: time it to the GPU's end
+        with _cuda_sync_skipped():
+            return super()._update(trainer, pl_module, batch, iter_num)
 
 
 class CheckpointOnValidation(Callback):
@@ -88,7 +117,7 @@ class ReportValidation(Callback):
 
 def build_callbacks(train: TrainConfig, checkpoint_dir: Path, reporter: Reporter | None) -> list[Callback]:
     callbacks: list[Callback] = [
-        ThroughputMonitor(  # rates are rolling averages over the last `window_size` steps
+        StepThroughput(  # rates are rolling averages over the last `window_size` steps
             batch_size_fn=lambda b: b["tokens"].shape[0],
             length_fn=lambda b: b["tokens"].numel(),
             window_size=min(50, max(2, train.max_steps // 4)),

@@ -51,3 +51,17 @@ def test_every_forward_after_teardown_follows_a_move_back_and_runs_in_the_traini
     autocast = {flag for kind, flag in after if kind == "forward"}
     assert autocast == {precision == "bf16-mixed"}, "the final evaluation ran in another precision than training"
     assert "final/loss" in result.metrics and "toy/error" in result.metrics
+
+
+@pytest.mark.usefixtures("tracked_workspace")
+def test_on_a_gpu_the_throughput_monitor_waits_for_the_device_only_on_logged_steps(monkeypatch):
+    """Lightning's ThroughputMonitor synchronises CUDA on every batch; ours only on the steps whose rates it logs.
+    The device check is patched to say CUDA and `torch.cuda.synchronize` to count, so the CPU run shows the calls."""
+    from lightning_modules import callbacks
+
+    syncs = []
+    monkeypatch.setattr(callbacks, "on_cuda", lambda trainer: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: syncs.append(device))
+    steps = ["train.max_steps=12", "train.log_every=4", "train.val_every=12", "train.micro_batch=2"]
+    run_trial(load_experiment(["model=toy", "task=find_block", *TINY, *steps]))
+    assert len(syncs) == 3, f"{len(syncs)} synchronisations in 12 steps of 2 passes, logging every 4 steps"
