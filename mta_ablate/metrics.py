@@ -65,6 +65,8 @@ class TaskMetrics:
     """What tracks the headline at every validation (pruning, learning curves, time to threshold)."""
     evaluator: str
     """`module:function` computing the task's own metrics (unprefixed): (model, task, n_samples, final) -> dict."""
+    own: str = ""
+    """A regular expression matching every name the evaluator returns (the key after `<family>/`)."""
 
     @property
     def headline(self) -> str:
@@ -73,15 +75,26 @@ class TaskMetrics:
 
 TASK_METRICS: dict[str, TaskMetrics] = {
     "lm": TaskMetrics("final", ("final/ppl",), "val/ppl", "mta_ablate.evaluate.tasks:lm_metrics"),
-    "find_block": TaskMetrics("toy", ("toy/error",), "val/error", "mta_ablate.evaluate.tasks:find_block_metrics"),
+    "find_block": TaskMetrics(
+        "toy",
+        ("toy/error",),
+        "val/error",
+        "mta_ablate.evaluate.tasks:find_block_metrics",
+        r"error(_pos\d+)?|token_error",
+    ),
     "needle": TaskMetrics(
         "needle",
         ("needle/accuracy", "needle/first_token", "needle/wrong_needle"),
         "val/accuracy",
         "mta_ablate.evaluate.tasks:needle_metrics",
+        r"accuracy|first_token|wrong_needle|ctx\d+/k\d+(/[^/]+)?/(exact|first_token|wrong_needle)",
     ),
     "babilong": TaskMetrics(
-        "babilong", ("babilong/accuracy",), "val/accuracy", "mta_ablate.evaluate.tasks:babilong_metrics"
+        "babilong",
+        ("babilong/accuracy",),
+        "val/accuracy",
+        "mta_ablate.evaluate.tasks:babilong_metrics",
+        r"accuracy|qa\d+/len\d+/(exact|first_token)",
     ),
 }
 

@@ -35,8 +35,10 @@ def cache_dir(*parts: str) -> Path:
 def check_name(name: str, what: str) -> str:
     """A sweep, arm or run name that is safe as one folder name under MTA_HOME (it cannot climb out with `..`)."""
     if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or ".." in name:
+        if isinstance(name, str) and len(name) > 200:
+            raise ConfigError(f"{what}: {len(name)} characters, too long; allowed: at most 200 ({name[:40]!r}...)")
         raise ConfigError(
             f"{what}={name!r}: not a safe name; allowed: letters, digits and . _ = , + @ : [ ] -, starting with a "
-            "letter or digit (no slashes, spaces or '..')"
+            "letter or digit (no slashes, spaces or '..'), at most 200 characters"
         )
     return name

@@ -73,6 +73,8 @@ def check_storage(url: str, read_only: bool = False, option: str = "--storage") 
         parsed = make_url(url)
     except exc.ArgumentError:
         raise ConfigError(f"{what}: not a database URL; expected {STORAGE_FORMS}") from None
+    except ValueError:  # sqlalchemy reads the port as an integer
+        raise ConfigError(f"{what}: the port is not a number; expected {STORAGE_FORMS}") from None
     backend = parsed.get_backend_name()
     if backend not in ("sqlite", "postgresql", "mysql"):
         raise ConfigError(f"{what}: {backend!r} is not a supported storage; expected {STORAGE_FORMS}")

@@ -85,7 +85,7 @@ def open_run(client, config: ExperimentConfig, tags: dict[str, str], parent_run_
     again, or a new run."""
     resumable = find_resumable(client, config) if config.train.resume else None
     if config.train.resume and resumable is None:
-        log.warning("train.resume=true but no unfinished checkpoint of %s: starting fresh", config.run_name)
+        log.info("%s: no unfinished checkpoint to resume; starting fresh", config.run_name)
     if resumable is None:
         return start_run(client, config, tags, parent_run_id), None
     run_id, ckpt = resumable

@@ -48,6 +48,20 @@ CASES = [
     ("fsdp-on-cpu", "train model=toy task=find_block train.devices=2 train.strategy=fsdp", "allowed on CPU: ddp"),
     ("nodes-without-cluster", "train model=toy task=find_block train.num_nodes=2", "started by the cluster"),
     ("devices-over-owned", f"sweep {Q} train.devices=2 --devices-per-trial 1", "allowed: --devices-per-trial >= 2"),
+    ("devices-per-trial-0", f"sweep {Q} --devices-per-trial 0", "--devices-per-trial=0: expected an integer >= 1"),
+    ("objective-misspelt", f"sweep {Q} --dry-run sweep.objective.metric=toy/eror", "task find_block does not log it"),
+    ("objective-key-misspelt", f"sweep {Q} --dry-run sweep.objective.directon=maximize", "directon: unknown key"),
+    ("pruner-key-misspelt", f"sweep {Q} --dry-run sweep.pruner.kind=median sweep.pruner.warmup=5", "warmup: unknown"),
+    ("budget-key-misspelt", f"sweep {Q} --dry-run sweep.budget.max_trial=5", "max_trial: unknown key"),
+    ("lr-nan", "train model=toy task=find_block train.lr=nan", "expected a positive finite number"),
+    ("lr-inf", "train model=toy task=find_block train.lr=inf", "expected a positive finite number"),
+    ("grad-clip-nan", "train model=toy task=find_block train.grad_clip=nan", "expected a finite number >= 0"),
+    ("rope-theta-inf", "train model=toy task=find_block model.rope_theta=inf", "positive finite number"),
+    ("seed-beyond-2-64", "train model=toy task=find_block seed=18446744073709551617", "in [0, 4294967295]"),
+    ("micro-batch", "train model=toy task=find_block train.batch_size=16 train.micro_batch=5", "allowed: 1, 2, 4, 8"),
+    ("storage-port-text", "status x --storage postgresql+psycopg://u:s3cret@127.0.0.1:abc/db", "port is not a number"),
+    ("name-too-long", "train model=toy task=find_block tracking.run_name=" + "a" * 201, "at most 200"),
+    ("ui-port-range", "ui --port 70000", "between 1 and 65535"),
 ]
 
 

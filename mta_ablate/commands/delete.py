@@ -49,7 +49,7 @@ def run(args) -> int:
         what.append(f"MLflow experiment {args.name} (id {experiment.experiment_id}) and its runs")
     what += [str(p) for p in folders]
     console.print("will delete:\n  " + "\n  ".join(what), highlight=False)
-    if not args.yes and input("delete? [y/N] ").strip().lower() not in ("y", "yes"):
+    if not args.yes and _answer("delete? [y/N] ") not in ("y", "yes"):
         console.print("nothing deleted")
         return 1
     optuna.delete_study(study_name=args.name, storage=storage)
@@ -59,3 +59,12 @@ def run(args) -> int:
         shutil.rmtree(folder)
     console.print(f"deleted sweep {args.name}")
     return 0
+
+
+def _answer(prompt: str) -> str:
+    """The user's answer, lower-cased; no answer (stdin closed, as in a script or CI) is "no"."""
+    try:
+        return input(prompt).strip().lower()
+    except EOFError:
+        print()
+        return ""

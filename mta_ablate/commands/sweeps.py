@@ -47,10 +47,18 @@ def run(args) -> int:
     from rich.table import Table
 
     from mta_ablate.console import console
+    from mta_ablate.paths import mta_home
     from mta_ablate.preflight import check_storage, redact
     from mta_ablate.sweep.study import storage_url
 
     url = storage_url(args.storage, create=False)
+    if args.storage is None and not (mta_home() / "optuna.db").exists() and url.startswith("sqlite"):
+        found = []  # a new workspace: nothing run yet, which is not an error
+        if args.json:
+            print("[]")
+        else:
+            console.print(f"no sweeps yet in {redact(url)} (run one: mta-ablate sweep sweeps/quickstart.yaml)")
+        return 0
     check_storage(url, read_only=True)
     found = rows(url)
     if args.json:

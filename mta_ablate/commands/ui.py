@@ -54,6 +54,23 @@ def _check_port(port: int, flag: str) -> None:
         raise ConfigError(f"{flag}={port}: expected a TCP port between 1 and 65535")
 
 
+def _check_free(port: int, flag: str) -> None:
+    """Fail now, in one line, when a server already listens on the port we would start one on."""
+    import socket
+
+    from mta_ablate.errors import ConfigError
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise ConfigError(
+                f"{flag}={port}: the port is taken (another UI or server listens there); choose another, e.g. "
+                f"{flag} {port + 1}"
+            ) from None
+
+
 def _sweep_storage(uri: str, sweep: str | None) -> str:
     """The Optuna storage URL recorded on a sweep's parent run (tag mta.storage): NAME's, else the latest sweep's."""
     from mta_ablate.errors import ConfigError
@@ -99,11 +116,14 @@ def run(args) -> int:
 
     _check_port(args.port, "--port")
     _check_port(args.optuna_port, "--optuna-port")
+    if args.optuna:
+        _check_free(args.optuna_port, "--optuna-port")
     uri = tracking_uri()
     commands: list[tuple[str, list[str], str]] = []
     if uri.startswith(("http://", "https://", "databricks")):
         console.print(f"MLflow UI: {uri} (the tracking server already serves it)", highlight=False)
     else:
+        _check_free(args.port, "--port")
         artifacts = (mta_home() / "mlartifacts").resolve()
         artifacts.mkdir(parents=True, exist_ok=True)
         url = f"http://{args.host}:{args.port}"

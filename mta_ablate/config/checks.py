@@ -62,7 +62,7 @@ def check_workers(trains: list, workers: int, devices_per_trial: int | None, clu
     config and, on CUDA, against the GPUs this host shows (workers x devices). Returns it."""
     import torch
 
-    owned = devices_per_trial or max(t.devices for t in trains)
+    owned = devices_per_trial if devices_per_trial is not None else max(t.devices for t in trains)
     if owned < 1:
         raise ConfigError(f"--devices-per-trial={owned}: expected an integer >= 1")
     for train in trains:

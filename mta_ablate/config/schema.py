@@ -16,6 +16,8 @@ from mta_ablate.model.config import ModelConfig
 from mta_ablate.typed import from_dict
 
 SECTIONS = ("model", "attention", "task", "train", "tracking", "seed")
+MAX_SEED = 2**32 - 1
+"""Lightning's `seed_everything` replaces a larger seed by 0 (with a warning): refused instead."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,8 +125,8 @@ class TrainConfig:
         if not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"train.betas={list(self.betas)}: expected two numbers in [0, 1)")
         for name in ("weight_decay", "grad_clip", "eps"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"train.{name}={getattr(self, name)}: expected a number >= 0")
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ConfigError(f"train.{name}={getattr(self, name)}: expected a finite number >= 0")
         ranks = self.devices * self.num_nodes
         if self.batch_size % ranks:
             raise ConfigError(
@@ -229,8 +231,8 @@ def experiment_from_dict(values: dict[str, Any], arm: str | None = None) -> Expe
     if missing:
         raise ConfigError(f"{missing[0]}: missing config section")
     seed = values["seed"]
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"seed={seed!r}: expected an integer >= 0")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed={seed!r}: expected an integer in [0, {MAX_SEED}] (the range numpy and Lightning seed)")
     attention_values = dict(values["attention"] or {})
     attention_name = attention_values.pop("name", None)
     spec = AttentionSpec.from_dict(attention_values)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from mta_ablate.attention.spec import AttentionSpec
@@ -42,6 +43,10 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"model.{name}={value!r}: expected an integer >= 1")
+        for name in ("norm_eps", "rope_theta"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"model.{name}={value!r}: expected a positive finite number")
         if self.dim % self.n_heads:
             raise ConfigError(f"model.dim={self.dim}: must be divisible by model.n_heads={self.n_heads}")
         if (self.dim // self.n_heads) % 2:

@@ -10,6 +10,7 @@ resolved configs are stored with the study, and workers and `status` rebuild the
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from mta_ablate.errors import ConfigError
@@ -25,11 +26,11 @@ def check_objective(metric: str, task: str, corpora=()) -> None:
     family = TASK_METRICS[task].family if task in TASK_METRICS else None
     if head in ("final", "val") and name in GENERIC and (not corpus or (name in ("ppl", "bpb") and corpus in corpora)):
         return
-    if head == family and head != "final" and rest:
+    if head == family and head != "final" and re.fullmatch(TASK_METRICS[task].own, rest):
         return
     if head == "perf" and rest:
         return
-    allowed = [f"{family}/..."] if family and family != "final" else []
+    allowed = [f"{family}/<{TASK_METRICS[task].own}>"] if family and family != "final" else []
     allowed += [f"final/{g}" for g in GENERIC[:5]] + ["val/<same>"]
     if task == "lm":
         allowed += [f"final/ppl/<corpus: {', '.join(corpora)}>"]

@@ -30,6 +30,23 @@ from mta_ablate.sweep.design import Arm, SearchParam, expand, references, search
 PRUNERS = ("none", "median", "asha", "hyperband")
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
 KEYS = ("name", "defaults", "base", "seeds", "objective", "budget", "design", "pruner", "sampler", "heartbeat")
+NESTED = {
+    "objective": ("metric", "direction"),
+    "budget": ("max_trials", "timeout_min", "equalize"),
+    "heartbeat": ("interval_s", "grace_s"),
+}
+PRUNER_KEYS = {
+    "none": (),
+    "median": ("warmup_steps", "startup_trials"),
+    "asha": ("min_steps", "reduction_factor"),
+    "hyperband": ("min_steps", "reduction_factor"),
+}
+DESIGN_KEYS = {
+    "ablation": ("reference", "reference_name", "factors"),
+    "grid": ("factors",),
+    "arms": ("arms",),
+    "search": ("params",),
+}
 GROUPS = ("model", "attention", "task", "train")
 
 
@@ -160,6 +177,7 @@ def parse_sweep(data: dict, overrides: list[str] = (), validate: bool = True) ->
     unknown = sorted(set(data) - set(KEYS))
     if unknown:
         raise ConfigError(f"sweep.{unknown[0]}: unknown key; allowed: {', '.join(KEYS)}")
+    _check_nested_keys(data)
     name = data.get("name")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"sweep.name={name!r}: expected a non-empty name")
@@ -210,6 +228,30 @@ def parse_sweep(data: dict, overrides: list[str] = (), validate: bool = True) ->
     from mta_ablate.sweep.resolve import validate_configs  # it composes configs: the heavy end of this layer
 
     return replace(spec, configs=validate_configs(spec))
+
+
+def _known(mapping: Any, allowed: tuple[str, ...], where: str) -> None:
+    """Every key of `mapping` (when it is a mapping) is one of `allowed`, or one line naming it and what is."""
+    if not isinstance(mapping, dict):
+        return
+    unknown = sorted(set(map(str, mapping)) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key; allowed: {', '.join(allowed) or '(none)'}")
+
+
+def _check_nested_keys(data: dict) -> None:
+    """The keys below the top level of a sweep file: a misspelt one (`objective: {directon: maximize}`) would
+    otherwise be ignored and its default used."""
+    for key, allowed in NESTED.items():
+        _known(data.get(key), allowed, f"sweep.{key}")
+    pruner = data.get("pruner")
+    if isinstance(pruner, dict) and pruner.get("kind", "none") in PRUNER_KEYS:
+        _known(pruner, ("kind", *PRUNER_KEYS[pruner.get("kind", "none")]), f"sweep.pruner (kind {pruner.get('kind')})")
+    design = data.get("design")
+    if isinstance(design, dict) and design.get("kind") in DESIGN_KEYS:
+        _known(design, ("kind", *DESIGN_KEYS[design["kind"]]), f"sweep.design (kind {design['kind']})")
+        for i, arm in enumerate(design.get("arms") or [] if design["kind"] == "arms" else []):
+            _known(arm, ("name", "overrides"), f"sweep.design.arms[{i}]")
 
 
 def _options(data: dict) -> dict[str, Any]:
