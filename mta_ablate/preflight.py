@@ -11,6 +11,7 @@ read-only command never creates one. No torch, no Optuna, no MLflow here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -47,10 +48,53 @@ def check_workspace() -> Path:
     if home.exists() and not home.is_dir():
         raise ConfigError(f"MTA_HOME={home}: is a file; expected a folder for the workspace (stores, checkpoints)")
     _writable_folder(home, f"MTA_HOME={home}")
+    for name in WORKSPACE_FOLDERS:
+        sub = home / name
+        if sub.exists() and not sub.is_dir():
+            raise ConfigError(f"MTA_HOME={home}: {sub} is a file, where the workspace keeps its {name} folder; move it")
     return home
 
 
-def _sqlite_file(database: str | None, what: str, read_only: bool) -> None:
+SQLITE_HEADER = b"SQLite format 3\x00"
+STORE_TABLES = {"optuna": ("studies", "version_info"), "mlflow": ("experiments", "runs", "alembic_version")}
+"""Tables a store of each kind has once created: how a database file shows what it is."""
+WORKSPACE_FOLDERS = ("checkpoints", "logs", "mlartifacts", "cache")
+
+
+def sqlite_problem(path: Path, kind: str) -> str | None:
+    """What is wrong with an existing SQLite file as a store of `kind` ("optuna" or "mlflow"), or None: not SQLite,
+    truncated, unreadable, of the other kind, or half-created by an interrupted first run."""
+    import sqlite3
+
+    size = path.stat().st_size
+    if size == 0:
+        return None  # an empty file is an empty database: the store is created in it
+    with open(path, "rb") as f:
+        header = f.read(100)
+    if not header.startswith(SQLITE_HEADER):
+        return "is not a SQLite database (its first bytes are not SQLite's); point at a store file, or move it away"
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages, valid = int.from_bytes(header[28:32], "big"), header[24:28] == header[92:96]
+    if len(header) < 100 or (valid and pages * page_size > size):
+        expected = pages * page_size
+        return f"is damaged: truncated at {size:,} of {expected:,} bytes; restore it from a copy, or move it away"
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as err:
+        return f"is damaged ({err}); restore it from a copy, or move it away"
+    if any(t.startswith("_alembic_tmp_") for t in tables):
+        return "was left half-created by an interrupted first run"
+    other = "mlflow" if kind == "optuna" else "optuna"
+    if tables and not set(STORE_TABLES[kind]) <= tables:
+        what = {"optuna": "an Optuna storage", "mlflow": "an MLflow tracking store"}
+        held = f" (it is {what[other]})" if set(STORE_TABLES[other]) <= tables else ""
+        return f"is not {what[kind]}{held}; point at the right file"
+    return None
+
+
+def _sqlite_file(database: str | None, what: str, read_only: bool, kind: str = "optuna") -> None:
     if not database or database == ":memory:":
         raise ConfigError(f"{what}: a SQLite store needs a file path (sqlite:////abs/path.db)")
     path = Path(database).expanduser().absolute()
@@ -58,6 +102,14 @@ def _sqlite_file(database: str | None, what: str, read_only: bool) -> None:
         raise ConfigError(f"{what}: no store at {path} (nothing has been run into it yet)")
     if path.is_dir():
         raise ConfigError(f"{what}: {path} is a folder, not a database file")
+    if path.is_file():
+        problem = sqlite_problem(path, kind)
+        if problem == "was left half-created by an interrupted first run" and kind == "mlflow" and not read_only:
+            problem = None  # `mlflow_store.client` sets it aside and creates the store again
+        if problem:
+            raise ConfigError(f"{what}: {path} {problem}")
+        if not read_only and not os.access(path, os.R_OK | os.W_OK):
+            raise ConfigError(f"{what}: {path} is read-only for this user, and this command writes to it")
     _writable_folder(path.parent, what)
     if not path.parent.is_dir() and path.parent != mta_home():  # SQLite creates the file, never its folder
         raise ConfigError(f"{what}: the folder {path.parent} does not exist; create it, or choose another path")
@@ -103,14 +155,14 @@ def check_tracking(uri: str | None, read_only: bool = False) -> None:
     """An MLflow tracking URI (None: MLFLOW_TRACKING_URI, else MTA_HOME/mlflow.db) that can be used now."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:  # the embedded store
-        _sqlite_file(str(mta_home() / "mlflow.db"), "tracking store", read_only)
+        _sqlite_file(str(mta_home() / "mlflow.db"), "tracking store", read_only, kind="mlflow")
         return
     what = f"--tracking-uri={redact(uri)}"
     scheme = uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else "file"
     if scheme not in TRACKING_SCHEMES:
         raise ConfigError(f"{what}: unknown scheme {scheme!r}; allowed: {', '.join(TRACKING_SCHEMES)}")
     if scheme == "sqlite":
-        _sqlite_file(uri.split(":///", 1)[-1] if ":///" in uri else "", what, read_only)
+        _sqlite_file(uri.split(":///", 1)[-1] if ":///" in uri else "", what, read_only, kind="mlflow")
     elif scheme == "file" or ":" not in uri:
         folder = Path(uri.removeprefix("file://") if uri.startswith("file:") else uri).expanduser().absolute()
         if read_only and not folder.is_dir():

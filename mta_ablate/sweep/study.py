@@ -20,6 +20,7 @@ from dataclasses import replace
 from mta_ablate import preflight
 from mta_ablate.errors import ConfigError
 from mta_ablate.sweep import adaptive
+from mta_ablate.sweep.lock import creation_lock
 from mta_ablate.sweep.resolve import rebuilt_configs, stored_configs, validate_configs
 from mta_ablate.sweep.spec import SweepSpec, parse_sweep
 from mta_ablate.tracking import mlflow_store as store
@@ -182,11 +183,16 @@ def create_or_resume(
     spec: SweepSpec, overrides: list[str], url: str, tracking_uri: str | None, retry_failed: bool = False
 ):
     """Create the study and parent run, or resume them; queue every (arm, seed) that has no live or finished trial."""
-    import optuna
-
     from mta_ablate.sweep.compute import equalized_steps
 
     equal_steps = equalized_steps(spec) if spec.equalize else None  # before anything is stored
+    with creation_lock(url, spec.name):  # two commands creating one sweep: the second joins it
+        return _create_or_resume(spec, overrides, url, tracking_uri, retry_failed, equal_steps)
+
+
+def _create_or_resume(spec, overrides, url, tracking_uri, retry_failed, equal_steps):
+    import optuna
+
     storage = open_storage(url, spec.heartbeat_s, spec.grace_s)
     study = optuna.create_study(
         study_name=spec.name,

@@ -47,7 +47,44 @@ def client(uri: str | None = None):
     for var in _HIJACK_VARS:
         if os.environ.pop(var, None) is not None:
             log.warning("ignoring %s from the environment: runs are created explicitly", var)
-    return MlflowClient(tracking_uri=tracking_uri(uri))
+    resolved = tracking_uri(uri)
+    if resolved.startswith("sqlite:///"):
+        create_sqlite_store(Path(resolved.removeprefix("sqlite:///")))
+    return MlflowClient(tracking_uri=resolved)
+
+
+def create_sqlite_store(path: Path) -> None:
+    """Create a new SQLite tracking store whole or not at all. MLflow creates and migrates a store in many steps, and
+    a Ctrl-C between two of them leaves a file the next run cannot open; so the store is built under a temporary name
+    and linked into place (link fails if another process got there first: its store is kept). A store left
+    half-created by an interrupted earlier version, holding no runs, is set aside and created again."""
+    from mlflow.tracking import MlflowClient
+
+    from mta_ablate.preflight import sqlite_problem
+
+    if path.exists() and path.stat().st_size > 0:
+        if sqlite_problem(path, "mlflow") != "was left half-created by an interrupted first run" or _has_runs(path):
+            return
+        aside = path.with_name(f"{path.name}.half-created")
+        os.replace(path, aside)
+        log.warning("%s was left half-created by an interrupted first run; set aside as %s, created again", path, aside)
+    tmp = path.with_name(f".{path.name}.creating-{os.getpid()}-{os.urandom(4).hex()}")  # a new name each time
+    try:
+        MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments()  # creates and migrates the schema
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _has_runs(path: Path) -> bool:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        try:
+            return db.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
+        except sqlite3.DatabaseError:
+            return False
 
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}

@@ -1,0 +1,140 @@
+"""Stores and workspaces that are not what they claim: one line naming the file and what to do, exit 2, before any
+work, and nothing created or changed. And a first store creation that a Ctrl-C cannot leave half-done."""
+
+import os
+import shutil
+import sqlite3
+
+import pytest
+
+from mta_ablate.cli import main
+from tests.cli import cli
+
+Q = "sweeps/quickstart.yaml"
+
+
+@pytest.fixture(scope="module")
+def optuna_db(tmp_path_factory):
+    """A real Optuna storage holding one study."""
+    import optuna
+
+    path = tmp_path_factory.mktemp("optuna") / "optuna.db"
+    optuna.create_study(study_name="s", storage=f"sqlite:///{path}")
+    return path
+
+
+def _run(argv: list[str], capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_a_storage_that_is_a_text_file_is_named(workspace, tmp_path, capsys):
+    text = tmp_path / "notes.db"
+    text.write_text("just some notes\n" * 10)
+    err = _run(["status", "s", "--storage", f"sqlite:///{text}"], capsys)
+    assert "is not a SQLite database" in err
+    assert text.read_text() == "just some notes\n" * 10
+
+
+def test_a_truncated_optuna_db_is_named_by_status_and_sweep(workspace, tmp_path, optuna_db, capsys):
+    broken = tmp_path / "optuna.db"
+    data = optuna_db.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    assert "is damaged" in _run(["status", "s", "--storage", f"sqlite:///{broken}"], capsys)
+    assert "is damaged" in _run(["sweep", Q, "--storage", f"sqlite:///{broken}"], capsys)
+    assert broken.stat().st_size == len(data) // 2
+
+
+def test_an_mlflow_store_given_as_the_optuna_storage_is_named(tracked_workspace, capsys):
+    err = _run(["status", "s", "--storage", f"sqlite:///{tracked_workspace / 'mlflow.db'}"], capsys)
+    assert "is not an Optuna storage (it is an MLflow tracking store)" in err
+
+
+def test_a_truncated_mlflow_db_is_named_by_report(tracked_workspace, capsys):
+    store = tracked_workspace / "mlflow.db"
+    data = store.read_bytes()
+    store.write_bytes(data[: len(data) // 3])
+    (tracked_workspace / "optuna.db").write_bytes(b"")
+    assert "is damaged" in _run(["report", "x"], capsys)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files")
+def test_a_read_only_mlflow_db_is_named_before_training(tracked_workspace, capsys):
+    store = tracked_workspace / "mlflow.db"
+    store.chmod(0o444)
+    assert "is read-only" in _run(["train", "model=toy", "task=find_block"], capsys)
+
+
+def test_a_read_only_mlflow_db_is_named_before_training_even_for_root(tracked_workspace, capsys, monkeypatch):
+    """As root the permission bits do not stop a write, so the check is shown through `os.access`, which they do."""
+    store = tracked_workspace / "mlflow.db"
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(store) else real(p, mode))
+    assert "is read-only" in _run(["train", "model=toy", "task=find_block"], capsys)
+
+
+@pytest.mark.parametrize("folder", ["checkpoints", "logs", "mlartifacts"])
+def test_a_workspace_folder_that_is_a_file_is_named_before_anything_is_created(workspace, folder, capsys):
+    workspace.mkdir()
+    (workspace / folder).write_text("not a folder")
+    err = _run(["sweep", Q, "--workers", "1"], capsys)
+    assert f"{folder} is a file" in err
+    assert sorted(p.name for p in workspace.iterdir()) == [folder]
+
+
+def test_a_ctrl_c_while_the_first_store_is_created_leaves_no_store(workspace, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from mta_ablate.tracking import mlflow_store
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(MlflowClient, "search_experiments", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            mlflow_store.client()
+    assert not (workspace / "mlflow.db").exists()
+    assert [p.name for p in workspace.iterdir()] == []  # no temporary file left either
+    assert mlflow_store.client().search_experiments()  # the next command creates it whole
+
+
+def test_a_store_half_created_by_an_earlier_interruption_is_set_aside_and_created_again(workspace, mlflow_template):
+    from mta_ablate.tracking import mlflow_store
+
+    workspace.mkdir()
+    half = workspace / "mlflow.db"
+    shutil.copy(mlflow_template, half)
+    with sqlite3.connect(half) as db:  # what an interrupted alembic batch migration leaves behind
+        db.execute("CREATE TABLE _alembic_tmp_model_versions (name TEXT)")
+    done = cli("train", "model=toy", "task=find_block", "train.max_steps=1", "--show-config")
+    assert done.returncode == 0, done.stderr
+    assert mlflow_store.client().search_experiments()
+    assert (workspace / "mlflow.db.half-created").exists()
+    with sqlite3.connect(half) as db:
+        names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert not any(n.startswith("_alembic_tmp_") for n in names)
+
+
+def test_two_sweep_commands_on_one_new_name_create_it_once(workspace, tmp_path):
+    """Started together, the second waits for the first to create the sweep, then resumes it (its workers would join):
+    one study, one parent run, every trial queued once."""
+    import subprocess
+    import sys
+
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    cmd = [sys.executable, "-m", "mta_ablate", "sweep", Q, "--workers", "0"]
+    env = {**os.environ, "MTA_HOME": str(workspace)}
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-1500:] for _, err in outs]
+    study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{workspace / 'optuna.db'}")
+    slots = [(t.user_attrs.get("arm"), t.user_attrs.get("seed")) for t in study.trials]
+    assert len(slots) == len(set(slots)) == 9, slots  # 3 arms x 3 initial seeds, none twice
+    client = MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("quickstart").experiment_id
+    assert len(client.search_runs([experiment])) == 1  # the parent run; no trial has run
