@@ -62,6 +62,7 @@ CASES = [
     ("storage-port-text", "status x --storage postgresql+psycopg://u:s3cret@127.0.0.1:abc/db", "port is not a number"),
     ("name-too-long", "train model=toy task=find_block tracking.run_name=" + "a" * 201, "at most 200"),
     ("ui-port-range", "ui --port 70000", "between 1 and 65535"),
+    ("corpus-dir-missing", "train model=toy task=lm task.corpora=[dir:/nonexistent]", "is not a directory"),
 ]
 
 

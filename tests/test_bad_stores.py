@@ -138,3 +138,40 @@ def test_two_sweep_commands_on_one_new_name_create_it_once(workspace, tmp_path):
     client = MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("quickstart").experiment_id
     assert len(client.search_runs([experiment])) == 1  # the parent run; no trial has run
+
+
+def test_a_missing_corpus_folder_creates_nothing_in_the_corpus_cache(workspace, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MTA_CACHE", str(tmp_path / "cache"))
+    err = _run(["train", "model=toy", "task=lm", "task.corpora=[dir:/nonexistent]"], capsys)
+    assert "/nonexistent is not a directory" in err
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*"))
+
+
+def test_sweeps_in_a_new_workspace_says_none_yet_and_exits_0(workspace):
+    done = cli("sweeps")
+    assert done.returncode == 0 and "no sweeps yet" in done.stdout, done.stderr
+    assert not workspace.exists() or not any(workspace.iterdir())
+
+
+def test_delete_with_stdin_closed_deletes_nothing(workspace, monkeypatch, optuna_db):
+    import io
+
+    workspace.mkdir()
+    shutil.copy(optuna_db, workspace / "optuna.db")
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # at EOF, as in a script or CI
+    done = cli("delete", "s")
+    assert done.returncode != 0 and "Traceback" not in done.stderr + done.stdout
+    import optuna
+
+    assert optuna.load_study(study_name="s", storage=f"sqlite:///{workspace / 'optuna.db'}")
+
+
+def test_ui_on_a_taken_port_is_one_line_before_anything_starts(tracked_workspace, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        err = _run(["ui", "--port", str(port)], capsys)
+    assert f"--port={port}: the port is taken" in err

@@ -80,6 +80,8 @@ def corpus_spec(name: str) -> CorpusSpec:
         return CORPORA[name]
     if isinstance(name, str) and name.startswith("dir:"):
         root = Path(name[4:]).expanduser().absolute()
+        if not root.is_dir():  # before any cache folder is made for it
+            raise ConfigError(f"corpus={name}: {root} is not a directory; expected dir:/path/to/a/folder/of/texts")
         return CorpusSpec(name, f"text files under {root}", "as the files", (), lambda _n: sources.dir_docs(root), 0.1)
     raise ConfigError(f"corpus={name!r}: expected one of {sorted(CORPORA)} or dir:/path/to/texts")
 

@@ -74,7 +74,10 @@ def start_workers(spec: SweepSpec, storage: str, tracking_uri: str, n: int, devi
 
 
 def watch(study, spec: SweepSpec, procs: list[subprocess.Popen], console, refresh_s: float = 2.0) -> None:
-    """Live view until every worker has exited."""
+    """Live view until every worker has exited: a table on a terminal; in a log (output piped, `nohup`, a batch job)
+    one plain line per trial start and end and a summary line every `SUMMARY_S` seconds."""
+    if not console.is_terminal:
+        return _log_lines(study, spec, procs, console, refresh_s)
     from rich.live import Live
 
     def render():
@@ -89,12 +92,44 @@ def watch(study, spec: SweepSpec, procs: list[subprocess.Popen], console, refres
         )
         return progress.table(rows, title, spec.metric)
 
-    with Live(render(), console=console, refresh_per_second=1, transient=not console.is_terminal) as live:
+    with Live(render(), console=console, refresh_per_second=1) as live:
         while any(p.poll() is None for p in procs):
             time.sleep(refresh_s)
             live.update(render())
-    if not console.is_terminal:
-        console.print(render())
+
+
+SUMMARY_S = 300
+"""Seconds between two summary lines of a sweep followed in a log."""
+
+
+def trial_line(row) -> str:
+    """One plain line for a trial that started or ended: `trial 3 arm=mta seed=1 complete toy/error=0.12 in 41s`."""
+    line = f"trial {row.number} arm={row.arm} seed={row.seed} {row.state}"
+    if row.value is not None:
+        line += f" objective={row.value:.6g}"
+    if row.state != "running" and row.duration_s is not None:
+        line += f" in {row.duration_s:.0f}s"
+    return line + (f" ({row.note})" if row.note and row.state in ("failed", "retried") else "")
+
+
+def _log_lines(study, spec: SweepSpec, procs: list[subprocess.Popen], console, refresh_s: float) -> None:
+    seen: dict[int, str] = {}
+    last_summary = time.time()
+    while True:
+        running = any(p.poll() is None for p in procs)
+        rows = progress.trial_rows(study)
+        for row in rows:
+            if row.state != "waiting" and seen.get(row.number) != row.state:
+                console.print(trial_line(row), highlight=False, markup=False, soft_wrap=True)
+                seen[row.number] = row.state
+        if time.time() - last_summary >= SUMMARY_S or not running:
+            c = progress.counts(rows)
+            summary = ", ".join(f"{v} {k}" for k, v in c.items())
+            console.print(f"sweep {spec.name}: {summary}", highlight=False, soft_wrap=True)
+            last_summary = time.time()
+        if not running:
+            return
+        time.sleep(refresh_s)
 
 
 def interrupt(signum, frame) -> None:

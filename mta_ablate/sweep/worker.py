@@ -242,7 +242,7 @@ def run_worker(
     worker = worker or f"{os.uname().nodename}:{os.getpid()}"
     study, spec, tracking_uri, parent = _load_when_ready(name, storage, tracking_uri)
     trains = [c.train for c in spec.configs.values()] or [spec.first_config.train]
-    devices = check_workers(trains, 1, devices, cluster)
+    devices = check_workers(trains, 1, devices or None, cluster)  # 0: as many as the largest trial needs
     _warn_if_oversubscribed(study, worker, threads * devices)
     leader = Leader(cluster) if cluster is not None else None
     try:
