@@ -193,7 +193,8 @@ class ExperimentConfig:
         from mta_ablate.paths import check_name
 
         check_name(self.tracking.experiment, "tracking.experiment")
-        check_name(self.run_name, "tracking.run_name" if self.tracking.run_name else "the arm name")
+        derived = "the run name (the arm name, then -seed<N>)"
+        check_name(self.run_name, "tracking.run_name" if self.tracking.run_name else derived)
 
     @property
     def attention(self) -> AttentionSpec:

@@ -80,6 +80,7 @@ def make_objective(
     def run(trial: optuna.Trial) -> float:
         started = time.time()
         arm, seed = _claim(spec, study, trial, worker)
+        log.info("trial %d arm=%s seed=%s running", trial.number, arm.name, seed)
         run_name = f"{arm.name}-seed{seed}" if spec.kind != "search" else f"t{trial.number}-seed{seed}"
         changes = {
             "seed": seed,
@@ -253,6 +254,18 @@ def run_worker(
             leader.close()
 
 
+def _logged(trial):
+    """Log one line for a trial that ended (`trial 3 arm=mta seed=1 complete objective=0.12 in 41s`); return it."""
+    state = {"COMPLETE": "complete", "FAIL": "failed"}.get(trial.state.name, trial.state.name.lower())
+    line = f"trial {trial.number} arm={trial.user_attrs.get('arm')} seed={trial.user_attrs.get('seed')} {state}"
+    if trial.value is not None:
+        line += f" objective={trial.value:.6g}"
+    if trial.datetime_start and trial.datetime_complete:
+        line += f" in {(trial.datetime_complete - trial.datetime_start).total_seconds():.0f}s"
+    log.info("%s", line)
+    return trial
+
+
 def _work(spec: SweepSpec, study, objective, worker: str) -> int:
     """The worker's loop: run queued trials until there are none left, queueing adaptive seeds and lost-rank retries.
     Returns how many of its trials failed (and were not queued again)."""
@@ -278,7 +291,7 @@ def _work(spec: SweepSpec, study, objective, worker: str) -> int:
                 time.sleep(min(2.0, spec.heartbeat_s))  # wait: a running trial may die and come back to the queue
                 continue
             break
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[lambda _, t: ended.append(t)])
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[lambda _, t: ended.append(_logged(t))])
         if ended and ended[-1].state == TrialState.FAIL and sweep_study.requeue_lost_rank(study, spec, ended[-1]):
             retried.add(ended[-1].number)
         adaptive.extend(study, spec)  # queue the next seeds at once, so that idle workers can take them

@@ -25,3 +25,6 @@ def test_a_piped_sweep_prints_each_trial_as_it_finishes(tracked_workspace):
     assert any(text.startswith("trial ") and text.endswith(" running") for _, text in lines)
     assert not any("┃" in text for _, text in lines), "a table in a log"
     assert any(text.startswith("sweep piped: ") and "6 complete" in text for _, text in lines)
+    worker_logs = "".join(p.read_text() for p in (tracked_workspace / "logs" / "piped").glob("*"))
+    assert worker_logs.count(" complete objective=") == 6, worker_logs[-3000:]  # the workers' own lines
+    assert "starting fresh" not in worker_logs or "WARNING" not in worker_logs.split("starting fresh")[0][-200:]
