@@ -16,6 +16,7 @@ import math
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 
 from lightning_modules.evaluation import ScoreSums, forward_rows, task_metrics
 from lightning_modules.sharding import forward_model, is_sharded
@@ -39,14 +40,41 @@ def decays(name: str, param: torch.nn.Parameter, mode: str) -> bool:
     return mode == "all" or (param.ndim == 2 and not is_mta_param(name))
 
 
-def step_flops(model_config: ModelConfig, batch_size: int, seq_len: int) -> int:
-    """Forward + backward FLOPs of one training batch, counted on a meta-device model (nothing is allocated)."""
+class CausalSDPA(torch.overrides.TorchFunctionMode):
+    """Records what torch's FLOP counter overcharges causal SDPA: it counts the math decomposition over the whole
+    (S, S) map, forward (QK^T, PV) and backward (twice that), where the causal half is all that attention needs and
+    all the blocked MTA op computes. `overcount` is the difference, in FLOPs."""
+
+    def __init__(self):
+        super().__init__()
+        self.overcount = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention and kwargs.get("is_causal"):
+            q, v = args[0], args[2]
+            *lead, s, d = q.shape
+            heads = math.prod(lead)
+            full = 3 * (2 * heads * s * s * d + 2 * heads * s * s * v.shape[-1])  # forward, and backward = 2 x forward
+            self.overcount += full - full * (s + 1) // (2 * s)
+        return func(*args, **kwargs)
+
+
+def step_flops(model_config: ModelConfig, batch_size: int, seq_len: int, device_type: str = "cpu") -> int:
+    """Forward + backward FLOPs of one training batch, counted on a meta-device model (nothing is allocated), with the
+    MTA op tiled as on `device_type`. One convention for every arm: attention is charged its causal half (with the
+    blocked op's halo rows and its recomputation, which it really runs), so an arm that does more work never counts
+    less than the baseline."""
     from lightning.fabric.utilities.throughput import measure_flops
+
+    from mta_ablate.attention.op import tiled_as
 
     with torch.device("meta"):
         meta_model = TransformerLM(model_config)
         tokens = torch.zeros(batch_size, seq_len, dtype=torch.long)
-    return int(measure_flops(meta_model, lambda: meta_model(tokens), lambda y: y.float().sum()))
+    with tiled_as(device_type), CausalSDPA() as causal:
+        total = measure_flops(meta_model, lambda: meta_model(tokens), lambda y: y.float().sum())
+    return int(total - causal.overcount)
 
 
 class LMModule(L.LightningModule):
@@ -65,7 +93,8 @@ class LMModule(L.LightningModule):
         if stage != "fit" or getattr(self, "flops_per_batch", None):
             return
         datamodule = self.trainer.datamodule
-        self.flops_per_batch = step_flops(self.model.config, datamodule.rows, datamodule.task.seq_len)
+        device = self.trainer.strategy.root_device.type
+        self.flops_per_batch = step_flops(self.model.config, datamodule.rows, datamodule.task.seq_len, device)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model(tokens)

@@ -134,7 +134,7 @@ def estimate(config, seq_len: int, device_type: str = "cuda", precision: str | N
     n_params = sum(p.numel() for p in meta.parameters())
     block = max(sum(p.numel() for p in layer.parameters()) for layer in meta.layers)
     peak, alive = step_peak(config.model, rows, seq_len, precision, device_type, train.activation_checkpointing)
-    flops = step_flops(config.model, rows, seq_len) * train.accumulation * train.world_size
+    flops = step_flops(config.model, rows, seq_len, device_type) * train.accumulation * train.world_size
     return Footprint(
         states=resting_bytes(n_params, block, train.strategy, train.world_size),
         step_peak=peak,

@@ -10,11 +10,12 @@ from mta_ablate.sweep.spec import SweepSpec
 
 def step_flops(config) -> int:
     """Forward + backward FLOPs of one training batch of an experiment config (as ThroughputMonitor counts them)."""
+    from lightning_modules.callbacks import resolved_device
     from lightning_modules.lm_module import step_flops as model_step_flops
     from mta_ablate.data import build_task
 
     seq = build_task(config.task.name, **config.task.params).seq_len
-    return model_step_flops(config.model, config.train.batch_size, seq)
+    return model_step_flops(config.model, config.train.batch_size, seq, resolved_device(config.train)[0])
 
 
 def equalized_steps(spec: SweepSpec) -> dict[str, int]:
