@@ -91,7 +91,55 @@ def sqlite_problem(path: Path, kind: str) -> str | None:
         what = {"optuna": "an Optuna storage", "mlflow": "an MLflow tracking store"}
         held = f" (it is {what[other]})" if set(STORE_TABLES[other]) <= tables else ""
         return f"is not {what[kind]}{held}; point at the right file"
-    return None
+    return _schema_problem(path, kind) if tables else None
+
+
+MIGRATIONS = {
+    "optuna": ("optuna", "storages/_rdb/alembic/versions"),
+    "mlflow": ("mlflow", "store/db_migrations/versions"),
+}
+UPGRADE = {
+    "optuna": "optuna storage upgrade --storage sqlite:///{path}",
+    "mlflow": "mlflow db upgrade sqlite:///{path}",
+}
+
+
+def schema_revisions(kind: str) -> tuple[set[str], set[str]]:
+    """(every schema revision the installed Optuna or MLflow knows, its head revisions), read from its migration
+    scripts' `revision` / `down_revision` lines (without importing the package)."""
+    import importlib.util
+
+    package, folder = MIGRATIONS[kind]
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return set(), set()
+    known, parents = set(), set()
+    for script in (Path(spec.origin).parent / folder).glob("*.py"):
+        text = script.read_text(errors="replace")
+        known.update(re.findall(r"^revision\s*=\s*['\"]([^'\"]+)", text, re.M))
+        parents.update(re.findall(r"['\"]([^'\"]+)['\"]", "".join(re.findall(r"^down_revision\s*=.*$", text, re.M))))
+    return known, known - parents
+
+
+def _schema_problem(path: Path, kind: str) -> str | None:
+    """A store written by another version of Optuna or MLflow than the installed one: say which way, and how to
+    upgrade (a newer store needs a newer package; an older one, the package's upgrade command)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        try:
+            stored = {row[0] for row in db.execute("SELECT version_num FROM alembic_version")}
+        except sqlite3.DatabaseError:
+            return None
+    known, heads = schema_revisions(kind)
+    if not heads or not stored or stored <= heads:
+        return None
+    package = {"optuna": "Optuna", "mlflow": "MLflow"}[kind]
+    revision = ", ".join(sorted(stored))
+    if stored <= known:
+        command = UPGRADE[kind].format(path=path)
+        return f"was written by an older {package} (schema {revision}); back it up, then upgrade it: {command}"
+    return f"was written by a newer {package} (schema {revision}) than the one installed here; install that version"
 
 
 def _sqlite_file(database: str | None, what: str, read_only: bool, kind: str = "optuna") -> None:

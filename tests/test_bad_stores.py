@@ -175,3 +175,22 @@ def test_ui_on_a_taken_port_is_one_line_before_anything_starts(tracked_workspace
         port = taken.getsockname()[1]
         err = _run(["ui", "--port", str(port)], capsys)
     assert f"--port={port}: the port is taken" in err
+
+
+@pytest.mark.parametrize(("revision", "expected"), [("v3.0.0.a", "older Optuna"), ("v9.9.9.z", "newer Optuna")])
+def test_an_optuna_db_of_another_schema_version_is_named_with_what_to_do(workspace, tmp_path, optuna_db, capsys,
+                                                                         revision, expected):  # fmt: skip
+    other = tmp_path / "optuna.db"
+    shutil.copy(optuna_db, other)
+    with sqlite3.connect(other) as db:
+        db.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+    err = _run(["status", "s", "--storage", f"sqlite:///{other}"], capsys)
+    assert expected in err and revision in err
+    assert ("optuna storage upgrade" in err) == (expected == "older Optuna")
+
+
+def test_an_mlflow_store_of_an_older_schema_is_named_before_training(tracked_workspace, capsys):
+    with sqlite3.connect(tracked_workspace / "mlflow.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = '0584bdc529eb'")  # an early MLflow revision
+    err = _run(["train", "model=toy", "task=find_block"], capsys)
+    assert "older MLflow" in err and "mlflow db upgrade" in err
