@@ -148,9 +148,15 @@ def _headline(report: Report) -> list[tuple]:
             (
                 "p",
                 f"Verdicts: seeds until decided ({p['initial']} to {p['max']} seeds per comparison, added while "
-                f"undecided). Sequential paired t-test: each look's p-value divided by its share of alpha, "
-                f"proportional to its seeds (a weighted Bonferroni over looks, so peeking does not inflate false "
-                f"positives), Holm across arms, "
+                f"undecided). Sequential paired t-test: each look's p-value divided by a weight proportional to "
+                f"its seeds, "
+                + (
+                    "the smallest so far calibrated by its simulated null distribution (so peeking spends exactly "
+                    "alpha)"
+                    if p.get("rule") == "calibrated"
+                    else "a weighted Bonferroni over looks (so peeking does not inflate false positives)"
+                )
+                + ", Holm across arms, "
                 f"family-wise alpha {p['alpha']}"
                 + (f"; 'equivalent' by two one-sided tests with margin {p['margin']:g}." if p.get("margin") else ".")
                 + " 'undecided' at the maximum n is an honest outcome: the test could not tell.",

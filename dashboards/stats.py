@@ -245,6 +245,11 @@ def verdict(row: dict, reference: str, metric: str, alpha: float = 0.05) -> str:
     )
 
 
+def _looks(policy: dict) -> str:
+    """How the rule shares alpha over its looks: calibrated by simulation, or the earlier weighted Bonferroni."""
+    return "calibrated levels" if policy.get("rule") == "calibrated" else "weighted Bonferroni"
+
+
 def sequential_verdict(row: dict, reference: str, metric: str, policy: dict) -> str:
     """One sentence on a comparison under the seeds-until-decided rule, naming that test."""
     arm, n, state, at = row["arm"], row["n_pairs"] or 0, row["state"], row["decided_at"]
@@ -252,9 +257,8 @@ def sequential_verdict(row: dict, reference: str, metric: str, policy: dict) -> 
     change = (f"{metric} {diff:+.4g}" + (f" ({rel:+.1%})" if rel == rel else "")) if n else "no paired seed"
     margin = policy.get("margin")
     test = (
-        f"sequential paired t-test (weighted Bonferroni over the looks at {policy['initial']}..{policy['max']} seeds, "
-        f"Holm "
-        f"across arms, alpha {policy['alpha']}"
+        f"sequential paired t-test ({_looks(policy)} over the looks at {policy['initial']}..{policy['max']} seeds, "
+        f"Holm across arms, alpha {policy['alpha']}"
         + (f"; equivalence: two one-sided tests, margin {margin:g})" if margin else ")")
     )
     if state in ("better", "worse"):

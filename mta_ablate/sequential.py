@@ -6,27 +6,42 @@
 
 The rule. Each comparison is looked at after every seed from `initial` to `max`. At look
 n the paired t-test on the first n differences gives p(n) (two-sided), and with a margin, the two one-sided tests of
-equivalence give q(n) = max of their p-values. A comparison's sequential p-value is min over its looks so far of
-p(n) / w(n), where the look's share w(n) = n / (initial + ... + max) grows with its seeds: a weighted Bonferroni union
-over the looks, so P(it ever falls to x) <= x for every x under the null, however often one peeks and whatever the
-dependence between looks. Holm's step-down over the compared arms then turns the
-sequential p-values into decisions at family-wise level `alpha`: "different" (better or worse by the objective's
-direction) when the Holm-adjusted sequential p(n) <= alpha, "equivalent" when the same holds for q(n). A decision
-never reverts (sequential p-values only fall as seeds are added), and an arm gets another seed only while it is
-undecided and below `max`. Identical differences on every seed (a saturated metric: both arms at 100% error) leave
-the t-test undefined and decide nothing. `simulate()` checks the error rate on synthetic A/A data; the tests run it.
+equivalence give q(n) = max of their p-values. A comparison's statistic is the min over its looks so far of
+p(n) / w(n), where the look's share w(n) = n / (initial + ... + max) grows with its seeds.
+
+Calibrated (`rule: calibrated`, the default): the statistic is turned into a sequential p-value by its own null
+distribution, P(min over all looks of p(n) / w(n) <= x), simulated once per (initial, max) from 200,000 sequences of
+normal differences with a fixed seed (under the t model the statistic does not depend on sigma, so one simulation
+serves every metric; the same numpy replays it exactly). Under the null the sequential p-value is then uniform: the
+chance that a comparison is ever decided "different" when the arms do not differ is alpha, not the 2.7% of the
+weighted Bonferroni union. For equivalence the null is the margin's edge, where q(n) is a one-sided t p-value; its
+distribution is simulated the same way (conservative when the margin is small against the noise).
+Bonferroni (`rule: bonferroni`, sweeps created before the calibrated rule): the statistic itself is the sequential
+p-value (P(it ever falls to x) <= x by the union bound), valid and conservative.
+
+Holm's step-down over the compared arms then turns the sequential p-values into decisions at family-wise level
+`alpha`, one family per kind: "different" (better or worse by the objective's direction) when the Holm-adjusted
+sequential p <= alpha, "equivalent" when the same holds for q. For one arm only one kind of error is possible (its true
+effect is 0 or outside the margin, not both), so a wrong decision about it has probability at most alpha; across
+arms and both kinds the bound is 2 alpha. A decision never reverts (sequential p-values only fall as seeds are
+added), and an arm gets another seed only while it is undecided and below `max`. Identical differences on every seed
+(a saturated metric: both arms at 100% error) leave the t-test undefined and decide nothing. `simulate()` checks the
+error rates on synthetic A/A data; the tests run it.
 
 Pure numpy/scipy: the sweep workers (which add seeds), `status` and the report all call `decide`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 STATES = ("better", "worse", "equivalent", "undecided")
+RULES = ("calibrated", "bonferroni")
+CALIBRATION_SIMS = 200_000
 
 
 @dataclass(frozen=True)
@@ -38,13 +53,42 @@ class SeedPolicy:
     alpha: float = 0.05
     margin: float | None = None
     """Equivalence margin, in the objective's own units (|mean difference| < margin counts as no difference)."""
+    rule: str = "bonferroni"
+    """calibrated | bonferroni. A sweep file's seeds get `calibrated`; a stored policy without a rule is from a
+    sweep created before it, and replays as it was decided."""
 
     def share(self, n: int) -> float:
-        """The share of alpha spent at the look with n seeds: proportional to n, summing to 1 over the looks."""
+        """The weight of the look with n seeds: proportional to n, summing to 1 over the looks."""
         return n / sum(range(self.initial, self.max + 1))
 
+    def calibrated(self, statistic: float, kind: str) -> float:
+        """The sequential p-value of a statistic min p(n) / w(n) ("two": two-sided p, "one": equivalence)."""
+        if self.rule != "calibrated" or math.isnan(statistic):
+            return statistic
+        null = null_statistics(self.initial, self.max)[kind]
+        return (np.searchsorted(null, statistic, side="right") + 1) / (null.size + 1)
+
     def to_dict(self) -> dict:
-        return {"initial": self.initial, "max": self.max, "alpha": self.alpha, "margin": self.margin}
+        return {"initial": self.initial, "max": self.max, "alpha": self.alpha, "margin": self.margin, "rule": self.rule}
+
+
+@functools.lru_cache(maxsize=16)
+def null_statistics(initial: int, most: int) -> dict[str, np.ndarray]:
+    """Sorted null samples of min over the looks n = initial..most of p(n) / w(n), for two-sided p-values ("two")
+    and one-sided ones ("one"), from `CALIBRATION_SIMS` sequences of standard normal differences (seed 0)."""
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    d = rng.standard_normal((CALIBRATION_SIMS, most))
+    looks = np.arange(initial, most + 1)
+    weights = looks / looks.sum()
+    s1, s2 = np.cumsum(d, axis=1)[:, looks - 1], np.cumsum(d * d, axis=1)[:, looks - 1]
+    mean = s1 / looks
+    sd = np.sqrt(np.maximum(s2 - looks * mean**2, 1e-300) / (looks - 1))
+    t = mean / (sd / np.sqrt(looks))
+    one = stats.t.sf(t, looks - 1)
+    two = 2 * stats.t.sf(np.abs(t), looks - 1)
+    return {"two": np.sort((two / weights).min(axis=1)), "one": np.sort((one / weights).min(axis=1))}
 
 
 @dataclass(frozen=True)
@@ -83,14 +127,16 @@ def t_pvalues(d: np.ndarray, margin: float | None) -> tuple[float, float]:
 
 def _sequential(d: np.ndarray, policy: SeedPolicy) -> dict[int, tuple[float, float]]:
     """{n: (sequential p, sequential q) after the look at n paired seeds}, for n = initial .. min(len(d), max)."""
-    p_seq, q_seq = 1.0, (1.0 if policy.margin else math.nan)
+    p_stat, q_stat = math.inf, (math.inf if policy.margin else math.nan)
     out = {}
     for n in range(policy.initial, min(d.size, policy.max) + 1):
         p, q = t_pvalues(d[:n], policy.margin)
         if not math.isnan(p):
-            p_seq = min(p_seq, p / policy.share(n))
+            p_stat = min(p_stat, p / policy.share(n))
         if policy.margin and not math.isnan(q):
-            q_seq = min(q_seq, q / policy.share(n))
+            q_stat = min(q_stat, q / policy.share(n))
+        p_seq = min(1.0, policy.calibrated(p_stat, "two")) if p_stat < math.inf else 1.0
+        q_seq = (min(1.0, policy.calibrated(q_stat, "one")) if q_stat < math.inf else 1.0) if policy.margin else q_stat
         out[n] = (p_seq, q_seq)
     return out
 
@@ -166,10 +212,28 @@ def simulate(effect: float, policy: SeedPolicy, sims: int = 2000, seed: int = 0)
     return {**{k: v / sims for k, v in counts.items()}, "mean_seeds": used / sims}
 
 
+def simulate_arms(effects: list[float], policy: SeedPolicy, sims: int = 2000, seed: int = 0) -> list[dict[str, float]]:
+    """Several arms against one shared reference (seed s of arm i: a_is - r_s, each ~ Normal(., 1/2), so differences
+    have sd 1 and correlate 0.5 across arms), decided together with Holm. Per arm: the rates of each final state."""
+    rng = np.random.default_rng(seed)
+    counts = [dict.fromkeys(STATES, 0) for _ in effects]
+    any_different = 0
+    for _ in range(sims):
+        reference = rng.normal(0.0, math.sqrt(0.5), size=policy.max)
+        diffs = {f"arm{i}": rng.normal(e, math.sqrt(0.5), size=policy.max) - reference for i, e in enumerate(effects)}
+        states = decide({k: v.tolist() for k, v in diffs.items()}, policy)
+        nulls = [f"arm{i}" for i, e in enumerate(effects) if e == 0]
+        any_different += any(states[k].state in ("better", "worse") for k in nulls)
+        for i in range(len(effects)):
+            counts[i][states[f"arm{i}"].state] += 1
+    rates = [{k: v / sims for k, v in c.items()} for c in counts]
+    return [{**r, "any_null_different": any_different / sims} for r in rates]
+
+
 def _table(sims: int) -> str:  # the README's expected-seeds table: python -m mta_ablate.sequential
     from scipy import stats
 
-    policy = SeedPolicy(initial=3, max=10, alpha=0.05, margin=0.5)
+    policy = SeedPolicy(initial=3, max=10, alpha=0.05, margin=0.5, rule="calibrated")
     lines = [
         f"| effect (mean / sd of the paired difference) | decided different | decided equivalent (margin 0.5 sd) "
         f"| undecided at {policy.max} | mean seeds used | fixed n={policy.max} t-test power |",
@@ -184,6 +248,15 @@ def _table(sims: int) -> str:  # the README's expected-seeds table: python -m mt
         lines.append(
             f"| {effect:g} | {r['better'] + r['worse']:.1%} | {r['equivalent']:.1%} | {r['undecided']:.1%} "
             f"| {r['mean_seeds']:.1f} | {power:.1%} |"
+        )
+    for k in (3, 5):  # k arms sharing one reference, decided together (Holm across arms)
+        null = simulate_arms([0.0] * k, policy, sims=sims, seed=2)[0]
+        lines.append(f"| 0 on all {k} arms (shared reference): any arm | {null['any_null_different']:.1%} | | | | |")
+        one = simulate_arms([1.0] + [0.0] * (k - 1), policy, sims=sims, seed=3)
+        r = one[0]
+        lines.append(
+            f"| 1 on one of {k} arms, 0 on the others: that arm | {r['better'] + r['worse']:.1%} "
+            f"| {r['equivalent']:.1%} | {r['undecided']:.1%} | | |"
         )
     return "\n".join(lines)
 

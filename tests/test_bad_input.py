@@ -24,6 +24,7 @@ CASES = [
     ("sequence-too-long", f"sweep {Q} --dry-run task.n_blocks=200", "longer than model.max_seq_len=512"),
     ("kernel-too-wide", f"sweep {Q} --dry-run attention.qk_pre=[2,99]", "wider than the task's"),
     ("seeds-rule", f"sweep {Q} --dry-run sweep.seeds.initial=1", "2 <= initial <= max"),
+    ("seeds-rule-name", f"sweep {Q} --dry-run sweep.seeds.rule=pocock", "allowed: calibrated, bonferroni"),
     ("pg-refused", f"status x --storage {PG}:1/db", "cannot connect"),
     ("pg-no-role", "status x --storage postgresql+psycopg://nobody:s3cret@127.0.0.1:5432/x", "cannot connect"),
     ("mysql-no-driver", "status x --storage mysql://root:s3cret@127.0.0.1/test", "driver is not installed"),

@@ -118,7 +118,7 @@ def _dry_run(spec, args) -> int:
         upto = len(spec.arms) * p.max
         seeds = f"seeds {p.initial} to {p.max} per comparison, added while undecided; up to {upto} trials"
         rule = f"alpha={p.alpha}" + (f", equivalence margin {p.margin}" if p.margin else "")
-        seeds += f"; sequential paired t-test, Holm across arms, {rule}"
+        seeds += f"; sequential paired t-test ({p.rule} levels over the looks), Holm across arms, {rule}"
     else:
         seeds = f"{len(spec.seeds)} seed" + ("s" if len(spec.seeds) > 1 else "")
     console.print(f"{n} trials ({seeds}); base: {escape(' '.join(spec.base))}")

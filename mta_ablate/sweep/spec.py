@@ -24,7 +24,7 @@ from typing import Any
 from mta_ablate.errors import ConfigError
 from mta_ablate.metrics import validation_key
 from mta_ablate.paths import check_name
-from mta_ablate.sequential import SeedPolicy
+from mta_ablate.sequential import RULES, SeedPolicy
 from mta_ablate.sweep.design import Arm, SearchParam, expand, references, search_space
 
 PRUNERS = ("none", "median", "asha", "hyperband")
@@ -286,7 +286,7 @@ def _options(data: dict) -> dict[str, Any]:
     }
 
 
-SEED_KEYS = ("initial", "max", "alpha", "margin", "reference")
+SEED_KEYS = ("initial", "max", "alpha", "margin", "reference", "rule")
 
 
 def _seeds(seeds: Any) -> tuple[list[int], SeedPolicy | None, Any]:
@@ -303,7 +303,10 @@ def _seeds(seeds: Any) -> tuple[list[int], SeedPolicy | None, Any]:
             raise ConfigError(f"sweep.seeds.alpha={alpha!r}: expected a level in (0, 0.5)")
         if margin is not None and (not isinstance(margin, int | float) or margin <= 0):
             raise ConfigError(f"sweep.seeds.margin={margin!r}: expected a positive number (objective units) or null")
-        policy = SeedPolicy(initial, most, float(alpha), float(margin) if margin is not None else None)
+        rule = seeds.get("rule", "calibrated")
+        if rule not in RULES:
+            raise ConfigError(f"sweep.seeds.rule={rule!r}: allowed: {', '.join(RULES)}")
+        policy = SeedPolicy(initial, most, float(alpha), float(margin) if margin is not None else None, rule)
         return list(range(initial)), policy, seeds.get("reference")
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise ConfigError(

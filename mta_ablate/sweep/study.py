@@ -31,6 +31,7 @@ ATTR_SPEC, ATTR_OVERRIDES, ATTR_TRACKING, ATTR_PARENT = "mta.spec", "mta.overrid
 FAILURE_KIND = "mta.failure_kind"  # user attr of a failed trial: interrupted | error | stale | rank_lost
 RANK_LOST, MAX_RETRY = "rank_lost", 3  # a multi-device trial that lost a rank is queued again, up to 3 times
 SKIPPED = "mta.skipped"  # user attr of a trial that found no work (a race for the last queued trial)
+ATTR_RULE = "mta.rule"  # the seeds-until-decided rule the sweep was created with; absent: an earlier (Bonferroni) one
 ATTR_READY = "mta.ready"  # set once the sweep's trials are queued; until then workers wait and `status` says so
 
 
@@ -158,7 +159,7 @@ def load(name: str, url: str, tracking_uri: str | None = None):
     if ATTR_READY not in attrs:
         raise SweepNotReady(f"sweep {name!r} in {redact(url)} is still being created (its trials are not queued yet)")
     overrides = json.loads(attrs[ATTR_OVERRIDES])
-    spec = parse_sweep(json.loads(attrs[ATTR_SPEC]), overrides, validate=False)
+    spec = stored_rule(parse_sweep(json.loads(attrs[ATTR_SPEC]), overrides, validate=False), attrs)
     # a sweep stored by an earlier version has no configs: compose them, as it was
     configs = rebuilt_configs(attrs[ATTR_CONFIGS]) if ATTR_CONFIGS in attrs else validate_configs(spec)
     spec = replace(spec, configs=configs)
@@ -166,6 +167,14 @@ def load(name: str, url: str, tracking_uri: str | None = None):
     pruner = pruner_for(spec, spec.first_config.train.max_steps)
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler_for(spec), pruner=pruner)
     return study, spec, _tracking(tracking_uri, attrs), attrs.get(ATTR_PARENT)
+
+
+def stored_rule(spec: SweepSpec, attrs: dict) -> SweepSpec:
+    """The spec with the decision rule its study was created with: a study from before the calibrated rule keeps
+    deciding (and replaying) with the Bonferroni one."""
+    if spec.policy is None or ATTR_SPEC not in attrs:
+        return spec
+    return replace(spec, policy=replace(spec.policy, rule=attrs.get(ATTR_RULE, "bonferroni")))
 
 
 def _tracking(explicit: str | None, attrs: dict) -> str | None:
@@ -211,7 +220,10 @@ def _create_or_resume(spec, overrides, url, tracking_uri, retry_failed, equal_st
             f"overrides; resume it unchanged, or give the new sweep another name (sweep.name=...)"
         )
     tracking_uri = _tracking(tracking_uri, attrs) or store.tracking_uri()
+    spec = stored_rule(spec, attrs)
     if stored is None:
+        if spec.policy is not None:
+            study.set_user_attr(ATTR_RULE, spec.policy.rule)
         if equal_steps:
             study.set_user_attr(ATTR_STEPS, json.dumps(equal_steps))
         study.set_user_attr(ATTR_CONFIGS, stored_configs(spec.configs, equal_steps))

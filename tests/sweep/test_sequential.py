@@ -54,3 +54,51 @@ def test_holm_steps_down_across_arms():
 @pytest.mark.parametrize(("effect", "expected"), [(1.0, 10), (0.5, 34), (0.0, None)])
 def test_seeds_for_power_matches_the_standard_paired_t_sample_sizes(effect, expected):
     assert seeds_for_power(effect, 1.0) == expected
+
+
+CALIBRATED = SeedPolicy(initial=3, max=10, alpha=0.05, margin=0.5, rule="calibrated")
+
+
+def test_the_calibrated_rule_spends_its_alpha_and_no_more():
+    result = simulate(0.0, CALIBRATED, sims=4000, seed=21)
+    different = result["better"] + result["worse"]
+    assert 0.035 <= different <= 0.05 + 2 * (0.05 * 0.95 / 4000) ** 0.5, result  # Bonferroni's spends 2.7%
+
+
+def test_the_calibrated_rule_decides_more_at_one_sd_with_no_extra_seeds():
+    calibrated = simulate(1.0, CALIBRATED, sims=1000, seed=22)
+    bonferroni = simulate(1.0, SeedPolicy(3, 10, 0.05, 0.5, rule="bonferroni"), sims=1000, seed=22)
+    assert calibrated["worse"] + calibrated["better"] >= 0.63
+    assert calibrated["worse"] > bonferroni["worse"] + 0.08
+    assert calibrated["mean_seeds"] < bonferroni["mean_seeds"]
+
+
+def test_the_calibrated_rule_keeps_holm_across_arms_that_share_a_reference():
+    from mta_ablate.sequential import simulate_arms
+
+    rates = simulate_arms([0.0, 0.0, 0.0], CALIBRATED, sims=1000, seed=23)
+    assert rates[0]["any_null_different"] <= 0.05 + 2 * (0.05 * 0.95 / 1000) ** 0.5
+
+
+def test_the_calibrated_rule_rarely_calls_the_margins_edge_equivalent():
+    result = simulate(0.5, CALIBRATED, sims=1000, seed=24)
+    assert result["equivalent"] <= 0.05 + 2 * (0.05 * 0.95 / 1000) ** 0.5
+
+
+def test_a_stored_policy_replays_with_the_rule_it_was_decided_by():
+    assert SeedPolicy(**CALIBRATED.to_dict()) == CALIBRATED
+    old = {"initial": 3, "max": 10, "alpha": 0.05, "margin": 0.5}  # stored before the calibrated rule
+    assert SeedPolicy(**old).rule == "bonferroni"
+    diffs = {"arm": [-1.0, -1.4, -0.7, -1.2]}
+    assert decide(diffs, SeedPolicy(**old))["arm"].p_seq > decide(diffs, CALIBRATED)["arm"].p_seq
+
+
+def test_a_sweep_files_seeds_use_the_calibrated_rule_and_an_old_study_keeps_its_own():
+    from mta_ablate.sweep.spec import parse_sweep, read_sweep_file
+    from mta_ablate.sweep.study import ATTR_RULE, ATTR_SPEC, stored_rule
+
+    spec = parse_sweep(read_sweep_file("sweeps/quickstart.yaml"), validate=False)
+    assert spec.policy.rule == "calibrated"
+    assert stored_rule(spec, {ATTR_SPEC: "{}"}).policy.rule == "bonferroni"  # created before the rule existed
+    assert stored_rule(spec, {ATTR_SPEC: "{}", ATTR_RULE: "calibrated"}).policy.rule == "calibrated"
+    assert stored_rule(spec, {}).policy.rule == "calibrated"  # a new sweep
