@@ -98,19 +98,23 @@ def _dry_run(spec, args) -> int:
 
     from mta_ablate.console import console
 
-    steps = {}
+    steps, cost = {}, {}
     if spec.equalize:
-        from mta_ablate.sweep.compute import equalized_steps
+        from mta_ablate.sweep.compute import equalized_steps, step_costs
 
-        steps = equalized_steps(spec)
+        cost = step_costs(spec)
+        steps = equalized_steps(spec, cost)
+    per = {"flops": "GFLOP/step", "time": "ms/step"}.get(spec.equalize or "", "")
     table = Table(title=f"sweep {spec.name}: {spec.kind} design, objective {spec.metric} ({spec.direction})")
-    for col in ("arm", "factor", "level", "compared with", "overrides", *(["max_steps"] if steps else [])):
+    for col in ("arm", "factor", "level", "compared with", "overrides", *([per, "max_steps"] if steps else [])):
         table.add_column(col)
     for arm in spec.arms:
         overrides = ", ".join(f"{k}={v}" for k, v in arm.overrides.items())
         ref = spec.reference_of.get(arm.name, "")
         cells = [arm.name, arm.factor, arm.level, "(reference)" if ref == arm.name else ref, overrides]
-        table.add_row(*(escape(c) for c in cells), *([str(steps[arm.name])] if steps else []))
+        if steps:
+            cells += [f"{cost[arm.name] * (1e-9 if spec.equalize == 'flops' else 1e3):.4g}", str(steps[arm.name])]
+        table.add_row(*(escape(c) for c in cells))
     console.print(table)
     n = len(spec.slots()) if spec.kind != "search" else spec.max_trials
     if spec.policy:
@@ -122,8 +126,13 @@ def _dry_run(spec, args) -> int:
     else:
         seeds = f"{len(spec.seeds)} seed" + ("s" if len(spec.seeds) > 1 else "")
     console.print(f"{n} trials ({seeds}); base: {escape(' '.join(spec.base))}")
-    if steps:
+    if steps and spec.equalize == "flops":
         console.print("budget.equalize=flops: max_steps per arm give each arm its reference's training FLOPs")
+    elif steps:
+        console.print(
+            "budget.equalize=time: max_steps per arm give each arm its reference's training time, from step times "
+            "measured side by side on this host now (the sweep stores its own measurement when it is created)"
+        )
     console.print(_existing(spec.name, args.storage), highlight=False)
     return 0
 

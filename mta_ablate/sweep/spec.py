@@ -72,7 +72,8 @@ class SweepSpec:
     reference_of: dict[str, str] = field(default_factory=dict)
     """arm -> the arm it is compared with (itself for a reference); empty when the design has no reference."""
     equalize: str | None = None
-    """`budget.equalize: flops`: each arm's max_steps is set so that its training FLOPs match its reference's."""
+    """`budget.equalize`: flops or time: each arm's max_steps is set so that its training FLOPs (or its wall time, from
+    step times measured side by side when the sweep is created) match its reference's."""
     configs: dict = field(default_factory=dict, compare=False, repr=False)
     """arm -> its experiment config (`ExperimentConfig`, at the first seed), composed once by validation or rebuilt
     from the stored sweep without Hydra; for a search, the base experiment under the key ""."""
@@ -263,8 +264,8 @@ def _options(data: dict) -> dict[str, Any]:
     if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
         raise ConfigError(f"sweep.budget.timeout_min={timeout!r}: expected minutes > 0 or null")
     equalize = budget.get("equalize")
-    if equalize not in (None, "flops"):
-        raise ConfigError(f"sweep.budget.equalize={equalize!r}: allowed: flops, or null (equal steps)")
+    if equalize not in (None, "flops", "time"):
+        raise ConfigError(f"sweep.budget.equalize={equalize!r}: allowed: flops, time, or null (equal steps)")
     pruner = data.get("pruner") or {"kind": "none"}
     if not isinstance(pruner, dict) or pruner.get("kind", "none") not in PRUNERS:
         raise ConfigError(f"sweep.pruner={pruner!r}: kind must be one of {', '.join(PRUNERS)}")

@@ -35,6 +35,7 @@ ATTR_RULE = "mta.rule"  # the seeds-until-decided rule the sweep was created wit
 ATTR_READY = "mta.ready"  # set once the sweep's trials are queued; until then workers wait and `status` says so
 
 
+ATTR_STEP_COST = "mta.step_cost"  # {per: flops | time, arm: FLOPs or seconds of one step} behind ATTR_STEPS
 ATTR_STEPS = "mta.max_steps"  # {arm: max_steps} of a sweep whose arms get equal training compute (budget.equalize)
 ATTR_CONFIGS = "mta.configs"  # {arm: resolved experiment config (plain data, max_steps included)}, composed once
 
@@ -192,14 +193,15 @@ def create_or_resume(
     spec: SweepSpec, overrides: list[str], url: str, tracking_uri: str | None, retry_failed: bool = False
 ):
     """Create the study and parent run, or resume them; queue every (arm, seed) that has no live or finished trial."""
-    from mta_ablate.sweep.compute import equalized_steps
+    from mta_ablate.sweep.compute import equalized_steps, step_costs
 
-    equal_steps = equalized_steps(spec) if spec.equalize else None  # before anything is stored
+    cost = step_costs(spec) if spec.equalize else None  # before anything is stored
+    equal_steps = {"steps": equalized_steps(spec, cost), "cost": cost} if cost else None
     with creation_lock(url, spec.name):  # two commands creating one sweep: the second joins it
         return _create_or_resume(spec, overrides, url, tracking_uri, retry_failed, equal_steps)
 
 
-def _create_or_resume(spec, overrides, url, tracking_uri, retry_failed, equal_steps):
+def _create_or_resume(spec, overrides, url, tracking_uri, retry_failed, equalized):
     import optuna
 
     storage = open_storage(url, spec.heartbeat_s, spec.grace_s)
@@ -221,11 +223,13 @@ def _create_or_resume(spec, overrides, url, tracking_uri, retry_failed, equal_st
         )
     tracking_uri = _tracking(tracking_uri, attrs) or store.tracking_uri()
     spec = stored_rule(spec, attrs)
+    equal_steps = equalized["steps"] if equalized else None
     if stored is None:
         if spec.policy is not None:
             study.set_user_attr(ATTR_RULE, spec.policy.rule)
         if equal_steps:
             study.set_user_attr(ATTR_STEPS, json.dumps(equal_steps))
+            study.set_user_attr(ATTR_STEP_COST, json.dumps({"per": spec.equalize, **equalized["cost"]}))
         study.set_user_attr(ATTR_CONFIGS, stored_configs(spec.configs, equal_steps))
         study.set_user_attr(ATTR_SPEC, json.dumps(spec.raw))
         study.set_user_attr(ATTR_OVERRIDES, json.dumps(list(overrides)))
