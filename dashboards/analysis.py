@@ -246,10 +246,29 @@ def _with_decisions(rows: pl.DataFrame, done: pl.DataFrame, sweep: Sweep, ref_of
             own, other = stats.arm_values(done, sweep.objective, arm), stats.arm_values(done, sweep.objective, ref)
             joined = own.join(other, on="seed", suffix="_ref").sort("seed")
             diffs[arm] = (joined["value"] - joined["value_ref"]).to_list()
-    decisions = decide(diffs, SeedPolicy(**sweep.policy), sweep.direction)
+    policy = SeedPolicy(**sweep.policy)
+    decisions = decide(diffs, policy, sweep.direction)
     states = [decisions[a].state if a in decisions else None for a in rows["arm"]]
     at = [decisions[a].decided_at if a in decisions else None for a in rows["arm"]]
-    return rows.with_columns(pl.Series("state", states, pl.String), pl.Series("decided_at", at, pl.Int64))
+    need = {arm: _rule_seeds(d, policy, len(diffs)) for arm, d in diffs.items()}
+    return rows.with_columns(
+        pl.Series("state", states, pl.String),
+        pl.Series("decided_at", at, pl.Int64),
+        pl.Series("seeds_rule", [need.get(a) for a in rows["arm"]], pl.String),
+    )
+
+
+def _rule_seeds(d: list[float], policy, arms: int) -> str | None:
+    """Seeds the sweep's rule (with Holm over `arms`) would need for 80% power at this comparison's effect, a range."""
+    import numpy as np
+
+    from mta_ablate.sequential import seeds_range, seeds_to_decide
+
+    values = np.asarray(d, dtype=float)
+    if values.size < 2 or not values.std(ddof=1) > 0:
+        return None
+    needed = seeds_to_decide(values.mean(), values.std(ddof=1), values.size, policy.alpha, arms, policy)
+    return seeds_range(needed) or None
 
 
 def _best(sweep: Sweep, done: pl.DataFrame, comparison: pl.DataFrame) -> tuple[str | None, str | None]:

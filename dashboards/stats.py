@@ -185,8 +185,11 @@ def compare_arms(
             diff_lo, diff_hi = max(-1.0, diff_lo), min(1.0, diff_hi)
         row |= {"n_pairs": paired.n, "diff": paired.diff_mean, "diff_lo": diff_lo, "diff_hi": diff_hi}
         row |= {"rel_diff": paired.rel_diff, "t": paired.t, "p_t": paired.p_t, "p_wilcoxon": paired.p_wilcoxon}
-        row |= {"d_z": paired.d_z, "seeds_80": _seeds_80(paired, alpha)}
+        row |= {"d_z": paired.d_z, "paired": paired}
         rows.append(row)
+    tested = sum(1 for r in rows if r["ref"] and r["arm"] != r["ref"])
+    for row in rows:
+        row["seeds_80"] = _seeds_80(row.pop("paired"), alpha, tested)
     p_t_holm = holm([r["p_t"] for r in rows])
     p_w_holm = holm([r["p_wilcoxon"] for r in rows])
     for row, pt, pw in zip(rows, p_t_holm, p_w_holm, strict=True):
@@ -197,7 +200,7 @@ def compare_arms(
         else:
             row["better"] = row["diff"] < 0 if direction == "minimize" else row["diff"] > 0
     schema = {"metric": pl.String, "arm": pl.String, "ref": pl.String, "n": pl.Int64, "ci_method": pl.String}
-    schema |= {"n_pairs": pl.Int64, "seeds_80": pl.Int64}
+    schema |= {"n_pairs": pl.Int64, "seeds_80": pl.String}
     schema |= {"significant": pl.Boolean, "better": pl.Boolean}
     floats = ("mean", "std", "ci_lo", "ci_hi", "diff", "diff_lo", "diff_hi", "rel_diff", "t", "p_t", "p_wilcoxon")
     schema |= {c: pl.Float64 for c in (*floats, "d_z", "p_t_holm", "p_wilcoxon_holm")}
@@ -207,13 +210,14 @@ def compare_arms(
     return pl.DataFrame(rows, schema={c: schema[c] for c in columns}, orient="row")
 
 
-def _seeds_80(paired: Paired, alpha: float) -> int | None:
-    """Paired seeds a fixed-n t-test would need for 80% power at the observed mean and sd of the differences."""
-    from mta_ablate.sequential import seeds_for_power
+def _seeds_80(paired: Paired, alpha: float, arms: int = 1) -> str | None:
+    """Paired seeds for 80% power with Holm over `arms`, as a range over the effect's 80% interval (`seeds_range`)."""
+    from mta_ablate.sequential import seeds_range, seeds_to_decide
 
     if paired.n < 2 or math.isnan(paired.d_z) or paired.d_z == 0:
         return None
-    return seeds_for_power(paired.diff_mean, paired.diff_mean / paired.d_z, alpha)
+    needed = seeds_to_decide(paired.diff_mean, abs(paired.diff_mean / paired.d_z), paired.n, alpha, max(1, arms))
+    return seeds_range(needed) or None
 
 
 def verdict(row: dict, reference: str, metric: str, alpha: float = 0.05) -> str:
@@ -238,7 +242,12 @@ def verdict(row: dict, reference: str, metric: str, alpha: float = 0.05) -> str:
             f"Holm across arms p={p:.2g} < {alpha}, d_z={row['d_z']:.2f}, n={n} seeds."
         )
     need = row.get("seeds_80")
-    more = f" About {need} paired seeds would give 80% power at this effect and spread." if need else ""
+    more = (
+        f" {need} paired seeds would give 80% power at this effect and spread (Holm over the compared arms; the range"
+        " spans the effect's 80% interval, since an effect from few seeds is itself noise)."
+        if need
+        else ""
+    )
     return (
         f"{arm} vs {reference}: {change}, not significant (paired t-test, Holm across arms p={p:.2g} >= {alpha}, "
         f"n={n} seeds): at this n the test cannot tell it from seed noise.{more}"
@@ -266,8 +275,13 @@ def sequential_verdict(row: dict, reference: str, metric: str, policy: dict) -> 
     if state == "equivalent":
         return f"{arm} is equivalent to {reference} within +-{margin:g}: {change}, decided at n={at} by the {test}."
     where = "at the maximum" if n >= policy["max"] else "so far"
-    need = row.get("seeds_80")
-    more = f" A fixed-n t-test would need about {need} seeds for 80% power at this effect." if need else ""
+    need = row.get("seeds_rule") or row.get("seeds_80")
+    more = (
+        f" This rule, with Holm over the compared arms, would need {need} seeds for 80% power at this effect (the"
+        f" range spans the effect's 80% interval); its max is {policy['max']}."
+        if need
+        else ""
+    )
     return f"{arm} vs {reference}: {change}, undecided {where}, n={n}, by the {test}.{more}"
 
 

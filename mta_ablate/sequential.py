@@ -105,6 +105,9 @@ class Decision:
     """Sequential p-value of "equivalent" (NaN without a margin)."""
     open: bool
     """True while the comparison may still get a seed: undecided and n < max."""
+    diff_mean: float = math.nan
+    diff_sd: float = math.nan
+    """Mean and sd of the paired differences seen (for the seeds a decision would need)."""
 
 
 def t_pvalues(d: np.ndarray, margin: float | None) -> tuple[float, float]:
@@ -180,7 +183,9 @@ def decide(diffs: dict[str, list[float]], policy: SeedPolicy, direction: str = "
     for arm, d in arrays.items():
         p, q = trails[arm][max(trails[arm])] if trails[arm] else nan2
         state, at = decided.get(arm, ("undecided", None))
-        out[arm] = Decision(state, int(d.size), at, p, q, state == "undecided" and d.size < policy.max)
+        sd = float(d.std(ddof=1)) if d.size > 1 else math.nan
+        mean = float(d.mean()) if d.size else math.nan
+        out[arm] = Decision(state, int(d.size), at, p, q, state == "undecided" and d.size < policy.max, mean, sd)
     return out
 
 
@@ -196,6 +201,54 @@ def seeds_for_power(diff_mean: float, diff_sd: float, alpha: float = 0.05, power
         if stats.nct.sf(crit, n - 1, effect * math.sqrt(n)) >= power:
             return n
     return None
+
+
+def seeds_to_decide(
+    diff_mean: float,
+    diff_sd: float,
+    n: int,
+    alpha: float = 0.05,
+    arms: int = 1,
+    policy: SeedPolicy | None = None,
+    power: float = 0.8,
+    cap: int = 1000,
+) -> tuple[int | None, int | None]:
+    """Paired seeds after which a comparison is called different with probability `power`, as a range: the effect
+    d = mean / sd estimated from n seeds is noise, so the range spans its 80% interval (seeds at the interval's
+    strong end, at its weak end; None past `cap`, or when the interval reaches 0).
+
+    It accounts for Holm over `arms` compared arms (the first step's alpha / arms) and, with a seeds-until-decided
+    `policy`, for the rule: a rule run to N seeds keeps at least N / (initial + ... + N) of that alpha for its last
+    look (the Bonferroni share; the calibrated rule keeps more), so this is an upper bound on what the rule needs."""
+    from scipy import stats
+
+    if n < 2 or not (diff_sd > 0) or math.isnan(diff_mean):
+        return None, None
+    d = abs(diff_mean) / diff_sd
+    se = math.sqrt(1 / n + d * d / (2 * (n - 1)))
+    ends = (d + 1.2816 * se, d - 1.2816 * se)
+
+    def needed(effect: float) -> int | None:
+        if effect <= 0:
+            return None
+        for m in range(max(2, policy.initial if policy else 2), cap + 1):
+            level = alpha / arms
+            if policy is not None:
+                level *= m / sum(range(policy.initial, m + 1))
+            crit = stats.t.ppf(1 - level / 2, m - 1)
+            if stats.nct.sf(crit, m - 1, effect * math.sqrt(m)) >= power:
+                return m
+        return None
+
+    return needed(ends[0]), needed(ends[1])
+
+
+def seeds_range(needed: tuple[int | None, int | None], cap: int = 1000) -> str:
+    """`5-60`, `5->1000` or `>1000` for a `seeds_to_decide` range; "" when it has none."""
+    lo, hi = needed
+    if lo is None:
+        return f">{cap}" if hi is None and needed != (None, None) else ""
+    return f"{lo}" if lo == hi else f"{lo}-{hi if hi is not None else f'>{cap}'}"
 
 
 def simulate(effect: float, policy: SeedPolicy, sims: int = 2000, seed: int = 0) -> dict[str, float]:

@@ -133,10 +133,18 @@ def decision_table(spec, decisions):
     policy = spec.policy
     rule = f"alpha {policy.alpha}" + (f", margin {policy.margin:g}" if policy.margin else "")
     table = Table(title=f"seeds until decided ({policy.initial} to {policy.max} seeds; {rule}; Holm across arms)")
-    for col in ("arm", "vs", "n", "state", "decided at n", "sequential p"):
+    from mta_ablate.sequential import seeds_range, seeds_to_decide
+
+    for col in ("arm", "vs", "n", "state", "decided at n", "sequential p", "seeds for 80% power"):
         table.add_column(col)
     for arm, d in decisions.items():
         state = d.state if d.state != "undecided" else ("undecided" if d.open else f"undecided at max ({policy.max})")
         at = str(d.decided_at) if d.decided_at else ""
-        table.add_row(arm, spec.reference_of[arm], str(d.n), state, at, f"{d.p_seq:.3g}")
+        need = "" if d.decided_at else seeds_range(seeds_to_decide(d.diff_mean, d.diff_sd, d.n, policy.alpha,
+                                                                      len(decisions), policy))  # fmt: skip
+        table.add_row(arm, spec.reference_of[arm], str(d.n), state, at, f"{d.p_seq:.3g}", need)
+    table.caption = (
+        "seeds for 80% power: what this rule, with Holm over the compared arms, would need at the observed effect, "
+        "as a range over the effect's 80% interval (an effect from few seeds is itself noise)"
+    )
     return table

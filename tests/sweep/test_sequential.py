@@ -102,3 +102,17 @@ def test_a_sweep_files_seeds_use_the_calibrated_rule_and_an_old_study_keeps_its_
     assert stored_rule(spec, {ATTR_SPEC: "{}"}).policy.rule == "bonferroni"  # created before the rule existed
     assert stored_rule(spec, {ATTR_SPEC: "{}", ATTR_RULE: "calibrated"}).policy.rule == "calibrated"
     assert stored_rule(spec, {}).policy.rule == "calibrated"  # a new sweep
+
+
+def test_seeds_to_decide_knows_holm_and_the_rule_and_gives_a_range():
+    from mta_ablate.sequential import seeds_range, seeds_to_decide
+
+    exact = 10**6  # an effect known exactly: the range collapses to a point
+    assert seeds_to_decide(1.0, 1.0, exact) == (10, 10)  # one fixed-n paired t-test at d = 1
+    assert seeds_to_decide(1.0, 1.0, exact, arms=3) == (14, 14)  # Holm's first step over 3 arms
+    rule = seeds_to_decide(1.0, 1.0, exact, policy=CALIBRATED)
+    assert rule[0] > 10  # the rule spends part of alpha on its early looks
+    low, high = seeds_to_decide(1.0, 1.0, 3, arms=3, policy=CALIBRATED)  # d from 3 seeds: noise
+    assert low < 14 and high is None and seeds_range((low, high)) == f"{low}->1000"
+    assert seeds_to_decide(0.0, 1.0, 5)[1] is None  # no effect seen: the weak end of the range needs any number
+    assert seeds_to_decide(1.0, 0.0, 5) == (None, None) and seeds_range((None, None)) == ""
