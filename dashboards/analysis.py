@@ -220,7 +220,7 @@ def _findings(sweep: Sweep, comparison: pl.DataFrame, arms, ref_of, metrics, alp
     for metric in [m for m in dict.fromkeys([sweep.objective, *HEADLINE]) if m in metrics]:
         for row in comparison.filter((pl.col("metric") == metric) & tested).iter_rows(named=True):
             if row.get("state") is not None:
-                findings.append(stats.sequential_verdict(row, row["ref"], metric, sweep.policy))
+                findings.append(stats.sequential_verdict(row, row["ref"], metric, sweep.policy | {"test": sweep.test}))
             elif metric == sweep.objective:
                 findings.append(stats.verdict(row, row["ref"], metric, alpha))
             else:
@@ -247,7 +247,7 @@ def _with_decisions(rows: pl.DataFrame, done: pl.DataFrame, sweep: Sweep, ref_of
             joined = own.join(other, on="seed", suffix="_ref").sort("seed")
             diffs[arm] = (joined["value"] - joined["value_ref"]).to_list()
     policy = SeedPolicy(**sweep.policy)
-    decisions = decide(diffs, policy, sweep.direction)
+    decisions = decide(diffs, policy, sweep.direction, sweep.test.split()[0])
     states = [decisions[a].state if a in decisions else None for a in rows["arm"]]
     at = [decisions[a].decided_at if a in decisions else None for a in rows["arm"]]
     need = {arm: _rule_seeds(d, policy, len(diffs)) for arm, d in diffs.items()}

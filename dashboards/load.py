@@ -48,6 +48,7 @@ from mta_ablate.tracking.mlflow_store import (  # noqa: E402
     TAG_SEED,
     TAG_STATE,
     TAG_STORAGE,
+    TAG_TEST,
     TAG_TRIAL,
 )
 
@@ -76,6 +77,9 @@ class Sweep:
     metric_keys: tuple[str, ...] = field(default=())
     policy: dict | None = None
     """The sweep's seeds-until-decided rule ({initial, max, alpha, margin}), None for fixed seeds."""
+    test: str = "t"
+    """What decides: `t`, or `onset METRIC THRESHOLD` / `rate METRIC THRESHOLD` (an exact sign test on the objective,
+    which is then the onset step or the crossing)."""
     references: dict = field(default_factory=dict)
     """arm -> the arm the sweep compares it with (a reference maps to itself), as the sweep file named them."""
     pooled: tuple[str, ...] = ()
@@ -201,6 +205,7 @@ def load_sweep(name: str, uri: str | None = None) -> Sweep:
         reference=tags.get(TAG_REFERENCE, ""),
         objective=tags.get(TAG_OBJECTIVE, ""),
         direction=tags.get(TAG_DIRECTION, "minimize"),
+        test=tags.get(TAG_TEST, "t"),
         storage=tags.get(TAG_STORAGE, ""),
         trials=trials,
         tracking_uri=resolved_uri,

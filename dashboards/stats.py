@@ -265,11 +265,18 @@ def sequential_verdict(row: dict, reference: str, metric: str, policy: dict) -> 
     diff, rel = row["diff"], row["rel_diff"]
     change = (f"{metric} {diff:+.4g}" + (f" ({rel:+.1%})" if rel == rel else "")) if n else "no paired seed"
     margin = policy.get("margin")
-    test = (
-        f"sequential paired t-test ({_looks(policy)} over the looks at {policy['initial']}..{policy['max']} seeds, "
-        f"Holm across arms, alpha {policy['alpha']}"
-        + (f"; equivalence: two one-sided tests, margin {margin:g})" if margin else ")")
-    )
+    kind, *crossing = policy.get("test", "t").split()
+    looks = f"over the looks at {policy['initial']}..{policy['max']} seeds, Holm across arms, alpha {policy['alpha']}"
+    if kind == "t":
+        test = f"sequential paired t-test ({_looks(policy)} {looks}" + (
+            f"; equivalence: two one-sided tests, margin {margin:g})" if margin else ")"
+        )
+    else:
+        what = "the step each seed first crossed" if kind == "onset" else "whether each seed's final value crossed"
+        test = (
+            f"sequential exact sign test on the pairs that differ ({what} {' '.join(crossing)}; "
+            f"weighted Bonferroni {looks})"
+        )
     if state in ("better", "worse"):
         return f"{arm} is {state} than {reference}: {change}, decided at n={at} seeds by the {test}."
     if state == "equivalent":

@@ -42,6 +42,9 @@ METRICS: dict[str, Metric] = {
     "exact": ACCURACY,
     "first_token": ACCURACY,
     "wrong_needle": ERROR,
+    # what an onset or rate objective reduces a trial to (objective/onset_step, objective/crossed)
+    "onset_step": LOWER,
+    "crossed": ACCURACY,
     # cost
     "tokens_per_s": HIGHER,
     "step_ms": LOWER,

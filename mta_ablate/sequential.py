@@ -128,17 +128,32 @@ def t_pvalues(d: np.ndarray, margin: float | None) -> tuple[float, float]:
     return p, q
 
 
-def _sequential(d: np.ndarray, policy: SeedPolicy) -> dict[int, tuple[float, float]]:
-    """{n: (sequential p, sequential q) after the look at n paired seeds}, for n = initial .. min(len(d), max)."""
+def sign_pvalue(d: np.ndarray) -> float:
+    """Two-sided exact sign test of paired outcomes: among the pairs that differ (d != 0), are wins and losses equally
+    likely? For `rate` (discordant pairs: McNemar's exact test) and `onset` (which seed crossed first; a pair where
+    neither crossed, or both at the same step, is a tie). NaN while no pair differs."""
+    from scipy import stats
+
+    wins, differing = int((d > 0).sum()), int((d != 0).sum())
+    if differing == 0:
+        return math.nan
+    return float(stats.binomtest(wins, differing, 0.5).pvalue)
+
+
+def _sequential(d: np.ndarray, policy: SeedPolicy, test: str = "t") -> dict[int, tuple[float, float]]:
+    """{n: (sequential p, sequential q) after the look at n paired seeds}, for n = initial .. min(len(d), max).
+    The t-test's statistic is calibrated by the policy's rule; the sign test's (onset, rate: discrete p-values, for
+    which the t model's calibration does not hold) is the weighted Bonferroni union, valid for any p-values."""
     p_stat, q_stat = math.inf, (math.inf if policy.margin else math.nan)
     out = {}
     for n in range(policy.initial, min(d.size, policy.max) + 1):
-        p, q = t_pvalues(d[:n], policy.margin)
+        p, q = t_pvalues(d[:n], policy.margin) if test == "t" else (sign_pvalue(d[:n]), math.nan)
         if not math.isnan(p):
             p_stat = min(p_stat, p / policy.share(n))
         if policy.margin and not math.isnan(q):
             q_stat = min(q_stat, q / policy.share(n))
-        p_seq = min(1.0, policy.calibrated(p_stat, "two")) if p_stat < math.inf else 1.0
+        calibrate = policy.calibrated if test == "t" else (lambda stat, kind: stat)
+        p_seq = min(1.0, calibrate(p_stat, "two")) if p_stat < math.inf else 1.0
         q_seq = (min(1.0, policy.calibrated(q_stat, "one")) if q_stat < math.inf else 1.0) if policy.margin else q_stat
         out[n] = (p_seq, q_seq)
     return out
@@ -155,14 +170,17 @@ def holm_reject(p_values: dict[str, float], alpha: float) -> set[str]:
     return rejected
 
 
-def decide(diffs: dict[str, list[float]], policy: SeedPolicy, direction: str = "minimize") -> dict[str, Decision]:
-    """arm -> Decision, from each arm's paired differences (arm - its reference), ordered by seed.
+def decide(
+    diffs: dict[str, list[float]], policy: SeedPolicy, direction: str = "minimize", test: str = "t"
+) -> dict[str, Decision]:
+    """arm -> Decision, from each arm's paired differences (arm - its reference), ordered by seed. `test`: t (paired
+    t-test) or onset / rate (exact sign test on the pairs that differ; only their signs count).
 
     The rule is replayed look by look (every arm truncated to its first n pairs), and an arm keeps the first state
     it reached, so `decided_at` and the state are the same whether the rule runs live in a sweep (which stops adding
     seeds to a decided arm) or afterwards in a report."""
     arrays = {arm: np.asarray(d, dtype=float) for arm, d in diffs.items()}
-    trails = {arm: _sequential(d, policy) for arm, d in arrays.items()}
+    trails = {arm: _sequential(d, policy, test) for arm, d in arrays.items()}
     nan2 = (math.nan, math.nan)
     decided: dict[str, tuple[str, int]] = {}
     longest = max((a.size for a in arrays.values()), default=0)
@@ -175,7 +193,8 @@ def decide(diffs: dict[str, list[float]], policy: SeedPolicy, direction: str = "
                 continue
             n = min(upto, arrays[arm].size)
             if arm in different:
-                mean = arrays[arm][:n].mean()
+                seen = arrays[arm][:n]
+                mean = seen.mean() if test == "t" else np.sign(seen).sum()  # sign tests: which way most pairs went
                 decided[arm] = ("better" if (mean < 0) == (direction == "minimize") else "worse", n)
             elif arm in same:
                 decided[arm] = ("equivalent", n)

@@ -36,7 +36,7 @@ def run(args) -> int:
     c = progress.counts(rows)
     console.print(
         progress.table(
-            rows, f"sweep {spec.name} ({spec.kind}): " + ", ".join(f"{v} {k}" for k, v in c.items()), spec.metric
+            rows, f"sweep {spec.name} ({spec.kind}): " + ", ".join(f"{v} {k}" for k, v in c.items()), spec.objective_key
         )
     )
     if decisions:

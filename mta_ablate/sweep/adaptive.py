@@ -106,7 +106,7 @@ def plan(spec: SweepSpec, slots: dict[tuple[str, int], tuple[str, float | None]]
         if arm in seeds:
             seeds[arm] = max(seeds[arm], seed + 1)
     values = {slot: value for slot, (state, value) in slots.items() if state == "done"}
-    decisions = decide(paired_diffs(spec, values, seeds), policy, spec.direction)
+    decisions = decide(paired_diffs(spec, values, seeds), policy, spec.value_direction, spec.test)
     wanted = []
     for arm, decision in decisions.items():
         ref, n = spec.reference_of[arm], seeds[arm]

@@ -90,7 +90,7 @@ def watch(study, spec: SweepSpec, procs: list[subprocess.Popen], console, refres
             f"{c['running']} running, {c['waiting']} queued; {alive}/{len(procs)} workers"
             + (f"; ETA {eta / 60:.1f} min" if eta is not None else "")
         )
-        return progress.table(rows, title, spec.metric)
+        return progress.table(rows, title, spec.objective_key)
 
     with Live(render(), console=console, refresh_per_second=1) as live:
         while any(p.poll() is None for p in procs):
@@ -160,8 +160,8 @@ def close_sweep(study, spec: SweepSpec, tracking_uri: str, parent: str) -> dict[
     metrics = [Metric(f"sweep/{k}", float(v), now, 0) for k, v in c.items()]
     done = [r for r in rows if r.state == "complete" and r.value is not None]
     if done:
-        best = (min if spec.direction == "minimize" else max)(done, key=lambda r: r.value)
-        metrics.append(Metric(f"best/{spec.metric}", best.value, now, 0))
+        best = (min if spec.value_direction == "minimize" else max)(done, key=lambda r: r.value)
+        metrics.append(Metric(f"best/{spec.objective_key}", best.value, now, 0))
         client.set_tag(parent, "mta.best_arm", best.arm)
         client.set_tag(parent, "mta.best_trial", str(best.number))
         overheads = [r.overhead_s for r in rows if r.overhead_s is not None]

@@ -30,8 +30,10 @@ from mta_ablate.sweep.design import Arm, SearchParam, expand, references, search
 PRUNERS = ("none", "median", "asha", "hyperband")
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
 KEYS = ("name", "defaults", "base", "seeds", "objective", "budget", "design", "pruner", "sampler", "heartbeat")
+TESTS = ("t", "onset", "rate")
+ONSET_KEY, CROSSED_KEY = "objective/onset_step", "objective/crossed"
 NESTED = {
-    "objective": ("metric", "direction"),
+    "objective": ("metric", "direction", "test", "threshold"),
     "budget": ("max_trials", "timeout_min", "equalize"),
     "heartbeat": ("interval_s", "grace_s"),
 }
@@ -71,6 +73,11 @@ class SweepSpec:
     """Seeds until decided (`seeds: {initial, max, ...}`); None for a fixed list of seeds."""
     reference_of: dict[str, str] = field(default_factory=dict)
     """arm -> the arm it is compared with (itself for a reference); empty when the design has no reference."""
+    test: str = "t"
+    """What decides a comparison: t (the paired t-test on the objective), onset (the step at which each seed's
+    validation metric first crosses `threshold`), rate (whether each seed's final objective crosses it)."""
+    threshold: float | None = None
+    """The level an `onset` or `rate` objective crosses (below it when the metric is minimized, above otherwise)."""
     equalize: str | None = None
     """`budget.equalize`: flops or time: each arm's max_steps is set so that its training FLOPs (or its wall time, from
     step times measured side by side when the sweep is created) match its reference's."""
@@ -92,6 +99,17 @@ class SweepSpec:
     def all_seeds(self) -> tuple[int, ...]:
         """Every seed a trial may get: the fixed list, or 0 .. max-1 of an adaptive policy."""
         return tuple(range(self.policy.max)) if self.policy else self.seeds
+
+    @property
+    def objective_key(self) -> str:
+        """The value a trial hands to Optuna and the statistics: the metric itself, or the onset step / crossing it
+        is reduced to (logged on the trial's run under this key)."""
+        return {"t": self.metric, "onset": ONSET_KEY, "rate": CROSSED_KEY}[self.test]
+
+    @property
+    def value_direction(self) -> str:
+        """The better way of `objective_key`: the metric's own, an earlier onset, more crossings."""
+        return {"t": self.direction, "onset": "minimize", "rate": "maximize"}[self.test]
 
     @property
     def report_metric(self) -> str:
@@ -191,6 +209,7 @@ def parse_sweep(data: dict, overrides: list[str] = (), validate: bool = True) ->
         raise ConfigError(f"sweep.objective.metric={metric!r}: expected a metric key such as val/ppl or toy/error")
     if direction not in ("minimize", "maximize"):
         raise ConfigError(f"sweep.objective.direction={direction!r}: allowed: minimize, maximize")
+    test, threshold = _test(objective, policy, data.get("pruner") or {})
     design = data.get("design")
     if not isinstance(design, dict):
         raise ConfigError("sweep.design: missing; expected {kind: ablation|grid|arms|search, ...}")
@@ -222,6 +241,8 @@ def parse_sweep(data: dict, overrides: list[str] = (), validate: bool = True) ->
         **options,
         raw=data,
         policy=policy,
+        test=test,
+        threshold=threshold,
         reference_of=reference_of,
     )
     if not validate:
@@ -229,6 +250,29 @@ def parse_sweep(data: dict, overrides: list[str] = (), validate: bool = True) ->
     from mta_ablate.sweep.resolve import validate_configs  # it composes configs: the heavy end of this layer
 
     return replace(spec, configs=validate_configs(spec))
+
+
+def _test(objective: dict, policy: SeedPolicy | None, pruner: dict) -> tuple[str, float | None]:
+    """(test, threshold) of a sweep's objective, checked: onset and rate need a finite threshold, decide by an exact
+    sign test (no equivalence margin) and train every trial to its end (no pruner)."""
+    import math
+
+    test, threshold = objective.get("test", "t"), objective.get("threshold")
+    if test not in TESTS:
+        raise ConfigError(f"sweep.objective.test={test!r}: allowed: {', '.join(TESTS)}")
+    if test == "t":
+        if threshold is not None:
+            raise ConfigError("sweep.objective.threshold: only for test: onset or rate")
+        return test, None
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not math.isfinite(threshold):
+        raise ConfigError(f"sweep.objective.threshold={threshold!r}: test: {test} needs a finite number to cross")
+    if policy is None:
+        raise ConfigError(f"sweep.seeds: test: {test} decides with seeds until decided; give seeds: {{initial, max}}")
+    if policy.margin is not None:
+        raise ConfigError(f"sweep.seeds.margin: test: {test} decides better or worse only; set margin: null")
+    if (pruner or {}).get("kind", "none") != "none":
+        raise ConfigError(f"sweep.pruner: test: {test} needs every trial trained to its end; use kind: none")
+    return test, float(threshold)
 
 
 def _known(mapping: Any, allowed: tuple[str, ...], where: str) -> None:

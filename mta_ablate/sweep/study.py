@@ -208,12 +208,12 @@ def _create_or_resume(spec, overrides, url, tracking_uri, retry_failed, equalize
     study = optuna.create_study(
         study_name=spec.name,
         storage=storage,
-        direction=spec.direction,
+        direction=spec.value_direction,
         sampler=sampler_for(spec),
         pruner=pruner_for(spec, spec.first_config.train.max_steps),
         load_if_exists=True,
     )
-    study.set_metric_names([spec.metric])  # dashboards show the objective by name, not "Objective 0"
+    study.set_metric_names([spec.objective_key])  # dashboards show the objective by name, not "Objective 0"
     attrs = study.user_attrs
     stored = (json.loads(attrs[ATTR_SPEC]), json.loads(attrs[ATTR_OVERRIDES])) if ATTR_SPEC in attrs else None
     if stored is not None and stored != (spec.raw, list(overrides)):
@@ -260,12 +260,13 @@ def _create_parent_run(spec: SweepSpec, url: str, tracking_uri: str) -> str:
         store.TAG_SWEEP: spec.name,
         store.TAG_DESIGN: spec.kind,
         store.TAG_REFERENCE: spec.reference or ("each arm within its other levels" if spec.reference_of else ""),
-        store.TAG_OBJECTIVE: spec.metric,
-        store.TAG_DIRECTION: spec.direction,
+        store.TAG_OBJECTIVE: spec.objective_key,
+        store.TAG_DIRECTION: spec.value_direction,
+        store.TAG_TEST: spec.test if spec.threshold is None else f"{spec.test} {spec.metric} {spec.threshold:g}",
         store.TAG_STORAGE: redact(url),
     }
     run = client.create_run(exp, run_name=spec.name, tags=tags)
-    store.save_sweep_view(client, exp, run.info.run_id, spec.metric)
+    store.save_sweep_view(client, exp, run.info.run_id, spec.objective_key)
     store.log_params(
         client,
         run.info.run_id,

@@ -115,7 +115,11 @@ def make_objective(
         trial.set_user_attr("steps", result.steps)
         if spec.metric not in result.metrics:
             raise KeyError(f"objective {spec.metric} was not logged; logged: {', '.join(sorted(result.metrics))}")
-        return result.metrics[spec.metric]
+        if spec.test == "t":
+            return result.metrics[spec.metric]
+        value = objective_value(spec, result, tracking_uri)
+        store.client(tracking_uri).log_metric(result.run_id, spec.objective_key, value, step=result.steps)
+        return value
 
     def objective(trial: optuna.Trial) -> float:
         try:
@@ -137,6 +141,23 @@ def make_objective(
             raise
 
     return objective
+
+
+def crossed(value: float, threshold: float, direction: str) -> bool:
+    """Whether a metric value is past the threshold the better way (at or below it when minimized)."""
+    return value <= threshold if direction == "minimize" else value >= threshold
+
+
+def objective_value(spec: SweepSpec, result, tracking_uri: str | None) -> float:
+    """What an onset or rate objective makes of a finished trial. rate: 1.0 when its final objective is past the
+    threshold, else 0.0. onset: the first validation step at which its validation metric was past it (read from the
+    run's logged history, so a resumed trial counts its earlier validations too), or, censored, one step past its
+    last step when it never was."""
+    if spec.test == "rate":
+        return float(crossed(result.metrics[spec.metric], spec.threshold, spec.direction))
+    history = store.client(tracking_uri).get_metric_history(result.run_id, spec.report_metric)
+    steps = sorted(m.step for m in history if crossed(m.value, spec.threshold, spec.direction))
+    return float(steps[0]) if steps else float(result.steps + 1)
 
 
 def _claim(spec: SweepSpec, study, trial, worker: str) -> tuple[Arm, int]:

@@ -238,6 +238,8 @@ TAG_DESIGN, TAG_REFERENCE, TAG_OBJECTIVE, TAG_DIRECTION = (
     "mta.direction",
 )
 TAG_STATE, TAG_STORAGE = "mta.state", "mta.storage"
+TAG_TEST = "mta.test"
+"""What decides a sweep's comparisons: `t`, or `onset METRIC THRESHOLD` / `rate METRIC THRESHOLD`."""
 KIND_SWEEP, KIND_TRIAL = "sweep", "trial"
 STATES = ("running", "complete", "pruned", "failed")
 
