@@ -159,7 +159,8 @@ def _headline(report: Report) -> list[tuple]:
                 + ", Holm across arms, "
                 f"family-wise alpha {p['alpha']}"
                 + (f"; 'equivalent' by two one-sided tests with margin {p['margin']:g}." if p.get("margin") else ".")
-                + " 'undecided' at the maximum n is an honest outcome: the test could not tell.",
+                + " 'undecided' at the maximum n is an honest outcome: the test could not tell. The 95% intervals are"
+                " fixed-n paired t intervals at the final n: naive, they do not account for the stopping rule.",
             )
         )
     return out
