@@ -1,9 +1,14 @@
 """Objectives for outcomes that stall or not: `test: onset` decides on the step at which each seed's validation metric
 first crosses a threshold (censored when it never does), `test: rate` on whether its final value does; both by an
 exact sign test on the pairs that differ, with seeds until decided. Small toy trials: an arm that learns against one
-that cannot (learning rate 1e-7), so each sweep reaches a decision."""
+that cannot (learning rate 1e-7), so each sweep reaches a decision. The rate sweep runs with its output piped, as a
+batch job would: it must print a line per trial as it starts and ends."""
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,11 +51,32 @@ def _sweep(tmp_path, test: str) -> str:
     return str(path)
 
 
+def _piped(path: str, home) -> list[tuple[float, str]]:
+    """The sweep as a batch job runs it, output piped: each line with the time it arrived."""
+    env = {**os.environ, "MTA_HOME": str(home), "COLUMNS": "200"}
+    cmd = [sys.executable, "-m", "mta_ablate", "sweep", path, "--workers", "2"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines = [(time.monotonic(), line.rstrip()) for line in proc.stdout]  # as the sweep writes them
+    assert proc.wait(timeout=600) == 0, "\n".join(text for _, text in lines)
+    return [*lines, (time.monotonic(), "")]
+
+
 @pytest.mark.parametrize(("test", "key"), [("onset", "objective/onset_step"), ("rate", "objective/crossed")])
 def test_an_onset_or_rate_sweep_runs_to_a_decision(tracked_workspace, tmp_path, test, key):
     path = _sweep(tmp_path, test)
-    done = cli("sweep", path, "--workers", "2")
-    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    if test == "rate":  # run piped, as in a log: a plain line per trial as it starts and ends, no table
+        lines = _piped(path, tracked_workspace)
+        ends = [(t, text) for t, text in lines if text.startswith("trial ") and " complete objective=" in text]
+        assert len(ends) == 8 and all(" in " in text for _, text in ends), lines
+        assert lines[-1][0] - ends[0][0] > 3, "the first trial's line came only at the end"
+        assert any(text.startswith("trial ") and text.endswith(" running") for _, text in lines)
+        assert not any("┃" in text for _, text in lines), "a table in a log"
+        assert any(text.startswith("sweep rate_sweep: ") and "8 complete" in text for _, text in lines)
+        worker_logs = "".join(p.read_text() for p in (tracked_workspace / "logs" / "rate_sweep").glob("*"))
+        assert worker_logs.count(" complete objective=") == 8, worker_logs[-3000:]  # the workers' own lines
+    else:
+        done = cli("sweep", path, "--workers", "2")
+        assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
     study, spec, _, _ = load(f"{test}_sweep", f"sqlite:///{tracked_workspace / 'optuna.db'}")
     decision = adaptive.decisions(study, spec)["learning"]
     assert (decision.state, decision.n, decision.decided_at) == ("better", 4, 4)
