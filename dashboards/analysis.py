@@ -250,7 +250,8 @@ def _with_decisions(rows: pl.DataFrame, done: pl.DataFrame, sweep: Sweep, ref_of
     decisions = decide(diffs, policy, sweep.direction, sweep.test.split()[0])
     states = [decisions[a].state if a in decisions else None for a in rows["arm"]]
     at = [decisions[a].decided_at if a in decisions else None for a in rows["arm"]]
-    need = {arm: _rule_seeds(d, policy, len(diffs)) for arm, d in diffs.items()}
+    t_test = sweep.test.split()[0] == "t"  # the estimate is a t-test's: none for onset / rate sign tests
+    need = {arm: _rule_seeds(d, policy, len(diffs)) if t_test else None for arm, d in diffs.items()}
     return rows.with_columns(
         pl.Series("state", states, pl.String),
         pl.Series("decided_at", at, pl.Int64),

@@ -178,6 +178,15 @@ class LMModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["best_val_loss"] = self.best_val_loss
+        checkpoint["passes_per_step"] = self.train_config.accumulation
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Lightning restores its batch counters in forward/backward passes: a resume with another number of passes
+        per step would put optimizer steps across data steps, so it is refused."""
         self.best_val_loss = checkpoint.get("best_val_loss", math.inf)
+        saved, now = checkpoint.get("passes_per_step", 1), self.train_config.accumulation
+        if saved != now:
+            raise ValueError(
+                f"the checkpoint was trained with {saved} forward/backward pass(es) per step and train.micro_batch now "
+                f"gives {now}: resume with the micro-batch it started with, or start a new run"
+            )

@@ -8,7 +8,8 @@ the target device. A dispatch mode follows every storage the step allocates and 
 really coexists: saved activations at the configured micro-batch, the op's transient maps, autocast's bf16 weight
 copies, the gradients as the backward writes them and the loss. Around that step the resting state is added:
 fp32 parameters and AdamW's two fp32 moments (the gradients are freed between steps), DDP's gradient buckets, or
-under FSDP the shards of all three plus one block's gathered bf16 parameters (prefetch: two).
+under FSDP the shards of all three plus one block's gathered bf16 parameters (prefetch: two). With micro-batches the
+later passes also hold the accumulated fp32 gradients; under FSDP the gradients are sharded (`pass_adjustment`).
 
 What it does not see: the CUDA caching allocator's fragmentation and the CUDA context (about 0.5-1 GiB per
 process), NCCL buffers, and kernels' own workspaces (cuBLAS, flash attention). `mta-ablate plan` keeps a margin
@@ -119,6 +120,17 @@ def resting_bytes(n_params: int, block_params: int, strategy: str, world_size: i
     return 12 * n_params + (4 * n_params if world_size > 1 else 0)
 
 
+def pass_adjustment(n_params: int, train, precision: str) -> int:
+    """Bytes to add to the one pass measured on a whole model. Gradient accumulation: passes 2.. run while the fp32
+    gradients of the earlier ones are alive (counted whole: an upper bound). FSDP: each rank keeps only its shard
+    of the gradients, and with bf16 parameters autocast keeps no bf16 copy of the weights."""
+    extra = 4 * n_params if train.accumulation > 1 else 0
+    if train.world_size > 1 and train.strategy == "fsdp":
+        extra -= 4 * n_params * (train.world_size - 1) // train.world_size
+        extra -= 2 * n_params if precision == "bf16-mixed" else 0
+    return extra
+
+
 def estimate(config, seq_len: int, device_type: str = "cuda", precision: str | None = None) -> Footprint:
     """The footprint of one training step of `config` (an `ExperimentConfig`) on `device_type` at `seq_len`."""
     from lightning_modules.lm_module import step_flops
@@ -134,6 +146,7 @@ def estimate(config, seq_len: int, device_type: str = "cuda", precision: str | N
     n_params = sum(p.numel() for p in meta.parameters())
     block = max(sum(p.numel() for p in layer.parameters()) for layer in meta.layers)
     peak, alive = step_peak(config.model, rows, seq_len, precision, device_type, train.activation_checkpointing)
+    peak += pass_adjustment(n_params, train, precision)
     flops = step_flops(config.model, rows, seq_len, device_type) * train.accumulation * train.world_size
     return Footprint(
         states=resting_bytes(n_params, block, train.strategy, train.world_size),

@@ -9,13 +9,14 @@ n the paired t-test on the first n differences gives p(n) (two-sided), and with 
 equivalence give q(n) = max of their p-values. A comparison's statistic is the min over its looks so far of
 p(n) / w(n), where the look's share w(n) = n / (initial + ... + max) grows with its seeds.
 
-Calibrated (`rule: calibrated`, the default): the statistic is turned into a sequential p-value by its own null
-distribution, P(min over all looks of p(n) / w(n) <= x), simulated once per (initial, max) from 200,000 sequences of
-normal differences with a fixed seed (under the t model the statistic does not depend on sigma, so one simulation
-serves every metric; the same numpy replays it exactly). Under the null the sequential p-value is then uniform: the
-chance that a comparison is ever decided "different" when the arms do not differ is alpha, not the 2.7% of the
-weighted Bonferroni union. For equivalence the null is the margin's edge, where q(n) is a one-sided t p-value; its
-distribution is simulated the same way (conservative when the margin is small against the noise).
+Calibrated (`rule: calibrated`, what a sweep file's `seeds:` gets unless it says otherwise): the statistic is turned
+into a sequential p-value by its own null distribution, P(min over all looks of p(n) / w(n) <= x), simulated once per
+(initial, max) from 200,000 sequences of normal differences with a fixed seed (under the t model the statistic does
+not depend on sigma, so one simulation serves every metric; the same numpy replays it exactly). Under the null the
+sequential p-value is then uniform: the chance that a comparison is ever decided "different" when the arms do not
+differ is alpha, not the 2.7% of the weighted Bonferroni union. For equivalence the null is the margin's edge, where
+q(n) is a one-sided t p-value; its distribution is simulated the same way (conservative when the margin is small
+against the noise).
 Bonferroni (`rule: bonferroni`, sweeps created before the calibrated rule): the statistic itself is the sequential
 p-value (P(it ever falls to x) <= x by the union bound), valid and conservative.
 
@@ -78,17 +79,21 @@ def null_statistics(initial: int, most: int) -> dict[str, np.ndarray]:
     and one-sided ones ("one"), from `CALIBRATION_SIMS` sequences of standard normal differences (seed 0)."""
     from scipy import stats
 
-    rng = np.random.default_rng(0)
-    d = rng.standard_normal((CALIBRATION_SIMS, most))
-    looks = np.arange(initial, most + 1)
-    weights = looks / looks.sum()
-    s1, s2 = np.cumsum(d, axis=1)[:, looks - 1], np.cumsum(d * d, axis=1)[:, looks - 1]
-    mean = s1 / looks
-    sd = np.sqrt(np.maximum(s2 - looks * mean**2, 1e-300) / (looks - 1))
-    t = mean / (sd / np.sqrt(looks))
-    one = stats.t.sf(t, looks - 1)
-    two = 2 * stats.t.sf(np.abs(t), looks - 1)
-    return {"two": np.sort((two / weights).min(axis=1)), "one": np.sort((one / weights).min(axis=1))}
+    d = np.random.default_rng(0).standard_normal((CALIBRATION_SIMS, most))
+    total = sum(range(initial, most + 1))
+    s1, s2 = np.zeros(CALIBRATION_SIMS), np.zeros(CALIBRATION_SIMS)
+    two, one = np.full(CALIBRATION_SIMS, np.inf), np.full(CALIBRATION_SIMS, np.inf)
+    for n in range(1, most + 1):  # look by look: a few vectors of CALIBRATION_SIMS at a time, whatever `most` is
+        s1 += d[:, n - 1]
+        s2 += d[:, n - 1] ** 2
+        if n < initial:
+            continue
+        mean = s1 / n
+        t = mean / (np.sqrt(np.maximum(s2 - n * mean**2, 1e-300) / (n - 1)) / math.sqrt(n))
+        weight = n / total
+        np.minimum(two, 2 * stats.t.sf(np.abs(t), n - 1) / weight, out=two)
+        np.minimum(one, stats.t.sf(t, n - 1) / weight, out=one)
+    return {"two": np.sort(two), "one": np.sort(one)}
 
 
 @dataclass(frozen=True)
@@ -231,10 +236,11 @@ def seeds_to_decide(
     policy: SeedPolicy | None = None,
     power: float = 0.8,
     cap: int = 1000,
-) -> tuple[int | None, int | None]:
+) -> tuple[int, int] | None:
     """Paired seeds after which a comparison is called different with probability `power`, as a range: the effect
     d = mean / sd estimated from n seeds is noise, so the range spans its 80% interval (seeds at the interval's
-    strong end, at its weak end; None past `cap`, or when the interval reaches 0).
+    strong end, at its weak end; cap + 1 means more than `cap`, also when the interval reaches 0). None when there
+    is nothing to estimate from (fewer than 2 seeds, no spread).
 
     It accounts for Holm over `arms` compared arms (the first step's alpha / arms) and, with a seeds-until-decided
     `policy`, for the rule: a rule run to N seeds keeps at least N / (initial + ... + N) of that alpha for its last
@@ -242,14 +248,14 @@ def seeds_to_decide(
     from scipy import stats
 
     if n < 2 or not (diff_sd > 0) or math.isnan(diff_mean):
-        return None, None
+        return None
     d = abs(diff_mean) / diff_sd
     se = math.sqrt(1 / n + d * d / (2 * (n - 1)))
     ends = (d + 1.2816 * se, d - 1.2816 * se)
 
-    def needed(effect: float) -> int | None:
+    def needed(effect: float) -> int:
         if effect <= 0:
-            return None
+            return cap + 1
         for m in range(max(2, policy.initial if policy else 2), cap + 1):
             level = alpha / arms
             if policy is not None:
@@ -257,17 +263,17 @@ def seeds_to_decide(
             crit = stats.t.ppf(1 - level / 2, m - 1)
             if stats.nct.sf(crit, m - 1, effect * math.sqrt(m)) >= power:
                 return m
-        return None
+        return cap + 1
 
     return needed(ends[0]), needed(ends[1])
 
 
-def seeds_range(needed: tuple[int | None, int | None], cap: int = 1000) -> str:
-    """`5-60`, `5->1000` or `>1000` for a `seeds_to_decide` range; "" when it has none."""
-    lo, hi = needed
-    if lo is None:
-        return f">{cap}" if hi is None and needed != (None, None) else ""
-    return f"{lo}" if lo == hi else f"{lo}-{hi if hi is not None else f'>{cap}'}"
+def seeds_range(needed: tuple[int, int] | None, cap: int = 1000) -> str:
+    """`5-60`, `5->1000` or `>1000` for a `seeds_to_decide` range; "" when there is none."""
+    if needed is None:
+        return ""
+    lo, hi = (f">{cap}" if x > cap else str(x) for x in needed)
+    return lo if lo == hi else f"{lo}-{hi}" if not hi.startswith(">") else f"{lo}->{cap}" if lo != f">{cap}" else lo
 
 
 def simulate(effect: float, policy: SeedPolicy, sims: int = 2000, seed: int = 0) -> dict[str, float]:

@@ -52,7 +52,7 @@ def run(args) -> int:
     from mta_ablate.sweep.study import storage_url
 
     url = storage_url(args.storage, create=False)
-    if args.storage is None and not (mta_home() / "optuna.db").exists() and url.startswith("sqlite"):
+    if url == f"sqlite:///{mta_home() / 'optuna.db'}" and not (mta_home() / "optuna.db").exists():
         found = []  # a new workspace: nothing run yet, which is not an error
         if args.json:
             print("[]")

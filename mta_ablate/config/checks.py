@@ -12,9 +12,9 @@ def check_device(train, where: str = "train.accelerator", owned: int | None = No
     another size."""
     import torch
 
-    if train.accelerator != "cpu":
-        check_visible_devices(train)
     cuda = train.accelerator == "cuda" or (train.accelerator == "auto" and torch.cuda.is_available())
+    if cuda:
+        check_visible_devices(train)
     if train.accelerator == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             f"{where}=cuda: no CUDA device is visible on this host; allowed here: auto, cpu"

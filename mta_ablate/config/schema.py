@@ -31,7 +31,8 @@ class TrainConfig:
     micro_batch: int = 0
     """Sequences per forward/backward pass on each device; 0: the device's whole share (batch_size / ranks). Smaller
     values accumulate gradients over batch_size / ranks / micro_batch passes per step: the same global batch, the same
-    loss normalisation and so the same gradient as one pass (up to the order of floating-point sums)."""
+    loss normalisation and so the same gradient as one pass (up to the order of floating-point sums; with attention
+    dropout the masks are drawn per pass, so they differ)."""
     activation_checkpointing: bool = False
     """Recompute each transformer block's activations in the backward instead of keeping them (per block):
     saved activations shrink to one tensor per block, for about a third more compute."""

@@ -29,24 +29,35 @@ def step_seconds(configs: dict, warmup: int = 2, repeats: int = 5) -> dict[str, 
 
     from lightning_modules.callbacks import resolved_device
     from mta_ablate.data import build_task
+    from mta_ablate.errors import ConfigError
     from mta_ablate.model import TransformerLM, lm_loss
 
     threads = torch.get_num_threads()
     runs = {}
     for name, config in configs.items():
-        device, train = resolved_device(config.train)[0], config.train
+        (device, precision), train = resolved_device(config.train), config.train
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(
+                f"sweep.budget.equalize=time: arm {name} trains on CUDA, and its step time is measured where the sweep "
+                "is created; create it on a GPU host (or use equalize: flops)"
+            )
         seq = build_task(config.task.name, **config.task.params).seq_len
         model = TransformerLM(config.model, seed=0).to(device)
         g = torch.Generator().manual_seed(0)
         tokens = torch.randint(0, config.model.vocab_size, (train.rows_per_pass, seq + 1), generator=g).to(device)
-        runs[name] = (model, torch.optim.AdamW(model.parameters()), tokens, train, device, [])
+        autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+        runs[name] = (model, torch.optim.AdamW(model.parameters()), tokens, train, device, autocast, [])
+    timings = {name: run[-1] for name, run in runs.items()}
     try:
         for step in range(warmup + repeats):
-            for model, optimizer, tokens, train, device, times in runs.values():
+            for model, optimizer, tokens, train, device, autocast, times in runs.values():
                 torch.set_num_threads(train.threads or threads)
+                model.checkpoint_blocks = train.activation_checkpointing
                 start = time.perf_counter()
                 for _ in range(train.accumulation):
-                    lm_loss(model(tokens[:, :-1]), tokens[:, 1:]).backward()
+                    with autocast:  # the training precision (bf16 on CUDA: the kernels training will use)
+                        loss = lm_loss(model(tokens[:, :-1]), tokens[:, 1:])
+                    loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 if device == "cuda":
@@ -55,7 +66,10 @@ def step_seconds(configs: dict, warmup: int = 2, repeats: int = 5) -> dict[str, 
                     times.append(time.perf_counter() - start)
     finally:
         torch.set_num_threads(threads)
-    return {name: sorted(run[-1])[len(run[-1]) // 2] for name, run in runs.items()}
+        if torch.cuda.is_available():
+            runs.clear()
+            torch.cuda.empty_cache()  # the launcher keeps no GPU memory for the sweep's lifetime
+    return {name: sorted(times)[len(times) // 2] for name, times in timings.items()}
 
 
 def equalized_steps(spec: SweepSpec, cost: dict[str, float] | None = None) -> dict[str, int]:

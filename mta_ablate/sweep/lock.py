@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import contextlib
 
+from sqlalchemy.engine import make_url
+
 
 @contextlib.contextmanager
 def creation_lock(url: str, name: str):
     """One process at a time creates or resumes a sweep in a storage, so that two commands started together on one
     new name do not both create it: the second waits, then finds it and resumes it (its workers join). SQLite: a file
     lock beside the database; PostgreSQL: an advisory lock; other storages: none."""
-    if url.startswith("sqlite:"):
+    database = make_url(url).database if url.startswith("sqlite:") else None
+    if database and database != ":memory:":
         import fcntl
 
-        with open(url.split(":///", 1)[1] + ".lock", "a") as handle:
+        with open(database + ".lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -35,5 +38,5 @@ def creation_lock(url: str, name: str):
                     conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
         finally:
             engine.dispose()
-    else:
+    else:  # an in-memory SQLite storage, MySQL: no lock
         yield

@@ -140,8 +140,9 @@ def decision_table(spec, decisions):
     for arm, d in decisions.items():
         state = d.state if d.state != "undecided" else ("undecided" if d.open else f"undecided at max ({policy.max})")
         at = str(d.decided_at) if d.decided_at else ""
-        need = "" if d.decided_at else seeds_range(seeds_to_decide(d.diff_mean, d.diff_sd, d.n, policy.alpha,
-                                                                      len(decisions), policy))  # fmt: skip
+        need = ""
+        if not d.decided_at and spec.test == "t":  # the estimate is a t-test's: none for onset / rate sign tests
+            need = seeds_range(seeds_to_decide(d.diff_mean, d.diff_sd, d.n, policy.alpha, len(decisions), policy))
         table.add_row(arm, spec.reference_of[arm], str(d.n), state, at, f"{d.p_seq:.3g}", need)
     table.caption = (
         "seeds for 80% power: what this rule, with Holm over the compared arms, would need at the observed effect, "

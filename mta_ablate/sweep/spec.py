@@ -209,7 +209,7 @@ def parse_sweep(data: dict, overrides: list[str] = (), validate: bool = True) ->
         raise ConfigError(f"sweep.objective.metric={metric!r}: expected a metric key such as val/ppl or toy/error")
     if direction not in ("minimize", "maximize"):
         raise ConfigError(f"sweep.objective.direction={direction!r}: allowed: minimize, maximize")
-    test, threshold = _test(objective, policy, data.get("pruner") or {})
+    test, threshold = _test(objective, policy, data.get("pruner") or {}, (data.get("budget") or {}).get("equalize"))
     design = data.get("design")
     if not isinstance(design, dict):
         raise ConfigError("sweep.design: missing; expected {kind: ablation|grid|arms|search, ...}")
@@ -252,9 +252,10 @@ def parse_sweep(data: dict, overrides: list[str] = (), validate: bool = True) ->
     return replace(spec, configs=validate_configs(spec))
 
 
-def _test(objective: dict, policy: SeedPolicy | None, pruner: dict) -> tuple[str, float | None]:
+def _test(objective: dict, policy: SeedPolicy | None, pruner: dict, equalize) -> tuple[str, float | None]:
     """(test, threshold) of a sweep's objective, checked: onset and rate need a finite threshold, decide by an exact
-    sign test (no equivalence margin) and train every trial to its end (no pruner)."""
+    sign test (no equivalence margin) and train every trial to its end (no pruner); onset compares steps, so the
+    arms of a pair must train the same number of them (no budget.equalize)."""
     import math
 
     test, threshold = objective.get("test", "t"), objective.get("threshold")
@@ -272,6 +273,8 @@ def _test(objective: dict, policy: SeedPolicy | None, pruner: dict) -> tuple[str
         raise ConfigError(f"sweep.seeds.margin: test: {test} decides better or worse only; set margin: null")
     if (pruner or {}).get("kind", "none") != "none":
         raise ConfigError(f"sweep.pruner: test: {test} needs every trial trained to its end; use kind: none")
+    if test == "onset" and equalize:
+        raise ConfigError("sweep.budget.equalize: test: onset compares steps, so every arm trains as many; remove it")
     return test, float(threshold)
 
 

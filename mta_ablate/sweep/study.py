@@ -195,10 +195,26 @@ def create_or_resume(
     """Create the study and parent run, or resume them; queue every (arm, seed) that has no live or finished trial."""
     from mta_ablate.sweep.compute import equalized_steps, step_costs
 
-    cost = step_costs(spec) if spec.equalize else None  # before anything is stored
+    new = spec.equalize and spec.name not in _study_names(url)  # a resumed sweep keeps the steps it was created with
+    cost = step_costs(spec) if new else None  # before anything is stored
     equal_steps = {"steps": equalized_steps(spec, cost), "cost": cost} if cost else None
     with creation_lock(url, spec.name):  # two commands creating one sweep: the second joins it
         return _create_or_resume(spec, overrides, url, tracking_uri, retry_failed, equal_steps)
+
+
+def _study_names(url: str) -> set[str]:
+    import optuna
+
+    if url.startswith("sqlite:") and not _sqlite_exists(url):
+        return set()
+    return {s.study_name for s in optuna.get_all_study_summaries(open_storage(url), include_best_trial=False)}
+
+
+def _sqlite_exists(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    return bool(database) and os.path.exists(database)
 
 
 def _create_or_resume(spec, overrides, url, tracking_uri, retry_failed, equalized):

@@ -113,6 +113,7 @@ def test_seeds_to_decide_knows_holm_and_the_rule_and_gives_a_range():
     rule = seeds_to_decide(1.0, 1.0, exact, policy=CALIBRATED)
     assert rule[0] > 10  # the rule spends part of alpha on its early looks
     low, high = seeds_to_decide(1.0, 1.0, 3, arms=3, policy=CALIBRATED)  # d from 3 seeds: noise
-    assert low < 14 and high is None and seeds_range((low, high)) == f"{low}->1000"
-    assert seeds_to_decide(0.0, 1.0, 5)[1] is None  # no effect seen: the weak end of the range needs any number
-    assert seeds_to_decide(1.0, 0.0, 5) == (None, None) and seeds_range((None, None)) == ""
+    assert low < 14 and high == 1001 and seeds_range((low, high)) == f"{low}->1000"
+    assert seeds_to_decide(0.0, 1.0, 5)[1] == 1001  # no effect seen: the weak end needs more than any cap
+    assert seeds_range((1001, 1001)) == ">1000" and seeds_range((12, 40)) == "12-40"
+    assert seeds_to_decide(1.0, 0.0, 5) is None and seeds_range(None) == ""

@@ -46,3 +46,20 @@ def test_micro_batches_and_checkpointing_train_the_one_pass_model():
 def test_bad_micro_batch_and_learning_rate_are_refused(override, message):
     with pytest.raises(ConfigError, match=message):
         load_experiment(["model=toy", "task=find_block", "train.batch_size=16", override])
+
+
+@pytest.mark.usefixtures("tracked_workspace")
+def test_a_resume_continues_in_micro_batches_and_refuses_another_micro_batch():
+    """Killed after its first checkpoint (simulated: the run's max_steps grows), a micro-batched run resumes where it
+    was, in the same units; resuming it with another micro-batch is refused (its counters are in passes)."""
+    first = run_trial(load_experiment([*RUN, "train.micro_batch=4", "tracking.run_name=r", "train.max_steps=3"]))
+    assert first.steps == 3
+    client = MlflowClient(tracking_uri())
+    client.update_run(first.run_id, status="FAILED")  # as an interrupted run is left
+    with pytest.raises(ValueError, match="pass\\(es\\) per step"):
+        run_trial(load_experiment([*RUN, "train.micro_batch=8", "tracking.run_name=r", "train.resume=true"]))
+    client.update_run(first.run_id, status="FAILED")
+    resumed = run_trial(load_experiment([*RUN, "train.micro_batch=4", "tracking.run_name=r", "train.resume=true"]))
+    assert resumed.run_id == first.run_id and resumed.steps == 6
+    steps = [m.step for m in client.get_metric_history(first.run_id, "train/loss")]
+    assert sorted(steps) == [1, 2, 3, 4, 5, 6]  # every step logged once, in the same units after the resume
