@@ -22,6 +22,13 @@ def add_parser(sub) -> None:
         help="memory of one device in GiB (default: this host's first CUDA device; needed without one)",
     )
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="the device the trials will train on")
+    p.add_argument(
+        "--effect",
+        type=float,
+        metavar="D",
+        help="an effect size (mean / sd of the paired difference): print the seeds each comparison would need to be "
+        "decided with 80%% power under the sweep's rule and Holm over its compared arms",
+    )
     p.add_argument("--json", action="store_true", help="print the estimates as JSON")
     p.set_defaults(run=run)
 
@@ -98,6 +105,27 @@ def _advice(row: dict, limit_gib: float) -> str:
     return f"{head}; fits with train.micro_batch={fix['train.micro_batch']}{ckpt} ({fix['peak_gib']:.1f} GiB)"
 
 
+def power_line(effect: float, spec) -> dict | None:
+    """Seeds a comparison needs at effect d (mean / sd of the paired difference) to be decided with 80% power: Holm
+    over the sweep's compared arms, and the sweep's seeds-until-decided rule (or one fixed-n test)."""
+    import math
+
+    from mta_ablate.errors import ConfigError
+    from mta_ablate.sequential import seeds_range, seeds_to_decide
+
+    if not math.isfinite(effect) or effect <= 0:
+        raise ConfigError(f"--effect={effect}: expected a positive effect size (mean / sd of the paired difference)")
+    if spec is None:
+        return None
+    arms = max(1, sum(1 for arm, ref in spec.reference_of.items() if arm != ref))
+    alpha = spec.policy.alpha if spec.policy else 0.05
+    needed = seeds_range(seeds_to_decide(effect, 1.0, 10**6, alpha, arms, spec.policy))
+    rule = f"this sweep's rule (max {spec.policy.max})" if spec.policy else "one fixed-n paired t-test"
+    line = f"at d = {effect:g}: {needed} paired seeds per comparison for 80% power, with Holm over {arms} arm(s)"
+    line += f" and {rule}"
+    return {"effect": effect, "seeds": needed, "arms": arms, "line": line}
+
+
 def check_fits(spec, file: str) -> None:
     """Before a sweep spends GPU time: on a CUDA host, every CUDA arm's step must fit this host's GPU (one line, exit
     2, naming what would fit). CPU sweeps skip it; `mta-ablate plan` shows the estimate anywhere."""
@@ -122,10 +150,13 @@ def run(args) -> int:
     from mta_ablate.sweep.spec import parse_sweep, read_sweep_file
 
     limit = device_memory_gib(args.device_memory)
+    power = power_line(args.effect, None) if args.effect is not None else None  # checks --effect before any work
     spec = parse_sweep(read_sweep_file(args.file, args.overrides), args.overrides)  # every arm validated: exit 2
     rows = plan_rows(spec, limit, args.device)
+    power = power_line(args.effect, spec) if args.effect is not None else None
     if args.json:
-        print(json.dumps({"sweep": spec.name, "device_memory_gib": limit, "device": args.device, "arms": rows}))
+        out = {"sweep": spec.name, "device_memory_gib": limit, "device": args.device, "arms": rows}
+        print(json.dumps(out | ({"power": power} if power else {})))
     else:
         table = Table(title=f"plan {spec.name}: one training step per device, {args.device}, {limit:g} GiB")
         for col in ("arm", "seq", "micro x passes", "ckpt", "states", "activations", "step peak", "peak", "TFLOP/step"):
@@ -147,6 +178,8 @@ def run(args) -> int:
             "of the forward; step peak: the most one forward + backward holds on top (maps, gradients)",
             highlight=False,
         )
+        if power:
+            console.print(power["line"], highlight=False)
     bad = [r for r in rows if not r["fits"]]
     for r in bad:
         err_console.print(f"[red]error:[/red] {escape(_advice(r, limit))}", highlight=False)

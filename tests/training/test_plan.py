@@ -77,3 +77,13 @@ def test_plan_on_a_device_too_small_exits_2_naming_the_micro_batch_that_fits():
 def test_plan_refuses_a_device_memory_that_is_not_a_size(memory):
     done = cli("plan", "sweeps/quickstart.yaml", "--device-memory", memory)
     assert done.returncode == 2 and "--device-memory" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.usefixtures("workspace")
+def test_plan_says_what_seeds_an_effect_would_need_under_the_sweeps_rule():
+    done = cli("plan", "sweeps/quickstart.yaml", *QUICK, "--device-memory", "80", "--effect", "1", "--json")
+    assert done.returncode == 0, done.stderr
+    power = json.loads(done.stdout)["power"]
+    assert power["arms"] == 2 and int(power["seeds"]) > 14  # Holm over 2 arms and the rule's looks: more than 1 test's
+    done = cli("plan", "sweeps/quickstart.yaml", "--device-memory", "80", "--effect", "-1")
+    assert done.returncode == 2 and "--effect=-1.0" in done.stderr
