@@ -68,8 +68,9 @@ class TaskMetrics:
     """What tracks the headline at every validation (pruning, learning curves, time to threshold)."""
     evaluator: str
     """`module:function` computing the task's own metrics (unprefixed): (model, task, n_samples, final) -> dict."""
-    own: str = ""
-    """A regular expression matching every name the evaluator returns (the key after `<family>/`)."""
+    own: str = ".+"
+    """A regular expression matching every name the evaluator returns (the key after `<family>/`), so that a sweep's
+    objective is checked against them; the default accepts any name."""
 
     @property
     def headline(self) -> str:
