@@ -79,9 +79,13 @@ def sqlite_problem(path: Path, kind: str) -> str | None:
     if len(header) < 100 or (valid and pages * page_size > size):
         expected = pages * page_size
         return f"is damaged: truncated at {size:,} of {expected:,} bytes; restore it from a copy, or move it away"
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+    try:  # a store another process is writing is waited for (busy timeout), not called damaged
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.OperationalError as err:
+        if "locked" in str(err) or "busy" in str(err):
+            return None
+        return f"is damaged ({err}); restore it from a copy, or move it away"
     except sqlite3.DatabaseError as err:
         return f"is damaged ({err}); restore it from a copy, or move it away"
     if any(t.startswith("_alembic_tmp_") for t in tables):
@@ -126,7 +130,7 @@ def _schema_problem(path: Path, kind: str) -> str | None:
     upgrade (a newer store needs a newer package; an older one, the package's upgrade command)."""
     import sqlite3
 
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
         try:
             stored = {row[0] for row in db.execute("SELECT version_num FROM alembic_version")}
         except sqlite3.DatabaseError:

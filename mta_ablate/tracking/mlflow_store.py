@@ -60,10 +60,11 @@ def create_sqlite_store(path: Path) -> None:
     half-created by an interrupted earlier version, holding no runs, is set aside and created again."""
     from mlflow.tracking import MlflowClient
 
-    from mta_ablate.preflight import sqlite_problem
-
+    if path in _CHECKED:
+        return
     if path.exists() and path.stat().st_size > 0:
-        if sqlite_problem(path, "mlflow") != "was left half-created by an interrupted first run" or _has_runs(path):
+        if not _half_created(path) or _has_runs(path):
+            _CHECKED.add(path)  # once per process: every later client of this store skips the look
             return
         aside = path.with_name(f"{path.name}.half-created")
         os.replace(path, aside)
@@ -77,10 +78,26 @@ def create_sqlite_store(path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+_CHECKED: set[Path] = set()
+
+
+def _half_created(path: Path) -> bool:
+    """Whether an interrupted schema migration left its temporary tables (a store another process is writing is
+    read with a busy timeout; one that cannot be read is left to MLflow's own error)."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+            names = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    except sqlite3.DatabaseError:
+        return False
+    return any(name.startswith("_alembic_tmp_") for name in names)
+
+
 def _has_runs(path: Path) -> bool:
     import sqlite3
 
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
         try:
             return db.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
         except sqlite3.DatabaseError:
