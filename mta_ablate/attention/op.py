@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 
+from mta_ablate.attention import kernel
 from mta_ablate.attention.functional import key_padding
 from mta_ablate.attention.maps import (
     conv_backward,
@@ -53,6 +55,12 @@ KEEP_ELEMENTS = 2**20
 """Maps of at most this many elements (B * H * T * S) are saved for the backward, not recomputed (a few maps of
 4 MiB in fp32 per layer). Measured on a 2-core CPU at the toy model's shape (B64 H2 S57, one layer, fwd+bwd):
 26 ms kept against 35 ms recomputed."""
+
+
+FUSED_MIN_ROWS = 64
+"""At least this many rows per block for the fused CPU kernel, which skips each row's future key by key: fewer, taller
+blocks recompute less halo (10 rows per block for 6x11 pre and post). Measured on a 2-core CPU at the paper layer and
+the needle-ladder shapes: 64-row blocks beat 32 and 128."""
 
 
 ACCELERATOR_BLOCK_ELEMENTS = 2**25
@@ -92,6 +100,7 @@ class _Options:
     dropout_p: float
     seed: int
     rows: int
+    fused: bool  # the fused CPU kernel (`kernel`) runs the convolutions of fp32 and fp64 maps
 
 
 @dataclass
@@ -133,40 +142,90 @@ def _padded(x_BHRS, start, halo, c_k, pad_key):
     return pad_channels_last(x_BHRS, left, right, top, 0), top
 
 
-def _logits(q, k, params, blk: _Block, opt: _Options, saved: dict) -> torch.Tensor:
+def _conv(x, x_row0, kernel_HQK, out_row0, out_rows, opt: _Options, blk: _Block, saved: dict, name: str):
+    """Rows [out_row0, out_row0 + out_rows) of a key-query convolution of the map x, whose rows start at x_row0 and
+    whose future is zero (or, for the fused kernel, ignored); the output's future is zero. Saves its input as
+    `name` (the pure-torch path: padded, and how many rows of padding are on top)."""
+    if opt.fused and x.dtype in kernel.DTYPES:
+        saved[name] = x
+        left, _ = key_padding(kernel_HQK.shape[2], opt.pad_key)
+        return kernel.ops().conv(x, x_row0, kernel_HQK.to(x.dtype), out_row0, out_rows, left, False)
+    x = blk.mask_(x, x_row0, 0.0)
+    c_q, c_k = kernel_HQK.shape[1:]
+    saved[name], saved[f"{name}_top"] = _padded(x, out_row0, c_q - 1, c_k, opt.pad_key)
+    y = F.conv2d(saved[name], conv_weight(kernel_HQK, x.dtype), groups=x.shape[1]).contiguous()
+    return blk.mask_(y, out_row0, 0.0)
+
+
+def _conv_backward(dy, dy_row0, x_row0, kernel_HQK, opt: _Options, blk: _Block, saved: dict, name: str):
+    """Input gradient (rows from x_row0, future zero) and kernel gradient of `_conv`, from its output gradient dy
+    (rows from dy_row0; its future is ignored)."""
+    c_q, c_k = kernel_HQK.shape[1:]
+    if f"{name}_top" not in saved:  # the forward ran the fused kernel
+        ops, (left, right) = kernel.ops(), key_padding(c_k, opt.pad_key)
+        dx = ops.conv(dy, dy_row0, kernel_HQK.to(dy.dtype), x_row0, blk.i1 - x_row0, right, True)
+        return dx, ops.conv_kernel_grad(dy, dy_row0, saved[name], x_row0, c_q, c_k, left)
+    dy = blk.mask_(dy, dy_row0, 0.0)
+    dx, dk = conv_backward(dy, saved[name], kernel_HQK, saved[f"{name}_top"], opt.pad_key)
+    return blk.mask_(dx, x_row0, 0.0), dk
+
+
+_TORCH = SimpleNamespace(
+    mix=mix_heads, mix_=mix_heads, mix_t_=mix_transposed, mix_grad=mix_grad, softmax_grad=softmax_grad
+)
+
+
+def _on(x, opt: _Options):
+    """The head mixes and softmax gradient for maps like x: the fused kernel's or the pure-torch ones. `mix_` and
+    `mix_t_` (the transposed mix) may overwrite their input (the kernel's do: no new map to allocate and fault in)."""
+    if not (opt.fused and x.dtype in kernel.DTYPES):
+        return _TORCH
+    ops = kernel.ops()
+    return SimpleNamespace(
+        mix=lambda x, m: ops.mix(x, m, False),
+        mix_=lambda x, m: ops.mix_(x, m, False),
+        mix_t_=lambda x, m: ops.mix_(x, m, True),
+        mix_grad=ops.mix_grad,
+        softmax_grad=ops.softmax_grad,
+    )
+
+
+def _logits(q, k, params, blk: _Block, opt: _Options, saved: dict, backward: bool) -> torch.Tensor:
     """Pre-softmax logits of rows [p0, i1) over keys [0, i1), future not yet masked."""
     pre_kernel, _, pre_mix, _ = params
-    h, d = q.shape[1], q.shape[-1]
-    logits = torch.matmul(q[:, :, blk.r0 : blk.i1], k[:, :, : blk.i1].transpose(-2, -1)).mul_(d**-0.5)
+    d = q.shape[-1]
+    logits = torch.matmul(q[:, :, blk.r0 : blk.i1] * d**-0.5, k[:, :, : blk.i1].transpose(-2, -1))  # scale D, not S
     if pre_kernel is not None:
-        masked = blk.mask_(logits, blk.r0, 0.0)
-        x, saved["pre_top"] = _padded(masked, blk.p0, pre_kernel.shape[1] - 1, pre_kernel.shape[2], opt.pad_key)
-        saved["pre_in"] = x
-        logits = F.conv2d(x, conv_weight(pre_kernel, q.dtype), groups=h).contiguous()
+        logits = _conv(logits, blk.r0, pre_kernel, blk.p0, blk.i1 - blk.p0, opt, blk, saved, "pre_in")
     if pre_mix is not None:
-        saved["pre_mix_in"] = logits
-        logits = mix_heads(logits, pre_mix)
+        if backward:
+            saved["pre_mix_in"] = logits
+            logits = _on(logits, opt).mix(logits, pre_mix)
+        else:
+            logits = _on(logits, opt).mix_(logits, pre_mix)
     return logits
 
 
-def _probs(logits: torch.Tensor, blk: _Block) -> torch.Tensor:
+def _probs(logits: torch.Tensor, blk: _Block, opt: _Options) -> torch.Tensor:
+    if opt.fused and logits.dtype in kernel.DTYPES:
+        return kernel.ops().causal_softmax(logits, blk.p0)
     wide = torch.promote_types(logits.dtype, torch.float32)
     masked = blk.mask_(logits, blk.p0, float("-inf"))
     return torch.softmax(masked, dim=-1, dtype=wide).to(logits.dtype)
 
 
-def _weights(probs, params, blk: _Block, opt: _Options, saved: dict) -> torch.Tensor:
+def _weights(probs, params, blk: _Block, opt: _Options, saved: dict, backward: bool) -> torch.Tensor:
     """Attention weights of rows [i0, i1) from the probabilities of rows [p0, i1)."""
     _, post_kernel, _, post_mix = params
     weights = probs
     if post_kernel is not None:
-        y, saved["post_top"] = _padded(probs, blk.i0, post_kernel.shape[1] - 1, post_kernel.shape[2], opt.pad_key)
-        saved["post_in"] = y
-        weights = F.conv2d(y, conv_weight(post_kernel, probs.dtype), groups=probs.shape[1]).contiguous()
-        weights = blk.mask_(weights, blk.i0, 0.0)
+        weights = _conv(probs, blk.p0, post_kernel, blk.i0, blk.i1 - blk.i0, opt, blk, saved, "post_in")
     if post_mix is not None:
-        saved["post_mix_in"] = weights
-        weights = mix_heads(weights, post_mix)
+        if backward:
+            saved["post_mix_in"] = weights
+            weights = _on(weights, opt).mix(weights, post_mix)
+        else:
+            weights = _on(weights, opt).mix_(weights, post_mix)
     if opt.dropout_p > 0.0:
         generator = torch.Generator(device=probs.device).manual_seed(opt.seed + blk.i0)
         keep = torch.rand(weights.shape, generator=generator, device=probs.device) >= opt.dropout_p
@@ -187,30 +246,28 @@ def _backward_block(grad_out, q, k, v, params, blk: _Block, opt: _Options, grads
     if opt.dropout_p > 0.0:
         dw = dw * saved["keep"] / (1.0 - opt.dropout_p)
     if post_mix is not None:
-        d_post_mix += mix_grad(dw, saved["post_mix_in"], post_mix.shape[0])
-        dw = mix_transposed(dw, post_mix)
+        d_post_mix += _on(dw, opt).mix_grad(dw, saved["post_mix_in"], post_mix.shape[0])
+        dw = _on(dw, opt).mix_t_(dw, post_mix)
     if post_kernel is not None:
-        dw = blk.mask_(dw, blk.i0, 0.0)
-        dw, dk_post = conv_backward(dw, saved["post_in"], post_kernel, saved["post_top"], opt.pad_key)
+        dw, dk_post = _conv_backward(dw, blk.i0, blk.p0, post_kernel, opt, blk, saved, "post_in")
         d_post += dk_post
-    dlogits = softmax_grad(dw, probs)
+    dlogits = _on(dw, opt).softmax_grad(dw, probs)
     if pre_mix is not None:
-        d_pre_mix += mix_grad(dlogits, saved["pre_mix_in"], pre_mix.shape[0])
-        dlogits = mix_transposed(dlogits, pre_mix)
+        d_pre_mix += _on(dlogits, opt).mix_grad(dlogits, saved["pre_mix_in"], pre_mix.shape[0])
+        dlogits = _on(dlogits, opt).mix_t_(dlogits, pre_mix)
     if pre_kernel is not None:
-        dlogits, dk_pre = conv_backward(dlogits, saved["pre_in"], pre_kernel, saved["pre_top"], opt.pad_key)
+        dlogits, dk_pre = _conv_backward(dlogits, blk.p0, blk.r0, pre_kernel, opt, blk, saved, "pre_in")
         d_pre += dk_pre
-        dlogits = blk.mask_(dlogits, blk.r0, 0.0)
-    dlogits = dlogits.mul_(d**-0.5)
-    dq[:, :, blk.r0 : blk.i1] += torch.matmul(dlogits, k[:, :, : blk.i1])
-    dk[:, :, : blk.i1] += torch.matmul(dlogits.transpose(-2, -1), q[:, :, blk.r0 : blk.i1])
+    dq[:, :, blk.r0 : blk.i1] += torch.matmul(dlogits, k[:, :, : blk.i1]).mul_(d**-0.5)
+    dk[:, :, : blk.i1] += torch.matmul(dlogits.transpose(-2, -1), q[:, :, blk.r0 : blk.i1] * d**-0.5)
 
 
-def _maps(q, k, params, blk: _Block, opt: _Options):
-    """One block's probabilities and weights, and the intermediate maps their backward needs."""
+def _maps(q, k, params, blk: _Block, opt: _Options, backward: bool = True):
+    """One block's probabilities and weights, and the intermediate maps their backward needs (`backward`; without
+    it the head mixes may run in place)."""
     saved: dict = {}
-    probs = _probs(_logits(q, k, params, blk, opt, saved), blk)
-    return saved, probs, _weights(probs, params, blk, opt, saved)
+    probs = _probs(_logits(q, k, params, blk, opt, saved, backward), blk, opt)
+    return saved, probs, _weights(probs, params, blk, opt, saved, backward)
 
 
 def _flatten(kept: list) -> tuple[list, list]:
@@ -247,7 +304,7 @@ class _BlockedMTA(torch.autograd.Function):
         keep = any(ctx.needs_input_grad) and q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] <= KEEP_ELEMENTS
         out, kept = q.new_empty(q.shape[:3] + v.shape[3:]), []
         for blk in _blocks(q.shape[2], opt.rows, pre_kernel, post_kernel, q.device):
-            maps = _maps(q, k, params, blk, opt)
+            maps = _maps(q, k, params, blk, opt, backward=keep)
             out[:, :, blk.i0 : blk.i1] = torch.matmul(maps[2], v[:, :, : blk.i1])
             if keep:
                 kept.append(maps)
@@ -307,5 +364,8 @@ def mta_attention(
         raise ValueError(f"mta_attention needs as many queries as keys (T == S), got T={t}, S={k.shape[2]}")
     p = dropout_p if training else 0.0
     seed = int(torch.randint(2**62, (1,))) if p > 0.0 else 0
-    opt = _Options(pad_key, p, seed, rows or block_rows(b, h, t, _tiling[-1] if _tiling else q.device.type))
+    tiling = _tiling[-1] if _tiling else q.device.type
+    fused = tiling == "cpu" and kernel.usable(q)
+    rows = rows or (max(min(t, FUSED_MIN_ROWS), block_rows(b, h, t)) if fused else block_rows(b, h, t, tiling))
+    opt = _Options(pad_key, p, seed, rows, fused)
     return _BlockedMTA.apply(q, k, v, pre_kernel, post_kernel, pre_head_mix, post_head_mix, opt)

@@ -1,0 +1,412 @@
+// Causal depthwise key-query convolution of MTA on the CPU: forward, input gradient and kernel gradient.
+//
+// Maps are (B, H, R, S) row-major blocks of a causal (T, S) map whose rows start at an absolute row `row0`.
+// A block holds zeros in the future of every row (key s > row), and so do its outputs: those entries are
+// neither read nor computed. Each (batch, head) map is padded once into a small buffer that stays in cache
+// (zeros above row 0, beyond the map's rows, left and right of the keys and in the future), and every output
+// row is then computed in chunks of VW keys held in registers while all c_q * c_k taps stream through them.
+// Work is split over the B * H maps with at::parallel_for, so the op uses torch.get_num_threads() cores;
+// kernel gradients are summed over the batch in a fixed order, so results do not depend on the thread count.
+
+#include <torch/library.h>
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+constexpr int64_t VW = 32;  // output keys per register chunk
+
+struct Geometry {
+  int64_t rows;     // padded rows: out_rows + c_q - 1
+  int64_t width;    // padded keys: S + c_k - 1 + VW (VW of slack so a chunk never reads past a row)
+};
+
+// Pad map `n` of `src` (rows from absolute `src_row0`) into `pad`: padded row p holds source row
+// out_row0 + p + row_shift, padded key c holds source key c - col_shift; zero wherever that is outside the
+// source block, before key 0, past key S-1 or in the future of its row.
+template <typename T>
+void pad_map(const T* src, int64_t src_rows, int64_t s, int64_t src_row0, int64_t out_row0, int64_t row_shift,
+             int64_t col_shift, const Geometry& g, T* pad) {
+  std::fill(pad, pad + g.rows * g.width, T(0));
+  for (int64_t p = 0; p < g.rows; ++p) {
+    const int64_t row = out_row0 + p + row_shift;  // absolute row
+    if (row < src_row0 || row >= src_row0 + src_rows || row < 0) continue;
+    const int64_t keys = std::min(s, row + 1);
+    std::copy(src + (row - src_row0) * s, src + (row - src_row0) * s + keys, pad + p * g.width + col_shift);
+  }
+}
+
+// A 64-byte vector of T (GCC vector extensions: one AVX-512 register, two AVX2 ones), loaded from any address.
+template <typename T>
+struct Lanes {
+  typedef T V __attribute__((vector_size(64)));
+  static constexpr int64_t N = 64 / sizeof(T);
+  static V load(const T* p) {
+    V v;
+    std::memcpy(&v, p, sizeof(V));
+    return v;
+  }
+  static void store(T* p, const V& v) { std::memcpy(p, &v, sizeof(V)); }
+};
+
+// y[r, c] = sum_{i, j} w[i, j] * pad[r + i, c + j] for keys c <= out_row0 + r; zero after. ROWS output rows at a
+// time in chunks of VW keys held in registers: padded row p serves tap row p - k of output row r + k for every k,
+// so one load feeds up to ROWS multiply-adds.
+template <typename T, int CK>
+void correlate_rows(const T* pad, const Geometry& g, const T* w, int64_t c_q, int64_t ck_rt, int64_t out_rows,
+                    int64_t s, int64_t out_row0, T* y) {
+  using L = Lanes<T>;
+  using V = typename L::V;
+  constexpr int ROWS = 4;
+  constexpr int NV = VW / L::N;  // vectors per chunk
+  const int64_t c_k = CK > 0 ? CK : ck_rt;
+  auto limit = [&](int64_t r) { return std::max<int64_t>(0, std::min(s, out_row0 + r + 1)); };
+  for (int64_t r = 0; r < out_rows; r += ROWS) {
+    const int64_t n_rows = std::min<int64_t>(ROWS, out_rows - r);
+    int64_t keys[ROWS] = {};
+    for (int k = 0; k < n_rows; ++k) keys[k] = limit(r + k);
+    const int64_t widest = keys[n_rows - 1];
+    for (int64_t c0 = 0; c0 < widest; c0 += VW) {
+      V acc[ROWS][NV] = {};
+      for (int64_t p = 0; p < c_q + n_rows - 1; ++p) {  // padded row r + p
+        const T* row = pad + (r + p) * g.width + c0;
+        const int k_lo = int(std::max<int64_t>(0, p - c_q + 1)), k_hi = int(std::min<int64_t>(n_rows - 1, p));
+        for (int64_t j = 0; j < c_k; ++j) {
+          V x[NV];
+          for (int v = 0; v < NV; ++v) x[v] = L::load(row + j + v * L::N);
+#pragma GCC unroll 4
+          for (int k = 0; k < ROWS; ++k) {
+            if (k < k_lo || k > k_hi) continue;
+            const T wv = w[(p - k) * c_k + j];
+            for (int v = 0; v < NV; ++v) acc[k][v] += wv * x[v];
+          }
+        }
+      }
+      for (int k = 0; k < n_rows; ++k) {
+        if (c0 >= keys[k]) continue;
+        alignas(64) T out[VW];
+        for (int v = 0; v < NV; ++v) L::store(out + v * L::N, acc[k][v]);
+        std::copy(out, out + std::min(VW, keys[k] - c0), y + (r + k) * s + c0);
+      }
+    }
+    for (int k = 0; k < n_rows; ++k) std::fill(y + (r + k) * s + keys[k], y + (r + k + 1) * s, T(0));
+  }
+}
+
+// dw[i, j] += sum_r sum_c dy[r, c] * pad[r + i, c + j]; dy is `dpad`, a copy of the output gradient with zeros
+// in the future and VW keys of slack (rows of width g.width). For each tap row i, the c_k sums are vectors held in
+// registers over the whole map; one load of dy serves c_k multiply-adds.
+template <typename T, int CK>
+void kernel_grad(const T* dpad, const T* pad, const Geometry& g, int64_t c_q, int64_t ck_rt, int64_t out_rows,
+                 int64_t s, int64_t out_row0, T* dw) {
+  using L = Lanes<T>;
+  using V = typename L::V;
+  constexpr int64_t NCK = CK > 0 ? CK : 1;
+  const int64_t c_k = CK > 0 ? CK : ck_rt;
+  for (int64_t i = 0; i < c_q; ++i) {
+    for (int64_t j0 = 0; j0 < c_k; j0 += NCK) {  // CK > 0: one pass over all taps; otherwise one tap at a time
+      V acc[NCK] = {};
+      for (int64_t r = 0; r < out_rows; ++r) {
+        const int64_t keys = std::max<int64_t>(0, std::min(s, out_row0 + r + 1));
+        const T* d = dpad + r * g.width;
+        const T* row = pad + (r + i) * g.width + j0;
+        for (int64_t c0 = 0; c0 < keys; c0 += L::N) {
+          const V dv = L::load(d + c0);
+          for (int64_t j = 0; j < NCK; ++j) acc[j] += dv * L::load(row + c0 + j);
+        }
+      }
+      for (int64_t j = 0; j < NCK; ++j) {
+        T sum = 0;
+        for (int64_t v = 0; v < L::N; ++v) sum += acc[j][v];
+        dw[i * c_k + j0 + j] += sum;
+      }
+    }
+  }
+}
+
+// Sum (B, K) per-map partial sums over the batch, in order: (K,).
+at::Tensor sum_batch(const at::Tensor& per) {
+  auto out = per.select(0, 0).clone();
+  for (int64_t b = 1; b < per.size(0); ++b) out.add_(per.select(0, b));
+  return out;
+}
+
+// Copy the output gradient rows into rows of width g.width with zeros in the future and the slack.
+template <typename T>
+void pad_grad(const T* dy, int64_t out_rows, int64_t s, int64_t out_row0, const Geometry& g, T* dpad) {
+  std::fill(dpad, dpad + out_rows * g.width, T(0));
+  for (int64_t r = 0; r < out_rows; ++r) {
+    const int64_t keys = std::max<int64_t>(0, std::min(s, out_row0 + r + 1));
+    std::copy(dy + r * s, dy + r * s + keys, dpad + r * g.width);
+  }
+}
+
+template <typename F>
+void with_ck(int64_t c_k, F&& f) {
+  switch (c_k) {
+#define MTA_CK(n) \
+  case n:         \
+    f(std::integral_constant<int, n>{}); \
+    return;
+    MTA_CK(1) MTA_CK(2) MTA_CK(3) MTA_CK(4) MTA_CK(5) MTA_CK(6) MTA_CK(7) MTA_CK(8) MTA_CK(9) MTA_CK(10)
+    MTA_CK(11) MTA_CK(12) MTA_CK(13) MTA_CK(14) MTA_CK(15) MTA_CK(16)
+#undef MTA_CK
+    default:
+      f(std::integral_constant<int, 0>{});
+  }
+}
+
+void check(const at::Tensor& x, const at::Tensor& w, const char* what) {
+  TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), what, ": CPU tensors only");
+  TORCH_CHECK(x.dim() == 4 && w.dim() == 3 && x.size(1) == w.size(0), what, ": maps (B, H, R, S), kernel (H, c_q, c_k)");
+  TORCH_CHECK(x.scalar_type() == w.scalar_type(), what, ": map and kernel dtypes differ");
+}
+
+// The key-query convolution of rows [out_row0, out_row0 + out_rows) of a causal map, from the block `x` holding
+// rows [x_row0, ...) (zero, or ignored, in the future): y[r, c] = sum_{i, j} w[i, j] x[r - c_q + 1 + i, c - left + j].
+// With `flip`, the kernel is flipped on both axes and rows below are read instead of rows above: the input
+// gradient of that convolution (`left` is then the padding on the other side).
+at::Tensor conv(const at::Tensor& x_in, int64_t x_row0, const at::Tensor& w_in, int64_t out_row0, int64_t out_rows,
+                int64_t left, bool flip) {
+  check(x_in, w_in, "mta_ablate::conv");
+  const auto x = x_in.contiguous();
+  const auto w = (flip ? w_in.flip({1, 2}) : w_in).contiguous();
+  const int64_t b = x.size(0), h = x.size(1), x_rows = x.size(2), s = x.size(3);
+  const int64_t c_q = w.size(1), c_k = w.size(2);
+  auto y = at::empty({b, h, out_rows, s}, x.options());
+  const Geometry g{out_rows + c_q - 1, s + c_k - 1 + VW};
+  const int64_t row_shift = flip ? 0 : -(c_q - 1);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mta_ablate::conv", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* wp = w.data_ptr<scalar_t>();
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    at::parallel_for(0, b * h, 1, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> pad(g.rows * g.width);
+      for (int64_t n = begin; n < end; ++n) {
+        pad_map(xp + n * x_rows * s, x_rows, s, x_row0, out_row0, row_shift, left, g, pad.data());
+        const scalar_t* wn = wp + (n % h) * c_q * c_k;
+        with_ck(c_k, [&](auto ck) {
+          correlate_rows<scalar_t, decltype(ck)::value>(pad.data(), g, wn, c_q, c_k, out_rows, s, out_row0,
+                                                         yp + n * out_rows * s);
+        });
+      }
+    });
+  });
+  return y;
+}
+
+// Kernel gradient of `conv(x, x_row0, w, dy_row0, dy.size(2), left, false)` given its output gradient dy:
+// (H, c_q, c_k), summed over the batch in order.
+at::Tensor conv_kernel_grad(const at::Tensor& dy_in, int64_t dy_row0, const at::Tensor& x_in, int64_t x_row0,
+                            int64_t c_q, int64_t c_k, int64_t left) {
+  TORCH_CHECK(dy_in.device().is_cpu() && x_in.device().is_cpu(), "mta_ablate::conv_kernel_grad: CPU tensors only");
+  const auto dy = dy_in.contiguous();
+  const auto x = x_in.contiguous();
+  const int64_t b = x.size(0), h = x.size(1), x_rows = x.size(2), s = x.size(3), out_rows = dy.size(2);
+  const Geometry g{out_rows + c_q - 1, s + c_k - 1 + VW};
+  auto per_map = at::zeros({b, h, c_q, c_k}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mta_ablate::conv_kernel_grad", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* dyp = dy.data_ptr<scalar_t>();
+    scalar_t* dwp = per_map.data_ptr<scalar_t>();
+    at::parallel_for(0, b * h, 1, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> pad(g.rows * g.width), dpad(out_rows * g.width);
+      for (int64_t n = begin; n < end; ++n) {
+        pad_map(xp + n * x_rows * s, x_rows, s, x_row0, dy_row0, -(c_q - 1), left, g, pad.data());
+        pad_grad(dyp + n * out_rows * s, out_rows, s, dy_row0, g, dpad.data());
+        with_ck(c_k, [&](auto ck) {
+          kernel_grad<scalar_t, decltype(ck)::value>(dpad.data(), pad.data(), g, c_q, c_k, out_rows, s, dy_row0,
+                                                      dwp + n * c_q * c_k);
+        });
+      }
+    });
+  });
+  return sum_batch(per_map);
+}
+
+// out[v] = sum_i w[i] * in[i * stride + v] over `len` positions (one output head of a mix).
+template <typename T>
+void mix_positions(const T* in, int64_t stride, const T* w, int64_t c, int64_t len, T* __restrict out) {
+  const T w0 = w[0];
+  const T* __restrict in0 = in;
+#pragma omp simd
+  for (int64_t v = 0; v < len; ++v) out[v] = w0 * in0[v];
+  for (int64_t i = 1; i < c; ++i) {
+    const T wi = w[i];
+    const T* __restrict x = in + i * stride;
+#pragma omp simd
+    for (int64_t v = 0; v < len; ++v) out[v] += wi * x[v];
+  }
+}
+
+template <typename T>
+T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
+  T acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t v = 0; v < n; ++v) acc += a[v] * b[v];
+  return acc;
+}
+
+// One softmax row's backward: o = p * (dp - sum(p * dp)), the sum in double.
+template <typename T>
+void softmax_grad_row(const T* __restrict p, const T* __restrict dp, int64_t s, T* __restrict o) {
+  double acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t v = 0; v < s; ++v) acc += double(p[v]) * double(dp[v]);
+  const T sub = T(acc);
+#pragma omp simd
+  for (int64_t v = 0; v < s; ++v) o[v] = p[v] * (dp[v] - sub);
+}
+
+// e^x for x <= 0 in the map's dtype: exp(n ln 2 + r) = 2^n e^r, e^r by its Taylor series to r^7 on |r| <= ln2 / 2
+// (relative error under 2e-7); written so that GCC vectorises it. Below -87 (e^-87 ~ 1.6e-38) it returns 0.
+inline float exp_nonpositive(float x) {
+  const float n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round to nearest (|n| < 2^22)
+  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  float p = 1.f / 5040;
+  p = p * r + 1.f / 720;
+  p = p * r + 1.f / 120;
+  p = p * r + 1.f / 24;
+  p = p * r + 1.f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  const float scale = __builtin_bit_cast(float, (int32_t(n) + 127) << 23);
+  return x < -87.f ? 0.f : p * scale;
+}
+inline double exp_nonpositive(double x) { return std::exp(x); }
+
+// Softmax of one causal row over its keys [0, keys), zeros after.
+template <typename T>
+void causal_softmax_row(const T* __restrict x, int64_t keys, int64_t s, T* __restrict out) {
+  T top = -std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(max : top)
+  for (int64_t v = 0; v < keys; ++v) top = std::max(top, x[v]);
+  T total = 0;
+#pragma omp simd reduction(+ : total)
+  for (int64_t v = 0; v < keys; ++v) {
+    out[v] = exp_nonpositive(x[v] - top);
+    total += out[v];
+  }
+  const T inv = T(1) / total;
+#pragma omp simd
+  for (int64_t v = 0; v < keys; ++v) out[v] *= inv;
+  std::fill(out + keys, out + s, T(0));
+}
+
+// Causal softmax over keys of a block whose rows start at absolute row `row0`: row r sees keys [0, row0 + r].
+at::Tensor causal_softmax(const at::Tensor& x_in, int64_t row0) {
+  TORCH_CHECK(x_in.device().is_cpu() && x_in.dim() == 4, "mta_ablate::causal_softmax: CPU maps (B, H, R, S)");
+  const auto x = x_in.contiguous();
+  const int64_t rows = x.size(2), s = x.size(3), maps = x.size(0) * x.size(1);
+  auto y = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mta_ablate::causal_softmax", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    at::parallel_for(0, maps * rows, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t keys = std::max<int64_t>(0, std::min(s, row0 + t % rows + 1));
+        causal_softmax_row(xp + t * s, keys, s, yp + t * s);
+      }
+    });
+  });
+  return y;
+}
+
+// Head mix within groups of C heads: y[b, g*C + o] = sum_i m[g, o, i] * x[b, g*C + i] (m[g, i, o] with
+// `transpose`), position by position over the (R, S) maps, in chunks that stay in L1; parallel over batch, group
+// and chunk. `y` may be `x` (in place: each chunk's outputs go to a small buffer first).
+void mix_into(const at::Tensor& x, const at::Tensor& m_in, bool transpose, at::Tensor& y) {
+  const auto m = (transpose ? m_in.transpose(1, 2) : m_in).to(x.scalar_type()).contiguous();
+  const int64_t b = x.size(0), h = x.size(1), n = x.size(2) * x.size(3), groups = m.size(0), c = m.size(1);
+  TORCH_CHECK(groups * c == h, "mta_ablate::mix: groups x group size != heads");
+  constexpr int64_t CH = 512;
+  const int64_t chunks = (n + CH - 1) / CH;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mta_ablate::mix", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* mp = m.data_ptr<scalar_t>();
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    at::parallel_for(0, b * groups * chunks, 1, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> buf(c * CH);
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t bg = t / chunks, k0 = (t % chunks) * CH, len = std::min(CH, n - k0);
+        for (int64_t o = 0; o < c; ++o)
+          mix_positions(xp + bg * c * n + k0, n, mp + ((bg % groups) * c + o) * c, c, len, buf.data() + o * CH);
+        for (int64_t o = 0; o < c; ++o)
+          std::copy(buf.data() + o * CH, buf.data() + o * CH + len, yp + (bg * c + o) * n + k0);
+      }
+    });
+  });
+}
+
+at::Tensor mix(const at::Tensor& x_in, const at::Tensor& m, bool transpose) {
+  TORCH_CHECK(x_in.device().is_cpu() && x_in.dim() == 4 && m.dim() == 3, "mta_ablate::mix: CPU maps (B, H, R, S)");
+  const auto x = x_in.contiguous();
+  auto y = at::empty_like(x);
+  mix_into(x, m, transpose, y);
+  return y;
+}
+
+// `mix` in place: x must be contiguous.
+at::Tensor mix_(at::Tensor x, const at::Tensor& m, bool transpose) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 4 && x.is_contiguous(), "mta_ablate::mix_: contiguous CPU maps");
+  mix_into(x, m, transpose, x);
+  return x;
+}
+
+// Gradient of a head mix's (G, C, C) matrix: sum over batch and positions of dy[g*C + o] * x[g*C + i], summed
+// over the batch in order.
+at::Tensor mix_grad(const at::Tensor& dy_in, const at::Tensor& x_in, int64_t groups) {
+  TORCH_CHECK(dy_in.device().is_cpu() && x_in.device().is_cpu(), "mta_ablate::mix_grad: CPU tensors only");
+  const auto dy = dy_in.contiguous();
+  const auto x = x_in.to(dy.scalar_type()).contiguous();
+  const int64_t b = x.size(0), h = x.size(1), n = x.size(2) * x.size(3), c = h / groups;
+  auto per = at::zeros({b, groups, c, c}, dy.options());
+  AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "mta_ablate::mix_grad", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* dp = dy.data_ptr<scalar_t>();
+    scalar_t* gp = per.data_ptr<scalar_t>();
+    at::parallel_for(0, b * groups * c, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t)  // output head o = t % c of one (batch, group) t / c
+        for (int64_t i = 0; i < c; ++i) gp[t * c + i] = dot(dp + t * n, xp + ((t / c) * c + i) * n, n);
+    });
+  });
+  return sum_batch(per);
+}
+
+// Softmax backward row by row, dl = p * (dp - sum(p * dp)), in the maps' dtype with a double row sum.
+at::Tensor softmax_grad(const at::Tensor& dp_in, const at::Tensor& p_in) {
+  TORCH_CHECK(dp_in.device().is_cpu() && p_in.device().is_cpu(), "mta_ablate::softmax_grad: CPU tensors only");
+  const auto dp = dp_in.contiguous();
+  const auto p = p_in.to(dp.scalar_type()).contiguous();
+  const int64_t s = p.size(-1), rows = p.numel() / std::max<int64_t>(1, s);
+  auto dl = at::empty_like(dp);
+  AT_DISPATCH_FLOATING_TYPES(dp.scalar_type(), "mta_ablate::softmax_grad", [&] {
+    const scalar_t* pp = p.data_ptr<scalar_t>();
+    const scalar_t* dpp = dp.data_ptr<scalar_t>();
+    scalar_t* out = dl.data_ptr<scalar_t>();
+    at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) softmax_grad_row(pp + r * s, dpp + r * s, s, out + r * s);
+    });
+  });
+  return dl;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(mta_ablate, m) {
+  m.def("conv(Tensor x, int x_row0, Tensor w, int out_row0, int out_rows, int left, bool flip) -> Tensor", &conv);
+  m.def("conv_kernel_grad(Tensor dy, int dy_row0, Tensor x, int x_row0, int c_q, int c_k, int left) -> Tensor",
+        &conv_kernel_grad);
+  m.def("mix(Tensor x, Tensor m, bool transpose) -> Tensor", &mix);
+  m.def("mix_(Tensor(a!) x, Tensor m, bool transpose) -> Tensor(a!)", &mix_);
+  m.def("mix_grad(Tensor dy, Tensor x, int groups) -> Tensor", &mix_grad);
+  m.def("softmax_grad(Tensor dp, Tensor p) -> Tensor", &softmax_grad);
+  m.def("causal_softmax(Tensor x, int row0) -> Tensor", &causal_softmax);
+}
