@@ -263,7 +263,7 @@ def _rule_seeds(d: list[float], policy, arms: int) -> str | None:
     """Seeds the sweep's rule (with Holm over `arms`) would need for 80% power at this comparison's effect, a range."""
     import numpy as np
 
-    from mta_ablate.sequential import seeds_range, seeds_to_decide
+    from mta_ablate.power import seeds_range, seeds_to_decide
 
     values = np.asarray(d, dtype=float)
     if values.size < 2 or not values.std(ddof=1) > 0:

@@ -149,7 +149,7 @@ def run_trial(
 
 
 def train_rank(config: ExperimentConfig, plan, ckpt: str | None, checkpoint_dir: str) -> None:
-    """Ranks 1..N-1 of a multi-device trial (`python -m mta_ablate.ranks`): train this rank's share, log nothing."""
+    """Ranks 1..N-1 of a multi-device trial (`rank_entry`): train this rank's share, log nothing."""
     import torch
 
     if config.train.threads:
@@ -170,13 +170,13 @@ def _fit(config: ExperimentConfig, client, run_id, checkpoint_dir: Path, ckpt, r
     from lightning_modules.data_module import TaskDataModule
     from lightning_modules.lm_module import LMModule
     from mta_ablate.attention.init import init_digest
-    from mta_ablate.data import build_task
-    from mta_ablate.ranks import strategy, whole_model
+    from mta_ablate.data import task_from_config
+    from mta_ablate.strategy import strategy, whole_model
     from mta_ablate.tracking.lightning_logger import MlflowRunLogger
 
     train = config.train
     L.seed_everything(config.seed, workers=True, verbose=False)
-    task = build_task(config.task.name, **config.task.params)
+    task = task_from_config(config.task)
     module = LMModule(config.model, train, task, seed=config.seed)
     if ckpt is None and client is not None:
         counts = module.model.count_params()

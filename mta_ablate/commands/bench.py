@@ -132,10 +132,11 @@ def run_gpu_check(args) -> int:
     from rich.table import Table
 
     from mta_ablate.bench import gpu_check
-    from mta_ablate.console import console, setup_logging
+    from mta_ablate.console import console
     from mta_ablate.data.corpora import CORPORA
     from mta_ablate.data.fetch import is_fetched
     from mta_ablate.errors import ConfigError
+    from mta_ablate.logsetup import setup_logging
     from mta_ablate.preflight import check_tracking, check_workspace
 
     _check_device(args.device)
@@ -193,8 +194,9 @@ def run_train(args) -> int:
     from rich.table import Table
 
     from mta_ablate.bench import train
-    from mta_ablate.console import console, setup_logging
+    from mta_ablate.console import console
     from mta_ablate.errors import ConfigError
+    from mta_ablate.logsetup import setup_logging
 
     if args.steps < 3 or args.repeats < 1:
         raise ConfigError(f"--steps={args.steps} --repeats={args.repeats}: expected --steps >= 3 and --repeats >= 1")
@@ -238,8 +240,9 @@ def run_ranks(args) -> int:
     from rich.table import Table
 
     from mta_ablate.bench import ranks
-    from mta_ablate.console import console, setup_logging
+    from mta_ablate.console import console
     from mta_ablate.errors import ConfigError
+    from mta_ablate.logsetup import setup_logging
 
     if args.devices < 2 or args.steps < 20 or args.repeats < 1:
         raise ConfigError(

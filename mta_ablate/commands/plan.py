@@ -49,13 +49,12 @@ def device_memory_gib(given: float | None) -> float:
 
 def plan_rows(spec, limit_gib: float, device: str) -> list[dict]:
     """One row per arm: its footprint, whether it fits `limit_gib` less the reserve, and what would fit."""
-    from mta_ablate.data import build_task
     from mta_ablate.footprint import GIB, RESERVE_GIB, estimate, fitting
 
     usable = (limit_gib - RESERVE_GIB) * GIB
     rows, seen = [], {}
     for arm, config in spec.configs.items():
-        seq_len = build_task(config.task.name, **config.task.params).seq_len
+        seq_len = config.task.seq_len
         key = (config.model, config.train, seq_len)
         if key not in seen:  # arms that differ only in what memory does not see share one estimate
             fp = estimate(config, seq_len, device)
@@ -111,7 +110,7 @@ def power_line(effect: float, spec) -> dict | None:
     import math
 
     from mta_ablate.errors import ConfigError
-    from mta_ablate.sequential import seeds_range, seeds_to_decide
+    from mta_ablate.power import seeds_range, seeds_to_decide
 
     if not math.isfinite(effect) or effect <= 0:
         raise ConfigError(f"--effect={effect}: expected a positive effect size (mean / sd of the paired difference)")
@@ -147,7 +146,7 @@ def run(args) -> int:
     from rich.table import Table
 
     from mta_ablate.console import console, err_console
-    from mta_ablate.sweep.spec import parse_sweep, read_sweep_file
+    from mta_ablate.sweep.parse import parse_sweep, read_sweep_file
 
     limit = device_memory_gib(args.device_memory)
     power = power_line(args.effect, None) if args.effect is not None else None  # checks --effect before any work

@@ -31,9 +31,10 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from mta_ablate.console import console, setup_logging
+    from mta_ablate.console import console
     from mta_ablate.errors import ConfigError
-    from mta_ablate.sweep.spec import parse_sweep, read_sweep_file
+    from mta_ablate.logsetup import setup_logging
+    from mta_ablate.sweep.parse import parse_sweep, read_sweep_file
 
     if args.workers < 0:
         raise ConfigError(f"--workers={args.workers}: expected an integer >= 0")

@@ -24,7 +24,8 @@ def run(args) -> int:
 
     from mta_ablate.config.checks import check_device
     from mta_ablate.config.compose import load_experiment
-    from mta_ablate.console import console, setup_logging
+    from mta_ablate.console import console
+    from mta_ablate.logsetup import setup_logging
 
     overrides = list(args.overrides) + ([f"train.accelerator={args.device}"] if args.device else [])
     config = load_experiment(overrides)  # raises ConfigError (exit 2) before anything is written

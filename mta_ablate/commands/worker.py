@@ -22,8 +22,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from mta_ablate.console import setup_logging
     from mta_ablate.errors import ConfigError
+    from mta_ablate.logsetup import setup_logging
     from mta_ablate.sweep.study import storage_url
     from mta_ablate.sweep.worker import run_worker
 

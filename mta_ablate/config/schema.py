@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mta_ablate.attention.spec import AttentionSpec
+from mta_ablate.config.tasks import TaskConfig, task_config
 from mta_ablate.errors import ConfigError
 from mta_ablate.model.config import ModelConfig
 from mta_ablate.typed import from_dict
@@ -171,19 +172,12 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TaskConfig:
-    """The data: a task name from `mta_ablate.data` and its parameters (validated by the task itself)."""
-
-    name: str
-    params: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True, kw_only=True)
 class ExperimentConfig:
     """Everything one trial runs. `resolved` is the plain-data form that was validated (logged as config.yaml)."""
 
     model: ModelConfig
     task: TaskConfig
+    """The task's own typed config (`mta_ablate.config.tasks`): it knows its vocabulary and sequence length."""
     train: TrainConfig
     tracking: TrackingConfig
     seed: int
@@ -224,8 +218,6 @@ def _check_fits(model: ModelConfig, seq_len: int, task: str) -> None:
 
 def experiment_from_dict(values: dict[str, Any], arm: str | None = None) -> ExperimentConfig:
     """Validate plain data into an `ExperimentConfig`; raises `ConfigError` naming the first bad key."""
-    from mta_ablate.data import build_task  # the task knows its vocabulary and validates its own params
-
     unknown = sorted(set(values) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown config section; allowed: {', '.join(SECTIONS)}")
@@ -241,9 +233,7 @@ def experiment_from_dict(values: dict[str, Any], arm: str | None = None) -> Expe
     task_values = dict(values["task"] or {})
     if "name" not in task_values:
         raise ConfigError("task.name: missing; choose a task group, e.g. task=find_block")
-    task = TaskConfig(name=task_values.pop("name"), params=task_values)
-    built = build_task(task.name, **task.params)
-    vocab_size = built.vocab_size
+    task = task_config(task_values.pop("name"), **task_values)
     model_values = dict(values["model"] or {})
     model_values.pop("name", None)
     for reserved in ("vocab_size", "attention"):
@@ -252,8 +242,8 @@ def experiment_from_dict(values: dict[str, Any], arm: str | None = None) -> Expe
                 f"model.{reserved}: set by the {'task' if reserved == 'vocab_size' else 'attention'} "
                 f"group, not in model"
             )
-    model = from_dict(ModelConfig, {**model_values, "vocab_size": vocab_size, "attention": spec}, "model")
-    _check_fits(model, built.seq_len, task.name)
+    model = from_dict(ModelConfig, {**model_values, "vocab_size": task.vocab_size, "attention": spec}, "model")
+    _check_fits(model, task.seq_len, task.name)
     train = from_dict(TrainConfig, dict(values["train"] or {}), "train")
     tracking = from_dict(TrackingConfig, dict(values["tracking"] or {}), "tracking")
     return ExperimentConfig(

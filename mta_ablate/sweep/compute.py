@@ -13,9 +13,8 @@ def step_flops(config) -> int:
     """Forward + backward FLOPs of one training batch of an experiment config (as ThroughputMonitor counts them)."""
     from lightning_modules.callbacks import resolved_device
     from lightning_modules.lm_module import step_flops as model_step_flops
-    from mta_ablate.data import build_task
 
-    seq = build_task(config.task.name, **config.task.params).seq_len
+    seq = config.task.seq_len
     return model_step_flops(config.model, config.train.batch_size, seq, resolved_device(config.train)[0])
 
 
@@ -28,7 +27,6 @@ def step_seconds(configs: dict, warmup: int = 2, repeats: int = 5) -> dict[str, 
     import torch
 
     from lightning_modules.callbacks import resolved_device
-    from mta_ablate.data import build_task
     from mta_ablate.errors import ConfigError
     from mta_ablate.model import TransformerLM, lm_loss
 
@@ -41,7 +39,7 @@ def step_seconds(configs: dict, warmup: int = 2, repeats: int = 5) -> dict[str, 
                 f"sweep.budget.equalize=time: arm {name} trains on CUDA, and its step time is measured where the sweep "
                 "is created; create it on a GPU host (or use equalize: flops)"
             )
-        seq = build_task(config.task.name, **config.task.params).seq_len
+        seq = config.task.seq_len
         model = TransformerLM(config.model, seed=0).to(device)
         g = torch.Generator().manual_seed(0)
         tokens = torch.randint(0, config.model.vocab_size, (train.rows_per_pass, seq + 1), generator=g).to(device)

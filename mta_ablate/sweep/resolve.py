@@ -45,7 +45,7 @@ def validate_configs(spec: SweepSpec) -> dict:
     def check(label: str, overrides: dict, arm: str | None = None):
         try:
             config = load_experiment(spec.experiment_overrides(overrides, spec.seeds[0]), arm=arm)
-            check_objective(spec.metric, config.task.name, config.task.params.get("corpora") or ())
+            check_objective(spec.metric, config.task.name, getattr(config.task, "corpora", ()))
         except ConfigError as exc:
             raise ConfigError(f"sweep {spec.name}, {label}: {exc}") from None
         return config

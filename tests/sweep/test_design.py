@@ -7,7 +7,8 @@ import pytest
 
 from mta_ablate.config import ConfigError
 from mta_ablate.sweep.design import expand, sample_overrides, search_space
-from mta_ablate.sweep.spec import parse_sweep, read_sweep_file, to_override
+from mta_ablate.sweep.parse import parse_sweep, read_sweep_file
+from mta_ablate.sweep.spec import to_override
 from tests.cli import cli
 
 BASE = {
