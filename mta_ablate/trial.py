@@ -125,6 +125,12 @@ def run_trial(
     run_id, ckpt = open_run(client, config, tags or {}, parent_run_id)
     checkpoint_dir = checkpoint_root(config) / run_id
     log.info("run %s (%s) -> %s", config.run_name, run_id, store.tracking_uri(tracking_uri))
+    log.info(
+        "derived: model.vocab_size=%d from task %s, whose sequences are %d tokens",
+        config.model.vocab_size,
+        config.task.name,
+        config.task.seq_len,
+    )
     with store.recorded(client, run_id):
         if on_start is not None:
             on_start(run_id)

@@ -32,6 +32,7 @@ LAYERS = (
             "mta_ablate.preflight",
             "mta_ablate.sequential",
             "mta_ablate.power",
+            "mta_ablate.trialkeys",
             "mta_ablate",
         ),
     ),

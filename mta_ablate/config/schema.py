@@ -6,6 +6,7 @@ which validates everything that can be checked without training, so mistakes sur
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -15,6 +16,8 @@ from mta_ablate.config.tasks import TaskConfig, task_config
 from mta_ablate.errors import ConfigError
 from mta_ablate.model.config import ModelConfig
 from mta_ablate.typed import from_dict
+
+log = logging.getLogger(__name__)
 
 SECTIONS = ("model", "attention", "task", "train", "tracking", "seed")
 MAX_SEED = 2**32 - 1
@@ -200,6 +203,18 @@ class ExperimentConfig:
         return self.tracking.run_name or f"{self.arm}-seed{self.seed}"
 
 
+def derive_model(model_values: dict[str, Any], spec: AttentionSpec, task: TaskConfig) -> ModelConfig:
+    """The derive step: the model takes its vocabulary from the task (the alphabet, or the tokenizer's spec) and its
+    attention from the attention section; the task's sequences must then fit it. Logged (debug) with what it derived.
+    The one place where one section of an experiment is computed from another."""
+    model = from_dict(ModelConfig, {**model_values, "vocab_size": task.vocab_size, "attention": spec}, "model")
+    _check_fits(model, task.seq_len, task.name)
+    log.debug(
+        "derived model.vocab_size=%d from task %s; its sequences: %d tokens", model.vocab_size, task.name, task.seq_len
+    )
+    return model
+
+
 def _check_fits(model: ModelConfig, seq_len: int, task: str) -> None:
     """The task's sequences fit the model (RoPE tables) and every key-query kernel fits the sequence."""
     if seq_len > model.max_seq_len:
@@ -242,8 +257,7 @@ def experiment_from_dict(values: dict[str, Any], arm: str | None = None) -> Expe
                 f"model.{reserved}: set by the {'task' if reserved == 'vocab_size' else 'attention'} "
                 f"group, not in model"
             )
-    model = from_dict(ModelConfig, {**model_values, "vocab_size": task.vocab_size, "attention": spec}, "model")
-    _check_fits(model, task.seq_len, task.name)
+    model = derive_model(model_values, spec, task)
     train = from_dict(TrainConfig, dict(values["train"] or {}), "train")
     tracking = from_dict(TrackingConfig, dict(values["tracking"] or {}), "tracking")
     return ExperimentConfig(

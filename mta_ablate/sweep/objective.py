@@ -21,6 +21,7 @@ from mta_ablate.sweep.resolve import trial_config
 from mta_ablate.sweep.spec import SweepSpec
 from mta_ablate.tracking import mlflow_store as store
 from mta_ablate.trial import run_trial
+from mta_ablate.trialkeys import PER_TRIAL_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,9 @@ def _trial_changes(spec: SweepSpec, trial, arm: Arm, seed: int, threads: int) ->
         "train.progress": "none",
         "train.resume": True,
     }
-    return changes | ({"train.threads": threads} if threads else {})
+    changes |= {"train.threads": threads} if threads else {}
+    assert set(changes) <= set(PER_TRIAL_KEYS), "a per-trial key must be in trialkeys.PER_TRIAL_KEYS (pooling reads it)"
+    return changes
 
 
 def _trial_tags(spec: SweepSpec, trial, arm: Arm) -> dict[str, str]:
