@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mta_ablate.config.schema import ExperimentConfig
+from mta_ablate.data.corpora import check_available
 from mta_ablate.tracking import mlflow_store as store
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ def run_trial(
     from mta_ablate.ranks import child_ranks
 
     clock = {"start": time.perf_counter()}
+    check_available(getattr(config.task, "corpora_needed", ()))  # before anything is stored
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     client = store.client(tracking_uri)

@@ -108,6 +108,9 @@ class FindBlockConfig:
         """V letters, ".", "#", <bos>, <eos>."""
         return self.alphabet + 4
 
+    corpora_needed: ClassVar[tuple[str, ...]] = ()
+    """The corpora the task reads (none: its samples are synthetic)."""
+
     @property
     def seq_len(self) -> int:
         """T: <bos>, K blocks of N joined by ".", "#", the query, the target, <eos>; minus one (inputs)."""
@@ -163,6 +166,10 @@ class NeedleConfig:
     def seq_len(self) -> int:
         return self.context_len
 
+    @property
+    def corpora_needed(self) -> tuple[str, ...]:
+        return (self.haystack,)
+
 
 @dataclass(frozen=True, kw_only=True)
 class BabiLongConfig:
@@ -213,6 +220,10 @@ class BabiLongConfig:
     def seq_len(self) -> int:
         return self.context_len
 
+    @property
+    def corpora_needed(self) -> tuple[str, ...]:
+        return (self.haystack,)
+
 
 @dataclass(frozen=True, kw_only=True)
 class LMConfig:
@@ -245,6 +256,10 @@ class LMConfig:
     def vocab_size(self) -> int:
         """The tokenizer's vocabulary, read from its spec (no corpus is loaded)."""
         return tokenizer_vocab(self.tokenizer)
+
+    @property
+    def corpora_needed(self) -> tuple[str, ...]:
+        return tuple(self.corpora)
 
 
 TaskConfig = FindBlockConfig | NeedleConfig | BabiLongConfig | LMConfig

@@ -13,6 +13,7 @@ import json
 import re
 from typing import Any
 
+from mta_ablate.data.corpora import check_available
 from mta_ablate.errors import ConfigError
 from mta_ablate.metrics import GENERIC, TASK_METRICS
 from mta_ablate.sweep.design import Arm
@@ -46,6 +47,7 @@ def validate_configs(spec: SweepSpec) -> dict:
         try:
             config = load_experiment(spec.experiment_overrides(overrides, spec.seeds[0]), arm=arm)
             check_objective(spec.metric, config.task.name, getattr(config.task, "corpora", ()))
+            check_available(getattr(config.task, "corpora_needed", ()))
         except ConfigError as exc:
             raise ConfigError(f"sweep {spec.name}, {label}: {exc}") from None
         return config
