@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mta_ablate.config.schema import ExperimentConfig
+from mta_ablate.config.schema import ExperimentConfig, as_plain
 from mta_ablate.data.corpora import check_available
 from mta_ablate.tracking import mlflow_store as store
 
@@ -71,12 +71,13 @@ def start_run(mlflow_client, config: ExperimentConfig, tags: dict[str, str], par
 
 
 def log_run_inputs(mlflow_client, run_id: str, config: ExperimentConfig) -> None:
-    """What ran: the flattened config as params, config.yaml and environment.json as artifacts."""
+    """What ran: the flattened config as params (the keys that were set, as stored), config.yaml (every field, from the
+    typed config: `experiment_from_dict` reads it back) and environment.json as artifacts."""
     store.log_params(mlflow_client, run_id, store.flatten(config.resolved))
     with tempfile.TemporaryDirectory() as tmp:
         import yaml
 
-        (Path(tmp) / "config.yaml").write_text(yaml.safe_dump(config.resolved, sort_keys=False))
+        (Path(tmp) / "config.yaml").write_text(yaml.safe_dump(as_plain(config), sort_keys=False))
         (Path(tmp) / "environment.json").write_text(json.dumps(store.environment(), indent=2))
         mlflow_client.log_artifacts(run_id, tmp)
 
