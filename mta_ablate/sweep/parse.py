@@ -25,9 +25,11 @@ from mta_ablate.sweep.spec import (
     PRUNERS,
     SAMPLERS,
     TESTS,
+    Pruner,
     SweepSpec,
     to_override,
 )
+from mta_ablate.typed import from_dict
 
 
 def read_sweep_file(path: str | Path, overrides: list[str] = ()) -> dict:
@@ -115,7 +117,7 @@ def parse_sweep(data: dict, overrides: list[str] = (), validate: bool = True) ->
         seeds=tuple(seeds),
         metric=metric,
         direction=direction,
-        design=design,
+        kind=design["kind"],
         arms=arms,
         space=space,
         **options,
@@ -205,11 +207,16 @@ def _options(data: dict) -> dict[str, Any]:
         "max_trials": max_trials,
         "timeout_min": timeout,
         "equalize": equalize,
-        "pruner": {"kind": "none", **pruner},
+        "pruner": from_dict(Pruner, {k: _whole(v) for k, v in pruner.items()}, "sweep.pruner"),
         "sampler": sampler,
         "heartbeat_s": interval,
         "grace_s": grace,
     }
+
+
+def _whole(value: Any) -> Any:
+    """3.0 -> 3: a whole number written as a float is read as the integer it is."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 SEED_KEYS = ("initial", "max", "alpha", "margin", "reference", "rule")

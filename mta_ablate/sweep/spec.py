@@ -18,7 +18,7 @@ fails in one line, exit 2. `parse.read_sweep_file` and `parse.parse_sweep` make 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from mta_ablate.metrics import validation_key
 from mta_ablate.sequential import SeedPolicy
@@ -50,22 +50,39 @@ GROUPS = ("model", "attention", "task", "train")
 
 
 @dataclass(frozen=True)
+class Pruner:
+    """`pruner: {kind: median, warmup_steps: 200}` of a sweep file (`study.pruner_for` sizes it per trial)."""
+
+    kind: Literal["none", "median", "asha", "hyperband"] = "none"
+    warmup_steps: int = 0
+    """median: validations before this step never prune."""
+    startup_trials: int = 2
+    """median: trials that finish before any is pruned."""
+    min_steps: int | None = None
+    """asha, hyperband: the first rung (None: an eighth of the trial's max_steps)."""
+    reduction_factor: int = 3
+    """asha, hyperband: how many times fewer trials each rung keeps."""
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     name: str
     base: list[str]
     seeds: tuple[int, ...]
     metric: str
     direction: str
-    design: dict
+    kind: str
+    """The design: ablation, grid, arms or search (its contents are expanded into `arms`, `space`, `reference_of`)."""
     arms: tuple[Arm, ...] = ()
     space: tuple[SearchParam, ...] = ()
     max_trials: int | None = None
     timeout_min: float | None = None
-    pruner: dict = field(default_factory=lambda: {"kind": "none"})
+    pruner: Pruner = field(default_factory=lambda: Pruner())
     sampler: str = "tpe"
     heartbeat_s: int = 10
     grace_s: int = 30
     raw: dict = field(default_factory=dict)
+    """The sweep file as read (plain data): stored with the study, compared on resume, logged as sweep.yaml."""
     policy: SeedPolicy | None = None
     """Seeds until decided (`seeds: {initial, max, ...}`); None for a fixed list of seeds."""
     reference_of: dict[str, str] = field(default_factory=dict)
@@ -81,10 +98,6 @@ class SweepSpec:
     configs: dict = field(default_factory=dict, compare=False, repr=False)
     """arm -> its experiment config (`ExperimentConfig`, at the first seed), composed once by validation or rebuilt
     from the stored sweep without Hydra; for a search, the base experiment under the key ""."""
-
-    @property
-    def kind(self) -> str:
-        return self.design["kind"]
 
     @property
     def reference(self) -> str:

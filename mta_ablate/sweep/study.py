@@ -127,21 +127,17 @@ def pruner_for(spec: SweepSpec, max_steps: int):
     import optuna
 
     p = spec.pruner
-    warmup = int(p.get("warmup_steps", 0))
-    min_resource = int(p.get("min_steps", max(1, max_steps // 8)))
-    pruner = {
+    min_resource = p.min_steps if p.min_steps is not None else max(1, max_steps // 8)
+    return {
         "none": lambda: optuna.pruners.NopPruner(),
-        "median": lambda: optuna.pruners.MedianPruner(
-            n_startup_trials=int(p.get("startup_trials", 2)), n_warmup_steps=warmup
-        ),
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=p.startup_trials, n_warmup_steps=p.warmup_steps),
         "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=min_resource, reduction_factor=int(p.get("reduction_factor", 3))
+            min_resource=min_resource, reduction_factor=p.reduction_factor
         ),
         "hyperband": lambda: optuna.pruners.HyperbandPruner(
-            min_resource=min_resource, max_resource=max_steps, reduction_factor=int(p.get("reduction_factor", 3))
+            min_resource=min_resource, max_resource=max_steps, reduction_factor=p.reduction_factor
         ),
-    }[p["kind"]]()
-    return pruner
+    }[p.kind]()
 
 
 def load(name: str, url: str, tracking_uri: str | None = None):
