@@ -14,6 +14,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 from mta_ablate.errors import ConfigError
 from mta_ablate.ranks import EXIT_GRACE_S, Plan, RankLost, close_process_group, free_port, trial_payload
@@ -48,8 +49,6 @@ def cluster_from_env(environ=os.environ) -> Cluster | None:
 
 def handoff_store(cluster: Cluster, timeout_s: float):
     """The leader's key-value store (rank 0 hosts it on MASTER_PORT; the others connect)."""
-    from datetime import timedelta
-
     from torch.distributed import TCPStore
 
     return TCPStore(

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import math
 
-from scipy import stats
-
 from mta_ablate.sequential import SeedPolicy
 
 
 def seeds_for_power(diff_mean: float, diff_sd: float, alpha: float = 0.05, power: float = 0.8, cap: int = 1000):
     """Paired seeds a fixed-n two-sided t-test needs to reach `power` at the observed effect (None if beyond cap)."""
+    from scipy import stats  # scipy loads when a count is asked for, as in `sequential`
+
     if not (diff_sd > 0) or diff_mean == 0 or math.isnan(diff_mean):
         return None
     effect = abs(diff_mean) / diff_sd
@@ -41,6 +41,8 @@ def seeds_to_decide(
     It accounts for Holm over `arms` compared arms (the first step's alpha / arms) and, with a seeds-until-decided
     `policy`, for the rule: a rule run to N seeds keeps at least N / (initial + ... + N) of that alpha for its last
     look (the Bonferroni share; the calibrated rule keeps more), so this is an upper bound on what the rule needs."""
+    from scipy import stats
+
     if n < 2 or not (diff_sd > 0) or math.isnan(diff_mean):
         return None
     d = abs(diff_mean) / diff_sd

@@ -19,6 +19,7 @@ Trials that span nodes (`num_nodes` > 1) get their ranks from the cluster launch
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -63,8 +64,6 @@ def free_port(address: str = "127.0.0.1") -> int:
 def _die_with_parent() -> None:
     """In the child, before exec: get SIGKILL when the parent dies (Linux), so a killed trial leaves no rank."""
     with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mta_ablate.config.schema import ExperimentConfig, as_plain
 from mta_ablate.data.corpora import check_available
+from mta_ablate.paths import mta_home
+from mta_ablate.ranks import child_ranks
 from mta_ablate.tracking import mlflow_store as store
 
 log = logging.getLogger(__name__)
@@ -34,8 +37,6 @@ class TrialResult:
 
 
 def checkpoint_root(config: ExperimentConfig) -> Path:
-    from mta_ablate.paths import mta_home
-
     return mta_home() / "checkpoints" / config.tracking.experiment / config.run_name
 
 
@@ -114,11 +115,7 @@ def run_trial(
     `mlflow_status` / `mta_state` attributes sets the run's status and `mta.state` tag (default FAILED / failed).
     on_start(run_id) is called once the MLflow run exists. `leader` (a cluster's `cluster.Leader`) hands the other ranks
     of a multi-node trial to the cluster's followers instead of starting them here."""
-    import time
-
     import torch
-
-    from mta_ablate.ranks import child_ranks
 
     clock = {"start": time.perf_counter()}
     check_available(getattr(config.task, "corpora_needed", ()))  # before anything is stored
@@ -171,8 +168,6 @@ def _fit(config: ExperimentConfig, client, run_id, checkpoint_dir: Path, ckpt, r
 
     `plan` (a multi-device trial's `ranks.Plan`) picks this process's rank: only rank 0 (the one with an MLflow
     `client`) logs; a pruning decision stops every rank and is raised here, on rank 0, once training has ended."""
-    import time
-
     import lightning as L
 
     from lightning_modules.callbacks import ReportValidation, build_callbacks, trainer_kwargs

@@ -9,6 +9,10 @@ that would fit.
 from __future__ import annotations
 
 import json
+import math
+
+from mta_ablate.console import console, err_console
+from mta_ablate.errors import ConfigError
 
 
 def add_parser(sub) -> None:
@@ -34,8 +38,6 @@ def add_parser(sub) -> None:
 
 
 def device_memory_gib(given: float | None) -> float:
-    from mta_ablate.errors import ConfigError
-
     if given is not None:
         if not given > 0 or given != given or given == float("inf"):
             raise ConfigError(f"--device-memory={given}: expected a positive number of GiB, e.g. 80")
@@ -107,10 +109,7 @@ def _advice(row: dict, limit_gib: float) -> str:
 def power_line(effect: float, spec) -> dict | None:
     """Seeds a comparison needs at effect d (mean / sd of the paired difference) to be decided with 80% power: Holm
     over the sweep's compared arms, and the sweep's seeds-until-decided rule (or one fixed-n test)."""
-    import math
-
-    from mta_ablate.errors import ConfigError
-    from mta_ablate.power import seeds_range, seeds_to_decide
+    from mta_ablate.power import seeds_range, seeds_to_decide  # scipy: only when asked
 
     if not math.isfinite(effect) or effect <= 0:
         raise ConfigError(f"--effect={effect}: expected a positive effect size (mean / sd of the paired difference)")
@@ -131,7 +130,6 @@ def check_fits(spec, file: str) -> None:
     import torch
 
     from lightning_modules.callbacks import resolved_device
-    from mta_ablate.errors import ConfigError
 
     if not torch.cuda.is_available() or all(resolved_device(c.train)[0] != "cuda" for c in spec.configs.values()):
         return
@@ -145,7 +143,6 @@ def run(args) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from mta_ablate.console import console, err_console
     from mta_ablate.sweep.parse import parse_sweep, read_sweep_file
 
     limit = device_memory_gib(args.device_memory)

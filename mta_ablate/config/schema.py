@@ -18,6 +18,7 @@ from mta_ablate.config.tasks import TaskConfig, task_config
 from mta_ablate.config.train import TrainConfig
 from mta_ablate.errors import ConfigError
 from mta_ablate.model.config import ModelConfig
+from mta_ablate.paths import check_name
 from mta_ablate.typed import conforms, describe, from_dict
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,6 @@ class ExperimentConfig:
     resolved: dict
 
     def __post_init__(self) -> None:
-        from mta_ablate.paths import check_name
-
         check_name(self.tracking.experiment, "tracking.experiment")
         derived = "the run name (the arm name, then -seed<N>)"
         check_name(self.run_name, "tracking.run_name" if self.tracking.run_name else derived)

@@ -6,6 +6,9 @@ equalized_steps(spec)   # {arm: max_steps}: every arm gets its reference's train
 
 from __future__ import annotations
 
+import time
+
+from mta_ablate.errors import ConfigError
 from mta_ablate.sweep.spec import SweepSpec
 
 
@@ -22,12 +25,9 @@ def step_seconds(configs: dict, warmup: int = 2, repeats: int = 5) -> dict[str, 
     """Median seconds of one training step (forward, backward, AdamW; all of a device's passes) of each arm's model,
     on the arms' training device with their thread count, the arms interleaved step by step so that a slow moment of a
     shared machine falls on every arm alike."""
-    import time
-
     import torch
 
     from lightning_modules.callbacks import resolved_device
-    from mta_ablate.errors import ConfigError
     from mta_ablate.model import TransformerLM, lm_loss
 
     threads = torch.get_num_threads()

@@ -7,6 +7,7 @@ what is allowed, before any trial starts.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -136,8 +137,6 @@ def _test(objective: dict, policy: SeedPolicy | None, pruner: dict, equalize) ->
     """(test, threshold) of a sweep's objective, checked: onset and rate need a finite threshold, decide by an exact
     sign test (no equivalence margin) and train every trial to its end (no pruner); onset compares steps, so the
     arms of a pair must train the same number of them (no budget.equalize)."""
-    import math
-
     test, threshold = objective.get("test", "t"), objective.get("threshold")
     if test not in TESTS:
         raise ConfigError(f"sweep.objective.test={test!r}: allowed: {', '.join(TESTS)}")

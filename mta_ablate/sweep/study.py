@@ -14,11 +14,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
 from mta_ablate import preflight
 from mta_ablate.errors import ConfigError
+from mta_ablate.paths import mta_home
 from mta_ablate.sweep import adaptive
 from mta_ablate.sweep.lock import creation_lock
 from mta_ablate.sweep.parse import parse_sweep
@@ -50,7 +53,6 @@ def storage_url(url: str | None = None, create: bool = True) -> str:
         return url
     if os.environ.get("MTA_OPTUNA_STORAGE"):
         return os.environ["MTA_OPTUNA_STORAGE"]
-    from mta_ablate.paths import mta_home
 
     home = mta_home()
     if create:
@@ -259,9 +261,6 @@ def _create_or_resume(spec, overrides, url, tracking_uri, retry_failed, equalize
 
 
 def _create_parent_run(spec: SweepSpec, url: str, tracking_uri: str) -> str:
-    import tempfile
-    from pathlib import Path
-
     import yaml
 
     client = store.client(tracking_uri)
