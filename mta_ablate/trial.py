@@ -115,22 +115,13 @@ def run_trial(
     `mlflow_status` / `mta_state` attributes sets the run's status and `mta.state` tag (default FAILED / failed).
     on_start(run_id) is called once the MLflow run exists. `leader` (a cluster's `cluster.Leader`) hands the other ranks
     of a multi-node trial to the cluster's followers instead of starting them here."""
-    import torch
-
     clock = {"start": time.perf_counter()}
     check_available(getattr(config.task, "corpora_needed", ()))  # before anything is stored
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
+    _set_threads(config)
     client = store.client(tracking_uri)
     run_id, ckpt = open_run(client, config, tags or {}, parent_run_id)
     checkpoint_dir = checkpoint_root(config) / run_id
-    log.info("run %s (%s) -> %s", config.run_name, run_id, store.tracking_uri(tracking_uri))
-    log.info(
-        "derived: model.vocab_size=%d from task %s, whose sequences are %d tokens",
-        config.model.vocab_size,
-        config.task.name,
-        config.task.seq_len,
-    )
+    log.info("run %s (%s) -> %s; %s", config.run_name, run_id, store.tracking_uri(tracking_uri), derived(config))
     with store.recorded(client, run_id):
         if on_start is not None:
             on_start(run_id)
@@ -144,22 +135,35 @@ def run_trial(
         logger.log_metrics(metrics, step=trainer.global_step)
         logger.flush()
         _log_mta_figure(client, run_id, module.model, config)
-    timings = {
+    counts = module.model.count_params()
+    return TrialResult(run_id, metrics, trainer.global_step, checkpoint_dir, counts, _timings(clock))
+
+
+def derived(config: ExperimentConfig) -> str:
+    """What the derive step gave this trial, for its first log line."""
+    task = config.task
+    return f"derived model.vocab_size={config.model.vocab_size} from task {task.name} ({task.seq_len}-token sequences)"
+
+
+def _set_threads(config: ExperimentConfig) -> None:
+    import torch
+
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+
+
+def _timings(clock: dict[str, float]) -> dict[str, float]:
+    return {
         "setup_s": clock["fit"] - clock["start"],
         "fit_s": clock["evaluate"] - clock["fit"],
         "evaluate_s": clock["finish"] - clock["evaluate"],
         "finish_s": time.perf_counter() - clock["finish"],
     }
-    counts = module.model.count_params()
-    return TrialResult(run_id, metrics, trainer.global_step, checkpoint_dir, counts, timings)
 
 
 def train_rank(config: ExperimentConfig, plan, ckpt: str | None, checkpoint_dir: str) -> None:
     """Ranks 1..N-1 of a multi-device trial (`rank_entry`): train this rank's share, log nothing."""
-    import torch
-
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
+    _set_threads(config)
     _fit(config, None, None, Path(checkpoint_dir), ckpt, None, {}, plan)
 
 
