@@ -17,7 +17,10 @@ import polars as pl
 from dashboards import stats, tables
 from dashboards.convergence import threshold_for, time_to_threshold
 from dashboards.load import Sweep
+from mta_ablate.errors import ConfigError
 from mta_ablate.metrics import HEADLINE, QUALITY, validation_key
+from mta_ablate.power import seeds_range, seeds_to_decide
+from mta_ablate.sequential import SeedPolicy, decide
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +97,6 @@ def _levels(arm: str) -> dict[str, str] | None:
 
 
 def _within(sweep: Sweep, arms: list[str], baseline: str) -> dict[str, str]:
-    from mta_ablate.errors import ConfigError
-
     grid = {arm: _levels(arm) for arm in arms}
     want = _levels(baseline)
     factors = {k: sorted({lv[k] for lv in grid.values()}) for k in (grid[arms[0]] or {})} if arms else {}
@@ -238,8 +239,6 @@ def _time_to_threshold(sweep: Sweep, histories, key: str, done: pl.DataFrame, gi
 
 def _with_decisions(rows: pl.DataFrame, done: pl.DataFrame, sweep: Sweep, ref_of: dict[str, str]) -> pl.DataFrame:
     """The objective's rows with the seeds-until-decided state of each comparison and the n it was decided at."""
-    from mta_ablate.sequential import SeedPolicy, decide
-
     diffs = {}
     for arm, ref in ref_of.items():
         if ref and arm != ref:
@@ -262,8 +261,6 @@ def _with_decisions(rows: pl.DataFrame, done: pl.DataFrame, sweep: Sweep, ref_of
 def _rule_seeds(d: list[float], policy, arms: int) -> str | None:
     """Seeds the sweep's rule (with Holm over `arms`) would need for 80% power at this comparison's effect, a range."""
     import numpy as np
-
-    from mta_ablate.sequential import seeds_range, seeds_to_decide
 
     values = np.asarray(d, dtype=float)
     if values.size < 2 or not values.std(ddof=1) > 0:

@@ -25,6 +25,7 @@ from dashboards.analysis import Report, analyse
 from dashboards.content import blocks
 from dashboards.load import Sweep, download_artifact, load_histories, load_sweep
 from dashboards.render import build_figures, to_html, to_markdown
+from mta_ablate.errors import ConfigError
 from mta_ablate.metrics import validation_key
 
 log = logging.getLogger(__name__)
@@ -121,8 +122,6 @@ def export_report(
     if isinstance(sweep, str):
         sweep = load_sweep(sweep, uri)
     if sweep.complete().is_empty():
-        from mta_ablate.errors import ConfigError
-
         raise ConfigError(
             f"sweep {sweep.name!r} has no complete trial yet: nothing to report, nothing written "
             f"(see `mta-ablate status {sweep.name}`)"

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 import polars as pl
 
 from mta_ablate.errors import ConfigError
+from mta_ablate.trialkeys import PER_TRIAL_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +216,7 @@ def load_sweep(name: str, uri: str | None = None) -> Sweep:
     )
 
 
-# Params that differ between the trials of one arm by design: pooling compares every other param.
-PER_TRIAL_PARAMS = ("seed", "tracking.experiment", "tracking.run_name", "tracking.tags", "train.resume")
+PER_TRIAL_PARAMS = PER_TRIAL_KEYS  # differ between the trials of one arm by design: pooling compares every other param
 
 
 def pool(sweeps: list[Sweep]) -> Sweep:

@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 
 from mta_ablate import metrics
+from mta_ablate.power import seeds_range, seeds_to_decide
 
 CI_METHODS = ("t", "bootstrap")
 
@@ -212,8 +213,6 @@ def compare_arms(
 
 def _seeds_80(paired: Paired, alpha: float, arms: int = 1) -> str | None:
     """Paired seeds for 80% power with Holm over `arms`, as a range over the effect's 80% interval (`seeds_range`)."""
-    from mta_ablate.sequential import seeds_range, seeds_to_decide
-
     if paired.n < 2 or math.isnan(paired.d_z) or paired.d_z == 0:
         return None
     needed = seeds_to_decide(paired.diff_mean, abs(paired.diff_mean / paired.d_z), paired.n, alpha, max(1, arms))

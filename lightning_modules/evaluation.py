@@ -14,21 +14,20 @@ Keys, by when they are logged:
 
 from __future__ import annotations
 
-import importlib
 import math
 
 import torch
 
 from lightning_modules.data_module import validation_batches
 from mta_ablate.config.schema import TrainConfig
-from mta_ablate.metrics import TASK_METRICS, family
+from mta_ablate.evaluate.tasks import EVALUATORS
+from mta_ablate.metrics import family
 from mta_ablate.model import token_nll
 
 
 def task_metrics(model, task, n_samples: int, final: bool) -> dict[str, float]:
     """The task's own metrics (unprefixed) on `n_samples` fixed evaluation samples, by its registered evaluator."""
-    module, _, name = TASK_METRICS[task.name].evaluator.partition(":")
-    return getattr(importlib.import_module(module), name)(model, task, n_samples, final)
+    return EVALUATORS[task.name](model, task, n_samples, final)
 
 
 def forward_rows(model, tokens: torch.Tensor, rows: int) -> torch.Tensor:
@@ -61,16 +60,22 @@ class ScoreSums:
         s["right"] += float((correct & answer).sum())
         s["answers"] += float(answer.sum())
 
-    def metrics(self) -> dict[str, float]:
-        """loss, ppl and, for tasks with answers, error (any wrong answer token per sequence) and answer_acc."""
+    @property
+    def scored(self) -> bool:
+        return self.s["weight"] > 0
+
+    def metrics(self, owned=()) -> dict[str, float]:
+        """loss, ppl and, for tasks with answers, error (any wrong answer token per sequence) and answer_acc; none of
+        the names in `owned`, which the task's own evaluator computes (find_block's validation `error` is the paper's
+        err_seq on fresh samples, as its final toy/error)."""
         s = self.s
-        if s["weight"] == 0:
+        if not self.scored:
             return {}
         out = {"loss": s["loss_w"] / s["weight"], "ppl": math.exp(min(50.0, s["nll"] / max(1.0, s["tokens"])))}
         if s["rows"]:
             out["error"] = s["wrong_rows"] / s["rows"]
             out["answer_acc"] = s["right"] / s["answers"]
-        return out
+        return {k: v for k, v in out.items() if k not in owned}
 
 
 @torch.no_grad()

@@ -165,14 +165,15 @@ class LMModule(L.LightningModule):
         self._scores.add(forward_rows(self.model, batch["tokens"], self.train_config.rows_per_pass), batch)
 
     def on_validation_epoch_end(self) -> None:
-        metrics = self._scores.metrics()
-        if not metrics:
+        if not self._scores.scored:
             return
-        self.best_val_loss = min(self.best_val_loss, metrics["loss"])
+        own = {}
         if self.task is not None:
             model = forward_model(self.trainer, self.model)  # FSDP: forwards through the sharded root
             with self.trainer.precision_plugin.forward_context():  # the precision validation_step ran in
-                metrics.update(task_metrics(model, self.task, self.train_config.val_samples, final=False))
+                own = task_metrics(model, self.task, self.train_config.val_samples, final=False)
+        metrics = {**self._scores.metrics(owned=own.keys()), **own}  # a name the task's evaluator returns is its own
+        self.best_val_loss = min(self.best_val_loss, metrics["loss"])
         logged = {f"val/{k}": v for k, v in metrics.items()}
         self.log_dict({**logged, "val/loss_best": self.best_val_loss})
 

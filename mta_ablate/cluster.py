@@ -2,7 +2,8 @@
 (`srun`, `torchrun`, a Kubernetes job) and found by `cluster_from_env`.
 
 Rank 0 leads: it claims trials as any worker does and hands each one to the others through a small key-value store it
-hosts (`Leader`); the others follow (`follow`), training their rank of every trial until the leader says it is done.
+hosts (`Leader`); the others follow (`rank_entry.follow`), training their rank of every trial until the leader says
+it is done.
 A follower that fails reports it, and the leader fails the trial as a lost rank. See docs/scale-out.md.
 """
 
@@ -10,14 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
+from mta_ablate.errors import ConfigError
 from mta_ablate.ranks import EXIT_GRACE_S, Plan, RankLost, close_process_group, free_port, trial_payload
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,6 @@ class Cluster:
 def cluster_from_env(environ=os.environ) -> Cluster | None:
     """The launcher's ranks: SLURM's (SLURM_PROCID of SLURM_NTASKS) or torch's (RANK of WORLD_SIZE: torchrun, a
     Kubernetes PyTorchJob), meeting at MASTER_ADDR:MASTER_PORT; None for a worker started on its own."""
-    from mta_ablate.errors import ConfigError
-
     if int(environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in environ:
         rank, world = int(environ["SLURM_PROCID"]), int(environ["SLURM_NTASKS"])
     elif int(environ.get("WORLD_SIZE", "1")) > 1:
@@ -49,10 +47,8 @@ def cluster_from_env(environ=os.environ) -> Cluster | None:
     return Cluster(rank, world, environ["MASTER_ADDR"], int(environ.get("MASTER_PORT", "29500")))
 
 
-def _handoff_store(cluster: Cluster, timeout_s: float):
+def handoff_store(cluster: Cluster, timeout_s: float):
     """The leader's key-value store (rank 0 hosts it on MASTER_PORT; the others connect)."""
-    from datetime import timedelta
-
     from torch.distributed import TCPStore
 
     return TCPStore(
@@ -69,7 +65,7 @@ class Leader:
     (`result/<k>/<rank>`), and tells them to stop when the worker is done."""
 
     def __init__(self, cluster: Cluster):
-        self.cluster, self.store, self.k = cluster, _handoff_store(cluster, 600), 0
+        self.cluster, self.store, self.k = cluster, handoff_store(cluster, 600), 0
 
     @contextlib.contextmanager
     def trial(self, config, run_id: str, ckpt, checkpoint_dir):
@@ -118,34 +114,3 @@ class Leader:
             deadline = time.time() + timeout_s
             while not self.store.check(keys) and time.time() < deadline:
                 time.sleep(0.2)
-
-
-def follow(cluster: Cluster) -> int:
-    """A follower rank: train this rank of every trial the leader hands over, until it says done (exit 0) or is
-    gone (exit 1). A failed trial is reported to the leader (which fails it) and the follower waits for the next."""
-    from mta_ablate.config.schema import experiment_from_dict
-    from mta_ablate.trial import train_rank
-
-    store = _handoff_store(cluster, 600)
-    k = 0
-    while True:
-        try:
-            payload = json.loads(store.get(f"trial/{k}"))  # waits for the leader (up to the store's timeout)
-        except RuntimeError as exc:  # the leader is gone, or has handed nothing over for 10 minutes
-            if "timeout" in str(exc).lower():
-                continue
-            log.error("rank %d: the leader is gone (%s); exiting", cluster.rank, exc)
-            return 1
-        if payload == "done":
-            store.set(f"bye/{cluster.rank}", "ok")
-            return 0
-        plan = Plan(**{**payload["plan"], "rank": cluster.rank})
-        try:
-            config = experiment_from_dict(payload["config"], payload["arm"])
-            train_rank(config, plan, payload["ckpt"], payload["checkpoint_dir"])
-            store.set(f"result/{k}/{cluster.rank}", "ok")
-        except Exception as exc:  # noqa: BLE001  (reported to the leader, which records the trial as failed)
-            log.exception("rank %d: trial %d failed", cluster.rank, k)
-            store.set(f"result/{k}/{cluster.rank}", f"{type(exc).__name__}: {exc}"[:300])
-            close_process_group()
-        k += 1

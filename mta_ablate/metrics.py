@@ -6,9 +6,9 @@ Keys: `val/<name>` at every validation, `final/<name>` at the end (the generic m
 A metric's meaning (direction, whether it is a rate in [0, 1]) comes from the first known name met reading its
 key from the end (`needle/ctx512/k2/exact` -> `exact`, `final/ppl/books` -> `ppl`, `toy/error_pos0` -> `error`).
 
-Adding a task: its file in `mta_ablate/data/tasks/` (and its line in `TASKS` there), its YAML in
-`mta_ablate/conf/task/`, its entry in `TASK_METRICS` below, and its evaluator in `mta_ablate/evaluate/tasks.py`
-when no existing one fits.
+Adding a task: its config in `mta_ablate/config/tasks.py` (and its line in `TASK_CONFIGS`), its task class in
+`mta_ablate/data/tasks/` (and its line in `TASKS` there), its YAML in `mta_ablate/conf/task/`, its entry in
+`TASK_METRICS` below, and its evaluator in `EVALUATORS` (`mta_ablate/evaluate/tasks.py`) when no existing one fits.
 """
 
 from __future__ import annotations
@@ -66,8 +66,6 @@ class TaskMetrics:
     """Final metrics a report compares, the headline first."""
     validation: str
     """What tracks the headline at every validation (pruning, learning curves, time to threshold)."""
-    evaluator: str
-    """`module:function` computing the task's own metrics (unprefixed): (model, task, n_samples, final) -> dict."""
     own: str = ".+"
     """A regular expression matching every name the evaluator returns (the key after `<family>/`), so that a sweep's
     objective is checked against them; the default accepts any name."""
@@ -78,26 +76,23 @@ class TaskMetrics:
 
 
 TASK_METRICS: dict[str, TaskMetrics] = {
-    "lm": TaskMetrics("final", ("final/ppl",), "val/ppl", "mta_ablate.evaluate.tasks:lm_metrics"),
+    "lm": TaskMetrics("final", ("final/ppl",), "val/ppl"),
     "find_block": TaskMetrics(
         "toy",
         ("toy/error",),
         "val/error",
-        "mta_ablate.evaluate.tasks:find_block_metrics",
         r"error(_pos\d+)?|token_error",
     ),
     "needle": TaskMetrics(
         "needle",
         ("needle/accuracy", "needle/first_token", "needle/wrong_needle"),
         "val/accuracy",
-        "mta_ablate.evaluate.tasks:needle_metrics",
         r"accuracy|first_token|wrong_needle|ctx\d+/k\d+(/[^/]+)?/(exact|first_token|wrong_needle)",
     ),
     "babilong": TaskMetrics(
         "babilong",
         ("babilong/accuracy",),
         "val/accuracy",
-        "mta_ablate.evaluate.tasks:babilong_metrics",
         r"accuracy|qa\d+/len\d+/(exact|first_token)",
     ),
 }

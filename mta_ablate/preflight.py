@@ -12,8 +12,12 @@ read-only command never creates one. No torch, no Optuna, no MLflow here.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import re
+import sqlite3
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from mta_ablate.errors import ConfigError
@@ -64,8 +68,6 @@ WORKSPACE_FOLDERS = ("checkpoints", "logs", "mlartifacts", "cache")
 def sqlite_problem(path: Path, kind: str) -> str | None:
     """What is wrong with an existing SQLite file as a store of `kind` ("optuna" or "mlflow"), or None: not SQLite,
     truncated, unreadable, of the other kind, or half-created by an interrupted first run."""
-    import sqlite3
-
     size = path.stat().st_size
     if size == 0:
         return None  # an empty file is an empty database: the store is created in it
@@ -111,8 +113,6 @@ UPGRADE = {
 def schema_revisions(kind: str) -> tuple[set[str], set[str]]:
     """(every schema revision the installed Optuna or MLflow knows, its head revisions), read from its migration
     scripts' `revision` / `down_revision` lines (without importing the package)."""
-    import importlib.util
-
     package, folder = MIGRATIONS[kind]
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
@@ -128,8 +128,6 @@ def schema_revisions(kind: str) -> tuple[set[str], set[str]]:
 def _schema_problem(path: Path, kind: str) -> str | None:
     """A store written by another version of Optuna or MLflow than the installed one: say which way, and how to
     upgrade (a newer store needs a newer package; an older one, the package's upgrade command)."""
-    import sqlite3
-
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
         try:
             stored = {row[0] for row in db.execute("SELECT version_num FROM alembic_version")}
@@ -221,9 +219,6 @@ def check_tracking(uri: str | None, read_only: bool = False) -> None:
             raise ConfigError(f"{what}: no store at {folder}")
         _writable_folder(folder, what)
     elif scheme in ("http", "https"):
-        import urllib.error
-        import urllib.request
-
         try:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
                 response.read(64)

@@ -2,9 +2,10 @@
 
 Rank 0 is the process that runs the trial (`mta-ablate train`, or a sweep worker): it alone opens and writes the
 MLflow run, talks to Optuna, writes the checkpoint and runs the final evaluation. `child_ranks` starts ranks
-1..N-1 of this node as child processes (`python -m mta_ablate.ranks`, the trial on stdin) that train the same config
-on their rows of every global batch, take part in every collective, and exit when training ends. Lightning never
-launches processes itself: each rank is handed a `TrialEnvironment` with its rank and the trial's own port.
+1..N-1 of this node as child processes (`python -m mta_ablate.rank_entry`, the trial on stdin) that train the same
+config on their rows of every global batch, take part in every collective, and exit when training ends. Lightning never
+launches processes itself: each rank is handed a `strategy.TrialEnvironment` with its rank and the trial's own port.
+No torch or Lightning at import: the sweep worker reads `RankLost` from here.
 
 Failure is bounded:
 - a child that dies (crash, kill -9) closes its sockets, so rank 0's next collective fails at once; a child that
@@ -18,6 +19,7 @@ Trials that span nodes (`num_nodes` > 1) get their ranks from the cluster launch
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -26,14 +28,7 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
-
-from lightning.fabric.plugins.environments import ClusterEnvironment
-
-if TYPE_CHECKING:
-    from mta_ablate.cluster import Leader
 
 log = logging.getLogger(__name__)
 
@@ -60,104 +55,6 @@ class Plan:
         return self.rank % self.devices
 
 
-class TrialEnvironment(ClusterEnvironment):
-    """Lightning's view of a trial's ranks: fixed by `Plan`, processes already started (by `child_ranks` or srun)."""
-
-    def __init__(self, plan: Plan):
-        super().__init__()
-        self.plan = plan
-
-    @property
-    def creates_processes_externally(self) -> bool:
-        return True
-
-    @property
-    def main_address(self) -> str:
-        return self.plan.address
-
-    @property
-    def main_port(self) -> int:
-        return self.plan.port
-
-    @staticmethod
-    def detect() -> bool:
-        return False
-
-    def world_size(self) -> int:
-        return self.plan.world_size
-
-    def set_world_size(self, size: int) -> None:
-        if size != self.plan.world_size:
-            raise RuntimeError(f"Lightning wants {size} ranks; the trial has {self.plan.world_size}")
-
-    def global_rank(self) -> int:
-        return self.plan.rank
-
-    def set_global_rank(self, rank: int) -> None:
-        pass
-
-    def local_rank(self) -> int:
-        return self.plan.local_rank
-
-    def node_rank(self) -> int:
-        return self.plan.rank // self.plan.devices
-
-
-def strategy(train, plan: Plan):
-    """The Lightning strategy of a multi-rank trial: DDP (auto) or FSDP, gloo on CPU and NCCL on CUDA, with the
-    trial's collective timeout."""
-    from datetime import timedelta
-
-    from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
-
-    warnings.filterwarnings("ignore", message=r".*sync_dist=True.*epoch level in distributed")  # whole per rank
-    env = TrialEnvironment(plan)
-    timeout = timedelta(seconds=train.rank_timeout_s)
-    if train.strategy == "fsdp":
-        from mta_ablate.model.transformer import Block
-
-        return FSDPStrategy(  # each transformer block is one shard unit; checkpoints are whole (1 device reads them)
-            cluster_environment=env,
-            timeout=timeout,
-            state_dict_type="full",
-            auto_wrap_policy={Block},
-            mixed_precision=fsdp_mixed_precision(train),
-        )
-    return DDPStrategy(cluster_environment=env, timeout=timeout)
-
-
-def fsdp_mixed_precision(train):
-    """FSDP's mixed precision for a bf16-mixed trial: bf16 compute, fp32 gradient reduction and fp32 buffers (the
-    RoPE tables), so the averaged gradient is the one-device gradient up to the order of fp32 sums. None (fp32
-    throughout) for 32-true. Lightning's default would reduce gradients and keep buffers in bf16."""
-    from lightning_modules.callbacks import resolved_device
-
-    if resolved_device(train)[1] != "bf16-mixed":
-        return None
-    import torch
-    from torch.distributed.fsdp import MixedPrecision
-
-    return MixedPrecision(param_dtype=torch.bfloat16, reduce_dtype=torch.float32, buffer_dtype=torch.float32)
-
-
-def whole_model(trainer, module, config):
-    """After training, the module rank 0 evaluates: `module` itself, or under FSDP a fresh one loaded with the full
-    state dict that every rank helps gather here (so call it on every rank, before the children exit)."""
-    from lightning_modules.sharding import is_sharded
-
-    if not is_sharded(trainer):
-        return module
-    state = trainer.strategy.lightning_module_state_dict()  # whole on rank 0, empty elsewhere
-    if not trainer.is_global_zero:
-        return module
-    from lightning_modules.lm_module import LMModule
-
-    whole = LMModule(config.model, config.train, module.task, seed=config.seed)
-    whole.load_state_dict(state)
-    whole.flops_per_batch = getattr(module, "flops_per_batch", None)
-    return whole.to(trainer.strategy.root_device)
-
-
 def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((address, 0))
@@ -167,8 +64,6 @@ def free_port(address: str = "127.0.0.1") -> int:
 def _die_with_parent() -> None:
     """In the child, before exec: get SIGKILL when the parent dies (Linux), so a killed trial leaves no rank."""
     with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
@@ -219,7 +114,7 @@ def trial_payload(config, run_id: str, ckpt, checkpoint_dir, plan: Plan) -> dict
 
 
 @contextlib.contextmanager
-def child_ranks(config, run_id: str, ckpt, checkpoint_dir, leader: Leader | None = None):
+def child_ranks(config, run_id: str, ckpt, checkpoint_dir, leader=None):
     """Yield this trial's `Plan` for rank 0 (None on one device) with ranks 1..N-1 running: as children of this
     process, or, for a cluster's `leader`, as its followers.
 
@@ -238,7 +133,7 @@ def child_ranks(config, run_id: str, ckpt, checkpoint_dir, leader: Leader | None
     procs = []
     for rank in range(1, plan.world_size):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mta_ablate.ranks"],
+            [sys.executable, "-m", "mta_ablate.rank_entry"],
             stdin=subprocess.PIPE,
             env={**os.environ, RANK_ENV: str(rank)},
             preexec_fn=_die_with_parent,  # noqa: PLW1509  (no threads run Python code between fork and exec)
@@ -269,21 +164,3 @@ def close_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
-
-
-def main() -> int:
-    """A child rank: read the trial from stdin, train this rank's share, exit 0 when training ends."""
-    from mta_ablate.config.schema import experiment_from_dict
-    from mta_ablate.console import setup_logging
-    from mta_ablate.trial import train_rank
-
-    setup_logging()
-    payload = json.loads(sys.stdin.read())
-    config = experiment_from_dict(payload["config"], payload["arm"])
-    plan = Plan(**payload["plan"])
-    train_rank(config, plan, payload["ckpt"], payload["checkpoint_dir"])
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,10 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mta_ablate.config.schema import ExperimentConfig
+from mta_ablate.config.schema import ExperimentConfig, as_plain
+from mta_ablate.data.corpora import check_available
+from mta_ablate.paths import mta_home
+from mta_ablate.ranks import child_ranks
 from mta_ablate.tracking import mlflow_store as store
 
 log = logging.getLogger(__name__)
@@ -33,8 +37,6 @@ class TrialResult:
 
 
 def checkpoint_root(config: ExperimentConfig) -> Path:
-    from mta_ablate.paths import mta_home
-
     return mta_home() / "checkpoints" / config.tracking.experiment / config.run_name
 
 
@@ -70,12 +72,13 @@ def start_run(mlflow_client, config: ExperimentConfig, tags: dict[str, str], par
 
 
 def log_run_inputs(mlflow_client, run_id: str, config: ExperimentConfig) -> None:
-    """What ran: the flattened config as params, config.yaml and environment.json as artifacts."""
+    """What ran: the flattened config as params (the keys that were set, as stored), config.yaml (every field, from the
+    typed config: `experiment_from_dict` reads it back) and environment.json as artifacts."""
     store.log_params(mlflow_client, run_id, store.flatten(config.resolved))
     with tempfile.TemporaryDirectory() as tmp:
         import yaml
 
-        (Path(tmp) / "config.yaml").write_text(yaml.safe_dump(config.resolved, sort_keys=False))
+        (Path(tmp) / "config.yaml").write_text(yaml.safe_dump(as_plain(config), sort_keys=False))
         (Path(tmp) / "environment.json").write_text(json.dumps(store.environment(), indent=2))
         mlflow_client.log_artifacts(run_id, tmp)
 
@@ -112,19 +115,13 @@ def run_trial(
     `mlflow_status` / `mta_state` attributes sets the run's status and `mta.state` tag (default FAILED / failed).
     on_start(run_id) is called once the MLflow run exists. `leader` (a cluster's `cluster.Leader`) hands the other ranks
     of a multi-node trial to the cluster's followers instead of starting them here."""
-    import time
-
-    import torch
-
-    from mta_ablate.ranks import child_ranks
-
     clock = {"start": time.perf_counter()}
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
+    check_available(getattr(config.task, "corpora_needed", ()))  # before anything is stored
+    _set_threads(config)
     client = store.client(tracking_uri)
     run_id, ckpt = open_run(client, config, tags or {}, parent_run_id)
     checkpoint_dir = checkpoint_root(config) / run_id
-    log.info("run %s (%s) -> %s", config.run_name, run_id, store.tracking_uri(tracking_uri))
+    log.info("run %s (%s) -> %s; %s", config.run_name, run_id, store.tracking_uri(tracking_uri), derived(config))
     with store.recorded(client, run_id):
         if on_start is not None:
             on_start(run_id)
@@ -138,22 +135,35 @@ def run_trial(
         logger.log_metrics(metrics, step=trainer.global_step)
         logger.flush()
         _log_mta_figure(client, run_id, module.model, config)
-    timings = {
+    counts = module.model.count_params()
+    return TrialResult(run_id, metrics, trainer.global_step, checkpoint_dir, counts, _timings(clock))
+
+
+def derived(config: ExperimentConfig) -> str:
+    """What the derive step gave this trial, for its first log line."""
+    task = config.task
+    return f"derived model.vocab_size={config.model.vocab_size} from task {task.name} ({task.seq_len}-token sequences)"
+
+
+def _set_threads(config: ExperimentConfig) -> None:
+    import torch
+
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+
+
+def _timings(clock: dict[str, float]) -> dict[str, float]:
+    return {
         "setup_s": clock["fit"] - clock["start"],
         "fit_s": clock["evaluate"] - clock["fit"],
         "evaluate_s": clock["finish"] - clock["evaluate"],
         "finish_s": time.perf_counter() - clock["finish"],
     }
-    counts = module.model.count_params()
-    return TrialResult(run_id, metrics, trainer.global_step, checkpoint_dir, counts, timings)
 
 
 def train_rank(config: ExperimentConfig, plan, ckpt: str | None, checkpoint_dir: str) -> None:
-    """Ranks 1..N-1 of a multi-device trial (`python -m mta_ablate.ranks`): train this rank's share, log nothing."""
-    import torch
-
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
+    """Ranks 1..N-1 of a multi-device trial (`rank_entry`): train this rank's share, log nothing."""
+    _set_threads(config)
     _fit(config, None, None, Path(checkpoint_dir), ckpt, None, {}, plan)
 
 
@@ -162,21 +172,19 @@ def _fit(config: ExperimentConfig, client, run_id, checkpoint_dir: Path, ckpt, r
 
     `plan` (a multi-device trial's `ranks.Plan`) picks this process's rank: only rank 0 (the one with an MLflow
     `client`) logs; a pruning decision stops every rank and is raised here, on rank 0, once training has ended."""
-    import time
-
     import lightning as L
 
     from lightning_modules.callbacks import ReportValidation, build_callbacks, trainer_kwargs
     from lightning_modules.data_module import TaskDataModule
     from lightning_modules.lm_module import LMModule
     from mta_ablate.attention.init import init_digest
-    from mta_ablate.data import build_task
-    from mta_ablate.ranks import strategy, whole_model
+    from mta_ablate.data import task_from_config
+    from mta_ablate.strategy import strategy, whole_model
     from mta_ablate.tracking.lightning_logger import MlflowRunLogger
 
     train = config.train
     L.seed_everything(config.seed, workers=True, verbose=False)
-    task = build_task(config.task.name, **config.task.params)
+    task = task_from_config(config.task)
     module = LMModule(config.model, train, task, seed=config.seed)
     if ckpt is None and client is not None:
         counts = module.model.count_params()

@@ -6,6 +6,7 @@ allowed. The one conversion helper of every config: model, attention, task, trai
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -84,3 +85,46 @@ def from_dict(cls: type, values: dict, section: str):
         if isinstance(value, list) and get_origin(hints[name]) is tuple:
             values = {**values, name: tuple(value)}
     return cls(**values)
+
+
+def _convert(key: str, text: str, hint):
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if text.lower() in ("none", "null") and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        for hint_ in inner[:-1]:  # the first alternative that reads the text (int | tuple: "1" or "1,3")
+            with contextlib.suppress(ConfigError):
+                return _convert(key, text, hint_)
+        return _convert(key, text, inner[-1])
+    if origin is tuple:
+        items = [t for t in text.strip("()[] ").split(",") if t.strip()]
+        return tuple(_convert(key, t.strip(), args[0]) for t in items)
+    try:
+        if hint is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1")
+        return hint(text)
+    except ValueError:
+        raise ConfigError(f"task.{key}={text!r}: expected {getattr(hint, '__name__', hint)}") from None
+
+
+def parse_overrides(config_cls, overrides: list[str] | dict) -> dict:
+    """['n_blocks=52', 'depths=0.1,0.9'] -> typed keyword arguments for `config_cls` (ConfigError on bad keys)."""
+    hints = typing.get_type_hints(config_cls)
+    names = [f.name for f in dataclasses.fields(config_cls)]
+    items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
+    out = {}
+    for key, value in items:
+        if key not in names:
+            raise ConfigError(f"task.{key}: unknown key for {config_cls.__name__}; allowed: {names}")
+        out[key] = _convert(key, value, hints[key]) if isinstance(value, str) else value
+    return out
+
+
+def _split(item: str) -> tuple[str, str]:
+    key, eq, value = item.partition("=")
+    if not eq or not key:
+        raise ConfigError(f"override {item!r}: expected key=value")
+    return key.strip().removeprefix("task."), value.strip()

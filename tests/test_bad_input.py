@@ -53,6 +53,11 @@ CASES = [
     ("objective-misspelt", f"sweep {Q} --dry-run sweep.objective.metric=toy/eror", "task find_block does not log it"),
     ("objective-key-misspelt", f"sweep {Q} --dry-run sweep.objective.directon=maximize", "directon: unknown key"),
     ("pruner-key-misspelt", f"sweep {Q} --dry-run sweep.pruner.kind=median sweep.pruner.warmup=5", "warmup: unknown"),
+    (
+        "pruner-value-not-an-integer",
+        f"sweep {Q} --dry-run sweep.pruner.kind=median sweep.pruner.warmup_steps=soon",
+        "sweep.pruner.warmup_steps='soon': expected an integer",
+    ),
     ("budget-key-misspelt", f"sweep {Q} --dry-run sweep.budget.max_trial=5", "max_trial: unknown key"),
     ("lr-nan", "train model=toy task=find_block train.lr=nan", "expected a positive finite number"),
     ("lr-inf", "train model=toy task=find_block train.lr=inf", "expected a positive finite number"),

@@ -1,6 +1,5 @@
 """The metric registry: every task has one entry, every key a report meets has a meaning, no torch needed."""
 
-import importlib
 import subprocess
 import sys
 
@@ -10,11 +9,13 @@ from mta_ablate import metrics
 from mta_ablate.data.tasks import TASKS
 
 
-def test_every_task_has_one_entry_and_a_callable_evaluator():
-    assert set(metrics.TASK_METRICS) == set(TASKS)
+def test_every_task_has_one_entry_a_config_and_a_callable_evaluator():
+    from mta_ablate.config.tasks import TASK_CONFIGS
+    from mta_ablate.evaluate.tasks import EVALUATORS
+
+    assert set(metrics.TASK_METRICS) == set(TASKS) == set(TASK_CONFIGS) == set(EVALUATORS)
+    assert all(callable(f) for f in EVALUATORS.values())
     for entry in metrics.TASK_METRICS.values():
-        module, _, name = entry.evaluator.partition(":")
-        assert callable(getattr(importlib.import_module(module), name))
         assert entry.validation.startswith("val/") and entry.headline.startswith(f"{entry.family}/")
 
 

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import warnings
+
+from mta_ablate.console import console
+from mta_ablate.errors import ConfigError
+from mta_ablate.preflight import check_tracking, check_workspace
 
 
 def add_parser(sub) -> None:
@@ -45,8 +50,6 @@ def _device_args(p) -> None:
 def _check_device(device: str) -> None:
     import torch
 
-    from mta_ablate.errors import ConfigError
-
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is visible to torch here; allowed here: cpu")
 
@@ -55,8 +58,6 @@ def run_attention(args) -> int:
     from rich.table import Table
 
     from mta_ablate.bench import attention
-    from mta_ablate.console import console
-    from mta_ablate.errors import ConfigError
 
     if args.repeats < 1:
         raise ConfigError(f"--repeats={args.repeats}: expected an integer >= 1")
@@ -102,8 +103,6 @@ def run_context(args) -> int:
     from rich.table import Table
 
     from mta_ablate.bench import context
-    from mta_ablate.console import console
-    from mta_ablate.errors import ConfigError
 
     if args.limit_gib <= 0 or args.max_seq < 1024:
         raise ConfigError(f"--limit-gib={args.limit_gib} --max-seq={args.max_seq}: expected > 0 and >= 1024")
@@ -132,11 +131,9 @@ def run_gpu_check(args) -> int:
     from rich.table import Table
 
     from mta_ablate.bench import gpu_check
-    from mta_ablate.console import console, setup_logging
     from mta_ablate.data.corpora import CORPORA
     from mta_ablate.data.fetch import is_fetched
-    from mta_ablate.errors import ConfigError
-    from mta_ablate.preflight import check_tracking, check_workspace
+    from mta_ablate.logsetup import setup_logging
 
     _check_device(args.device)
     missing = [c for c in ("books", "code", "wiki") if not all(is_fetched(a) for a in CORPORA[c].artifacts)]
@@ -188,13 +185,10 @@ def run_gpu_check(args) -> int:
 
 
 def run_train(args) -> int:
-    import warnings
-
     from rich.table import Table
 
     from mta_ablate.bench import train
-    from mta_ablate.console import console, setup_logging
-    from mta_ablate.errors import ConfigError
+    from mta_ablate.logsetup import setup_logging
 
     if args.steps < 3 or args.repeats < 1:
         raise ConfigError(f"--steps={args.steps} --repeats={args.repeats}: expected --steps >= 3 and --repeats >= 1")
@@ -233,13 +227,10 @@ def run_train(args) -> int:
 
 
 def run_ranks(args) -> int:
-    import warnings
-
     from rich.table import Table
 
     from mta_ablate.bench import ranks
-    from mta_ablate.console import console, setup_logging
-    from mta_ablate.errors import ConfigError
+    from mta_ablate.logsetup import setup_logging
 
     if args.devices < 2 or args.steps < 20 or args.repeats < 1:
         raise ConfigError(

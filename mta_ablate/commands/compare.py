@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import json
 
+from mta_ablate.console import console
+from mta_ablate.errors import ConfigError
+from mta_ablate.preflight import check_tracking
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("compare", help="two sweeps that share arms, side by side (same arm, B - A)")
@@ -26,9 +30,6 @@ def run(args) -> int:
     from dashboards.compare import compare_sweeps
     from dashboards.load import load_sweep
     from dashboards.render import fmt
-    from mta_ablate.console import console
-    from mta_ablate.errors import ConfigError
-    from mta_ablate.preflight import check_tracking
 
     check_tracking(args.tracking_uri, read_only=True)
     first, second = load_sweep(args.first, args.tracking_uri), load_sweep(args.second, args.tracking_uri)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+from mta_ablate.console import console
+from mta_ablate.errors import ConfigError
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("data", help="corpora and tasks: sizes, pinned downloads, samples")
@@ -37,7 +40,6 @@ def _fetchable() -> list[str]:
 def run_info(args) -> int:
     from rich.table import Table
 
-    from mta_ablate.console import console
     from mta_ablate.data.corpora import CORPORA, load_corpus
     from mta_ablate.data.fetch import is_fetched
     from mta_ablate.data.tokenizers import parse_tokenizer_spec
@@ -78,7 +80,6 @@ def run_info(args) -> int:
 
 
 def run_fetch(args) -> int:
-    from mta_ablate.console import console
     from mta_ablate.data.corpora import CORPORA, corpus_spec, load_corpus
     from mta_ablate.data.fetch import fetch_artifact, is_fetched
 
@@ -103,9 +104,7 @@ def run_fetch(args) -> int:
 
 
 def run_sample(args) -> int:
-    from mta_ablate.console import console
     from mta_ablate.data.tasks import TASKS, parse_overrides, task_config, task_from_config
-    from mta_ablate.errors import ConfigError
 
     if args.task not in TASKS:
         raise ConfigError(f"task={args.task!r}: expected one of {sorted(TASKS)}")

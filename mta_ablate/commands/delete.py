@@ -7,6 +7,13 @@ the checkpoints under MTA_HOME/checkpoints/NAME and the worker logs under MTA_HO
 
 from __future__ import annotations
 
+import shutil
+
+from mta_ablate.console import console
+from mta_ablate.errors import ConfigError
+from mta_ablate.paths import check_name, mta_home
+from mta_ablate.preflight import check_storage, redact
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("delete", help="remove a sweep: its study, MLflow runs, checkpoints and logs")
@@ -18,15 +25,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import shutil
-
     import optuna
     from optuna.trial import TrialState
 
-    from mta_ablate.console import console
-    from mta_ablate.errors import ConfigError
-    from mta_ablate.paths import check_name, mta_home
-    from mta_ablate.preflight import check_storage, redact
     from mta_ablate.sweep.study import open_storage, storage_url
     from mta_ablate.tracking.mlflow_store import client
 

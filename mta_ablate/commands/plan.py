@@ -9,6 +9,10 @@ that would fit.
 from __future__ import annotations
 
 import json
+import math
+
+from mta_ablate.console import console, err_console
+from mta_ablate.errors import ConfigError
 
 
 def add_parser(sub) -> None:
@@ -34,8 +38,6 @@ def add_parser(sub) -> None:
 
 
 def device_memory_gib(given: float | None) -> float:
-    from mta_ablate.errors import ConfigError
-
     if given is not None:
         if not given > 0 or given != given or given == float("inf"):
             raise ConfigError(f"--device-memory={given}: expected a positive number of GiB, e.g. 80")
@@ -49,13 +51,12 @@ def device_memory_gib(given: float | None) -> float:
 
 def plan_rows(spec, limit_gib: float, device: str) -> list[dict]:
     """One row per arm: its footprint, whether it fits `limit_gib` less the reserve, and what would fit."""
-    from mta_ablate.data import build_task
     from mta_ablate.footprint import GIB, RESERVE_GIB, estimate, fitting
 
     usable = (limit_gib - RESERVE_GIB) * GIB
     rows, seen = [], {}
     for arm, config in spec.configs.items():
-        seq_len = build_task(config.task.name, **config.task.params).seq_len
+        seq_len = config.task.seq_len
         key = (config.model, config.train, seq_len)
         if key not in seen:  # arms that differ only in what memory does not see share one estimate
             fp = estimate(config, seq_len, device)
@@ -108,10 +109,7 @@ def _advice(row: dict, limit_gib: float) -> str:
 def power_line(effect: float, spec) -> dict | None:
     """Seeds a comparison needs at effect d (mean / sd of the paired difference) to be decided with 80% power: Holm
     over the sweep's compared arms, and the sweep's seeds-until-decided rule (or one fixed-n test)."""
-    import math
-
-    from mta_ablate.errors import ConfigError
-    from mta_ablate.sequential import seeds_range, seeds_to_decide
+    from mta_ablate.power import seeds_range, seeds_to_decide  # scipy: only when asked
 
     if not math.isfinite(effect) or effect <= 0:
         raise ConfigError(f"--effect={effect}: expected a positive effect size (mean / sd of the paired difference)")
@@ -132,7 +130,6 @@ def check_fits(spec, file: str) -> None:
     import torch
 
     from lightning_modules.callbacks import resolved_device
-    from mta_ablate.errors import ConfigError
 
     if not torch.cuda.is_available() or all(resolved_device(c.train)[0] != "cuda" for c in spec.configs.values()):
         return
@@ -146,8 +143,7 @@ def run(args) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from mta_ablate.console import console, err_console
-    from mta_ablate.sweep.spec import parse_sweep, read_sweep_file
+    from mta_ablate.sweep.parse import parse_sweep, read_sweep_file
 
     limit = device_memory_gib(args.device_memory)
     power = power_line(args.effect, None) if args.effect is not None else None  # checks --effect before any work

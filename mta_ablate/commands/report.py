@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
+
+from mta_ablate.console import console
+from mta_ablate.errors import ConfigError
+from mta_ablate.preflight import check_tracking
 
 
 def add_parser(sub) -> None:
@@ -56,11 +61,6 @@ def _cell(value) -> str:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from mta_ablate.console import console
-    from mta_ablate.errors import ConfigError
-
     if not 0 < args.alpha < 1:
         raise ConfigError(f"--alpha={args.alpha}: expected a level between 0 and 1, e.g. 0.05")
     if not args.name.strip():
@@ -71,7 +71,6 @@ def run(args) -> int:
     out = Path(args.out) if args.out else Path("reports") / args.name
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out={out}: is a file; expected a folder for report.html, report.md and figures/")
-    from mta_ablate.preflight import check_tracking
 
     check_tracking(args.tracking_uri, read_only=True)  # a read-only command never creates a store
     sweep = args.name

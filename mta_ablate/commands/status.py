@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+
+from mta_ablate.console import console
+from mta_ablate.preflight import check_storage
 
 
 def add_parser(sub) -> None:
@@ -14,10 +18,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import dataclasses
-
-    from mta_ablate.console import console
-    from mta_ablate.preflight import check_storage
     from mta_ablate.sweep import adaptive, progress
     from mta_ablate.sweep.study import load, storage_url
 

@@ -5,6 +5,11 @@ Creates or resumes the sweep (the same command again continues it) and runs N lo
 
 from __future__ import annotations
 
+from mta_ablate.console import console
+from mta_ablate.errors import ConfigError
+from mta_ablate.paths import mta_home
+from mta_ablate.preflight import check_storage, check_tracking, check_workspace, redact
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("sweep", help="run (or resume) a sweep file with local workers")
@@ -31,9 +36,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from mta_ablate.console import console, setup_logging
-    from mta_ablate.errors import ConfigError
-    from mta_ablate.sweep.spec import parse_sweep, read_sweep_file
+    from mta_ablate.logsetup import setup_logging
+    from mta_ablate.sweep.parse import parse_sweep, read_sweep_file
 
     if args.workers < 0:
         raise ConfigError(f"--workers={args.workers}: expected an integer >= 0")
@@ -41,7 +45,6 @@ def run(args) -> int:
     if args.dry_run:
         return _dry_run(spec, args)
     from mta_ablate.config.checks import check_workers
-    from mta_ablate.preflight import check_storage, check_tracking, check_workspace
     from mta_ablate.sweep.study import storage_url
 
     check_workspace()  # every place this sweep will write, checked before anything is stored
@@ -65,7 +68,6 @@ def run(args) -> int:
     console.print(
         f"sweep {spec.name}: {counts['complete']} complete, {counts['pruned']} pruned, {counts['failed']} failed"
     )
-    from mta_ablate.preflight import redact
 
     where = f" --storage {redact(args.storage)}" if args.storage else ""
     hidden = (
@@ -81,8 +83,6 @@ def run(args) -> int:
         console.print(f"{left} trials left for workers started elsewhere: mta-ablate worker {spec.name}{where}")
         return 0
     if left:
-        from mta_ablate.paths import mta_home
-
         console.print(
             f"[red]sweep incomplete:[/red] {left} trials not done and no worker left; see the worker logs in "
             f"{mta_home() / 'logs' / spec.name}; the same command resumes"
@@ -95,8 +95,6 @@ def _dry_run(spec, args) -> int:
     """The arms and trials a sweep would run, and whether the store already has it; nothing is run or stored."""
     from rich.markup import escape
     from rich.table import Table
-
-    from mta_ablate.console import console
 
     steps, cost = {}, {}
     if spec.equalize:
@@ -139,8 +137,6 @@ def _dry_run(spec, args) -> int:
 
 def _existing(name: str, storage: str | None) -> str:
     """One line for --dry-run: is this sweep new, or already in the store, and how much of it is left?"""
-    from mta_ablate.errors import ConfigError
-    from mta_ablate.preflight import check_storage, redact
     from mta_ablate.sweep.study import storage_url
 
     url = storage_url(storage, create=False)

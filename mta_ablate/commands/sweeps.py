@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 
+from mta_ablate.console import console
+from mta_ablate.paths import mta_home
+from mta_ablate.preflight import check_storage, redact
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("sweeps", help="list the sweeps in a store, with their trial counts and state")
@@ -46,9 +50,6 @@ def rows(url: str) -> list[dict]:
 def run(args) -> int:
     from rich.table import Table
 
-    from mta_ablate.console import console
-    from mta_ablate.paths import mta_home
-    from mta_ablate.preflight import check_storage, redact
     from mta_ablate.sweep.study import storage_url
 
     url = storage_url(args.storage, create=False)

@@ -6,6 +6,9 @@ mta-ablate train attention=mta_paper --show-config
 
 from __future__ import annotations
 
+from mta_ablate.console import console
+from mta_ablate.preflight import check_tracking, check_workspace
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train one configuration (Hydra overrides: group=option, key=value)")
@@ -24,7 +27,7 @@ def run(args) -> int:
 
     from mta_ablate.config.checks import check_device
     from mta_ablate.config.compose import load_experiment
-    from mta_ablate.console import console, setup_logging
+    from mta_ablate.logsetup import setup_logging
 
     overrides = list(args.overrides) + ([f"train.accelerator={args.device}"] if args.device else [])
     config = load_experiment(overrides)  # raises ConfigError (exit 2) before anything is written
@@ -32,7 +35,6 @@ def run(args) -> int:
         console.print(yaml.safe_dump(config.resolved, sort_keys=False), highlight=False, end="")
         return 0
     check_device(config.train, "--device" if args.device else "train.accelerator")
-    from mta_ablate.preflight import check_tracking, check_workspace
 
     check_workspace()
     check_tracking(args.tracking_uri)

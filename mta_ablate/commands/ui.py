@@ -10,12 +10,19 @@ over seeds; click a group to see its seeds), with arm, seed, state, the objectiv
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+
+from mta_ablate.console import console, err_console
+from mta_ablate.errors import ConfigError
+from mta_ablate.paths import mta_home
+from mta_ablate.preflight import redact
 
 
 def add_parser(sub) -> None:
@@ -48,18 +55,12 @@ def mlflow_command(uri: str, artifacts: str, host: str, port: int) -> list[str]:
 
 
 def _check_port(port: int, flag: str) -> None:
-    from mta_ablate.errors import ConfigError
-
     if not 1 <= port <= 65535:
         raise ConfigError(f"{flag}={port}: expected a TCP port between 1 and 65535")
 
 
 def _check_free(port: int, flag: str) -> None:
     """Fail now, in one line, when a server already listens on the port we would start one on."""
-    import socket
-
-    from mta_ablate.errors import ConfigError
-
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -73,7 +74,6 @@ def _check_free(port: int, flag: str) -> None:
 
 def _sweep_storage(uri: str, sweep: str | None) -> str:
     """The Optuna storage URL recorded on a sweep's parent run (tag mta.storage): NAME's, else the latest sweep's."""
-    from mta_ablate.errors import ConfigError
     from mta_ablate.tracking.mlflow_store import KIND_SWEEP, TAG_KIND, TAG_STORAGE, client
 
     mlflow_client = client(uri)
@@ -107,11 +107,6 @@ def sweep_links(uri: str, base_url: str, only: str | None = None) -> list[tuple[
 
 
 def run(args) -> int:
-    import importlib.util
-
-    from mta_ablate.console import console, err_console
-    from mta_ablate.paths import mta_home
-    from mta_ablate.preflight import redact
     from mta_ablate.tracking.mlflow_store import tracking_uri
 
     _check_port(args.port, "--port")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import signal
 
+from mta_ablate.errors import ConfigError
+from mta_ablate.preflight import check_storage, check_tracking, check_workspace
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("worker", help="run queued trials of an existing sweep (any host, same storage)")
@@ -22,15 +25,13 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from mta_ablate.console import setup_logging
-    from mta_ablate.errors import ConfigError
+    from mta_ablate.logsetup import setup_logging
     from mta_ablate.sweep.study import storage_url
     from mta_ablate.sweep.worker import run_worker
 
     for flag, value in (("--threads", args.threads), ("--devices-per-trial", args.devices_per_trial)):
         if value < 0:
             raise ConfigError(f"{flag}={value}: expected an integer >= 0")
-    from mta_ablate.preflight import check_storage, check_tracking, check_workspace
 
     check_workspace()
     url = storage_url(args.storage, create=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from mta_ablate.errors import ConfigError
 
 
@@ -43,8 +45,6 @@ def check_visible_devices(train, environ=None) -> None:
     """A multi-device trial's rank picks GPU `local rank` among those its process sees, so every rank must see all
     of its node's `train.devices` GPUs. A launcher that gives each task its own GPU (`srun --gpus-per-task=1`:
     CUDA_VISIBLE_DEVICES lists one) would end in "invalid device ordinal" on rank 1; refuse it here, in one line."""
-    import os
-
     listed = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES")
     if listed is None or train.world_size == 1:
         return

@@ -6,156 +6,26 @@ which validates everything that can be checked without training, so mistakes sur
 
 from __future__ import annotations
 
-import math
+import copy
+import dataclasses
+import logging
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from mta_ablate.attention.spec import AttentionSpec
+from mta_ablate.config.tasks import TaskConfig, task_config
+from mta_ablate.config.train import TrainConfig
 from mta_ablate.errors import ConfigError
 from mta_ablate.model.config import ModelConfig
-from mta_ablate.typed import from_dict
+from mta_ablate.paths import check_name
+from mta_ablate.typed import conforms, describe, from_dict
+
+log = logging.getLogger(__name__)
 
 SECTIONS = ("model", "attention", "task", "train", "tracking", "seed")
 MAX_SEED = 2**32 - 1
 """Lightning's `seed_everything` replaces a larger seed by 0 (with a warning): refused instead."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainConfig:
-    """Optimisation, schedule, validation cadence and device."""
-
-    max_steps: int = 300
-    """Optimizer steps."""
-    batch_size: int = 32
-    """Sequences per step (the global batch, over all devices)."""
-    micro_batch: int = 0
-    """Sequences per forward/backward pass on each device; 0: the device's whole share (batch_size / ranks). Smaller
-    values accumulate gradients over batch_size / ranks / micro_batch passes per step: the same global batch, the same
-    loss normalisation and so the same gradient as one pass (up to the order of floating-point sums; with attention
-    dropout the masks are drawn per pass, so they differ)."""
-    activation_checkpointing: bool = False
-    """Recompute each transformer block's activations in the backward instead of keeping them (per block):
-    saved activations shrink to one tensor per block, for about a third more compute."""
-    deterministic: bool = False
-    """Use torch's deterministic algorithms where they exist (CUDA: SDPA's backward, cuDNN), for GPU runs that must
-    repeat; slower. CPU runs repeat bitwise without it."""
-    lr: float = 2e-3
-    """Peak learning rate (AdamW)."""
-    min_lr_ratio: float = 0.0
-    """Final learning rate as a fraction of the peak (cosine and linear decay)."""
-    warmup_steps: int = 0
-    """Linear warm-up steps from 0 to the peak."""
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    """Decay after warm-up (the paper: linear; its toy task: constant)."""
-    betas: tuple[float, float] = (0.9, 0.98)
-    """AdamW betas (the paper: 0.9, 0.98)."""
-    eps: float = 1e-8
-    """AdamW epsilon."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    decay: Literal["all", "matrices"] = "matrices"
-    """Which parameters decay. all: every parameter, as the paper (pulls MTA kernels toward 0, not identity);
-    matrices: projection and embedding matrices only (no norms, gates, MTA kernels or head mixes)."""
-    grad_clip: float = 1.0
-    """Gradient-norm clipping; 0 disables."""
-    val_every: int = 100
-    """Validate (and checkpoint) every this many steps."""
-    val_batches: int = 4
-    """Batches per validation (fixed, the same for every model)."""
-    eval_batches: int = 16
-    """Batches of the final evaluation."""
-    val_samples: int = 128
-    """Samples (lm: windows per corpus) of the task's own metrics at every validation."""
-    eval_samples: int = 512
-    """Samples (lm: windows per corpus; needle: per grid cell) of the final evaluation."""
-    log_every: int = 10
-    """Log training metrics every this many steps."""
-    accelerator: Literal["auto", "cpu", "cuda"] = "auto"
-    """auto: CUDA when present, else CPU."""
-    precision: Literal["auto", "32-true", "bf16-mixed"] = "auto"
-    """auto: bf16-mixed on CUDA, 32-true on CPU."""
-    devices: int = 1
-    """Devices (processes) per node that one trial trains on. The global batch stays `batch_size`: each of the
-    devices x num_nodes ranks trains on its equal share of the rows of every step's batch, and the loss is normalised
-    by the whole batch, so the gradient is the one-device gradient (same data, same seed; see docs/scale-out.md for
-    the tolerance). On CPU each rank is a gloo process with `threads` threads."""
-    num_nodes: int = 1
-    """Nodes one trial spans (each with `devices`). More than one needs ranks started by the cluster (`srun`)."""
-    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
-    """How the ranks share a trial: ddp (a full copy per rank, gradients averaged), fsdp (parameters, gradients and
-    optimizer state sharded across ranks); auto: ddp. Ignored on one device."""
-    rank_timeout_s: int = 300
-    """A collective (gradient average, checkpoint, pruning decision) that waits this long for a rank fails the trial;
-    a rank that dies fails it at the next collective."""
-    threads: int = 0
-    """CPU threads for torch in this trial; 0 keeps torch's default (or a worker's --threads). The CPU recipes fix it
-    to 1: floating-point sums depend on the thread count, so a fixed count keeps a trial's numbers the same whichever
-    worker, host or worker count runs it."""
-    checkpoint: bool = True
-    """Write a checkpoint at every validation (needed for resume)."""
-    resume: bool = False
-    """Continue from the last checkpoint of the same run name, in the same MLflow run."""
-    progress: Literal["auto", "rich", "none"] = "auto"
-    """Progress bar: auto shows Lightning's RichProgressBar on a terminal only."""
-
-    def __post_init__(self) -> None:
-        for name in (
-            "max_steps",
-            "batch_size",
-            "val_every",
-            "val_batches",
-            "eval_batches",
-            "val_samples",
-            "eval_samples",
-            "log_every",
-            "devices",
-            "num_nodes",
-            "rank_timeout_s",
-        ):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name}={getattr(self, name)}: expected an integer >= 1")
-        for name in ("warmup_steps", "threads"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"train.{name}={getattr(self, name)}: expected an integer >= 0")
-        if self.micro_batch < 0:
-            raise ConfigError(f"train.micro_batch={self.micro_batch}: expected an integer >= 0 (0: no accumulation)")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"train.lr={self.lr}: expected a positive finite number")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ConfigError(f"train.min_lr_ratio={self.min_lr_ratio}: expected a number in [0, 1]")
-        if not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ConfigError(f"train.betas={list(self.betas)}: expected two numbers in [0, 1)")
-        for name in ("weight_decay", "grad_clip", "eps"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise ConfigError(f"train.{name}={getattr(self, name)}: expected a finite number >= 0")
-        ranks = self.devices * self.num_nodes
-        if self.batch_size % ranks:
-            raise ConfigError(
-                f"train.batch_size={self.batch_size}: not divisible by train.devices x train.num_nodes = {ranks} "
-                f"(every rank trains on an equal share of the global batch); choose a multiple of {ranks}"
-            )
-        share = self.batch_size // ranks
-        if self.micro_batch and share % self.micro_batch:
-            allowed = ", ".join(str(d) for d in range(1, share + 1) if share % d == 0)
-            raise ConfigError(
-                f"train.micro_batch={self.micro_batch}: does not divide the {share} sequences each of the {ranks} "
-                f"rank(s) trains on per step (train.batch_size={self.batch_size}); allowed: {allowed}"
-            )
-
-    @property
-    def world_size(self) -> int:
-        """Ranks (processes) one trial trains on."""
-        return self.devices * self.num_nodes
-
-    @property
-    def rows_per_pass(self) -> int:
-        """Sequences in one forward/backward pass on one device."""
-        return self.micro_batch or self.batch_size // self.world_size
-
-    @property
-    def accumulation(self) -> int:
-        """Forward/backward passes per optimizer step on each device (1 without `micro_batch`)."""
-        return self.batch_size // self.world_size // self.rows_per_pass
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -171,19 +41,13 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TaskConfig:
-    """The data: a task name from `mta_ablate.data` and its parameters (validated by the task itself)."""
-
-    name: str
-    params: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True, kw_only=True)
 class ExperimentConfig:
-    """Everything one trial runs. `resolved` is the plain-data form that was validated (logged as config.yaml)."""
+    """Everything one trial runs. `resolved` is the plain data it was built from (the sections as composed, only the
+    keys that were set): what a sweep stores and what MLflow's params flatten; `as_plain` gives every field."""
 
     model: ModelConfig
     task: TaskConfig
+    """The task's own typed config (`mta_ablate.config.tasks`): it knows its vocabulary and sequence length."""
     train: TrainConfig
     tracking: TrackingConfig
     seed: int
@@ -191,8 +55,6 @@ class ExperimentConfig:
     resolved: dict
 
     def __post_init__(self) -> None:
-        from mta_ablate.paths import check_name
-
         check_name(self.tracking.experiment, "tracking.experiment")
         derived = "the run name (the arm name, then -seed<N>)"
         check_name(self.run_name, "tracking.run_name" if self.tracking.run_name else derived)
@@ -204,6 +66,18 @@ class ExperimentConfig:
     @property
     def run_name(self) -> str:
         return self.tracking.run_name or f"{self.arm}-seed{self.seed}"
+
+
+def derive_model(model_values: dict[str, Any], spec: AttentionSpec, task: TaskConfig) -> ModelConfig:
+    """The derive step: the model takes its vocabulary from the task (the alphabet, or the tokenizer's spec) and its
+    attention from the attention section; the task's sequences must then fit it. Logged (debug) with what it derived.
+    The one place where one section of an experiment is computed from another."""
+    model = from_dict(ModelConfig, {**model_values, "vocab_size": task.vocab_size, "attention": spec}, "model")
+    _check_fits(model, task.seq_len, task.name)
+    log.debug(
+        "derived model.vocab_size=%d from task %s; its sequences: %d tokens", model.vocab_size, task.name, task.seq_len
+    )
+    return model
 
 
 def _check_fits(model: ModelConfig, seq_len: int, task: str) -> None:
@@ -224,26 +98,20 @@ def _check_fits(model: ModelConfig, seq_len: int, task: str) -> None:
 
 def experiment_from_dict(values: dict[str, Any], arm: str | None = None) -> ExperimentConfig:
     """Validate plain data into an `ExperimentConfig`; raises `ConfigError` naming the first bad key."""
-    from mta_ablate.data import build_task  # the task knows its vocabulary and validates its own params
-
     unknown = sorted(set(values) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown config section; allowed: {', '.join(SECTIONS)}")
     missing = [s for s in SECTIONS if s not in values]
     if missing:
         raise ConfigError(f"{missing[0]}: missing config section")
-    seed = values["seed"]
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
-        raise ConfigError(f"seed={seed!r}: expected an integer in [0, {MAX_SEED}] (the range numpy and Lightning seed)")
+    seed = _checked_seed(values["seed"])
     attention_values = dict(values["attention"] or {})
     attention_name = attention_values.pop("name", None)
     spec = AttentionSpec.from_dict(attention_values)
     task_values = dict(values["task"] or {})
     if "name" not in task_values:
         raise ConfigError("task.name: missing; choose a task group, e.g. task=find_block")
-    task = TaskConfig(name=task_values.pop("name"), params=task_values)
-    built = build_task(task.name, **task.params)
-    vocab_size = built.vocab_size
+    task = task_config(task_values.pop("name"), **task_values)
     model_values = dict(values["model"] or {})
     model_values.pop("name", None)
     for reserved in ("vocab_size", "attention"):
@@ -252,8 +120,7 @@ def experiment_from_dict(values: dict[str, Any], arm: str | None = None) -> Expe
                 f"model.{reserved}: set by the {'task' if reserved == 'vocab_size' else 'attention'} "
                 f"group, not in model"
             )
-    model = from_dict(ModelConfig, {**model_values, "vocab_size": vocab_size, "attention": spec}, "model")
-    _check_fits(model, built.seq_len, task.name)
+    model = derive_model(model_values, spec, task)
     train = from_dict(TrainConfig, dict(values["train"] or {}), "train")
     tracking = from_dict(TrackingConfig, dict(values["tracking"] or {}), "tracking")
     return ExperimentConfig(
@@ -265,3 +132,64 @@ def experiment_from_dict(values: dict[str, Any], arm: str | None = None) -> Expe
         arm=arm or attention_name or "custom",
         resolved=values,
     )
+
+
+def _checked_seed(seed: Any) -> int:
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed={seed!r}: expected an integer in [0, {MAX_SEED}] (the range numpy and Lightning seed)")
+    return seed
+
+
+CHANGEABLE = ("train", "tracking")
+"""Sections a trial may change in its arm's config (with `seed`); the others feed the derive step."""
+
+
+def with_changes(config: ExperimentConfig, changes: dict[str, Any]) -> ExperimentConfig:
+    """`config` with dotted-key changes (`seed`, `train.max_steps`, `tracking.run_name`, ...) made by
+    `dataclasses.replace`: each changed section checks its types and itself again, and `resolved` gets the same
+    changes. Nothing is serialised or parsed: a sweep's trials are made this way from their arm's config."""
+    sections: dict[str, dict[str, Any]] = {name: {} for name in CHANGEABLE}
+    resolved, seed = copy.deepcopy(config.resolved), config.seed
+    for key, value in changes.items():
+        section, _, name = key.rpartition(".")
+        if key == "seed":
+            seed = _checked_seed(value)
+        elif section in sections and name in {f.name for f in dataclasses.fields(getattr(config, section))}:
+            sections[section][name] = value
+        else:
+            raise ConfigError(f"{key}: a trial changes seed, {', '.join(f'{s}.<field>' for s in CHANGEABLE)} only")
+        (resolved.setdefault(section, {}) if section else resolved)[name] = value
+    for name, values in sections.items():  # types first, so each section's own checks can trust them
+        hints = typing.get_type_hints(type(getattr(config, name)))
+        for key, value in values.items():
+            if not conforms(value, hints[key]):
+                raise ConfigError(f"{name}.{key}={value!r}: expected {describe(hints[key])}")
+    replaced = {name: dataclasses.replace(getattr(config, name), **values) for name, values in sections.items()}
+    return dataclasses.replace(config, seed=seed, resolved=resolved, **replaced)
+
+
+def as_plain(config: ExperimentConfig) -> dict[str, Any]:
+    """What ran, every field of every section, as plain data that `experiment_from_dict` reads back into the same
+    config (dumped as each run's config.yaml). The derived model fields (its vocabulary and attention) are left out:
+    they come from the task and attention sections."""
+    names = {s: (config.resolved.get(s) or {}).get("name") for s in ("model", "attention")}
+    model = {f.name: getattr(config.model, f.name) for f in dataclasses.fields(config.model)}
+    del model["vocab_size"], model["attention"]
+    sections = {
+        "model": {**({"name": names["model"]} if names["model"] else {}), **model},
+        "attention": {**({"name": names["attention"]} if names["attention"] else {}), **config.attention.to_dict()},
+        "task": {"name": config.task.name, **dataclasses.asdict(config.task)},
+        "train": dataclasses.asdict(config.train),
+        "tracking": dataclasses.asdict(config.tracking),
+        "seed": config.seed,
+    }
+    return _lists(sections)
+
+
+def _lists(value: Any) -> Any:
+    """Tuples as lists, all the way down (YAML and JSON have lists)."""
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_lists(v) for v in value]
+    return value

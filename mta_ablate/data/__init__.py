@@ -18,24 +18,25 @@ in book text), `lm` (corpus mixture; `task.validation_windows(corpus)` gives the
 Pass a `np.random.Generator` to `batch` to keep one stream per data-loader worker; an int seed gives a
 fresh, reproducible stream.
 
+Names load on first use: `mta_ablate.data.corpora` imports no torch.
+
 Corpora: `load_corpus(name, tokenizer)` for `code`, `books`, `wiki`, `tex`, `dir:/path`; fetched with
 `mta-ablate data fetch`; cached under `MTA_HOME/cache/` (`paths.cache_dir`).
 """
 
-from mta_ablate.data.corpora import CORPORA, get_tokenizer, load_corpus
-from mta_ablate.data.tasks import TASKS, build_task, task_config, task_from_config
-from mta_ablate.data.tokenizers import ByteTokenizer
-from mta_ablate.paths import cache_dir, mta_home
+from mta_ablate.lazy import lazy_names
 
-__all__ = [
-    "CORPORA",
-    "TASKS",
-    "ByteTokenizer",
-    "build_task",
-    "cache_dir",
-    "get_tokenizer",
-    "load_corpus",
-    "mta_home",
-    "task_config",
-    "task_from_config",
-]
+_HOMES = {
+    "CORPORA": "corpora",
+    "check_available": "corpora",
+    "get_tokenizer": "corpora",
+    "load_corpus": "corpora",
+    "TASKS": "tasks",
+    "build_task": "tasks",
+    "task_config": "tasks",
+    "task_from_config": "tasks",
+    "ByteTokenizer": "tokenizers",
+}
+__all__ = sorted(_HOMES)
+
+__getattr__ = lazy_names(__name__, _HOMES)

@@ -86,6 +86,16 @@ def corpus_spec(name: str) -> CorpusSpec:
     raise ConfigError(f"corpus={name!r}: expected one of {sorted(CORPORA)} or dir:/path/to/texts")
 
 
+def check_available(names) -> None:
+    """Every corpus named is known and on disk (its artifacts fetched, its folder present), or one ConfigError naming
+    it and the fetch command: checked when an experiment is validated for training, before anything is stored."""
+    from mta_ablate.data.fetch import artifact_path
+
+    for name in names:
+        for artifact in corpus_spec(name).artifacts:
+            artifact_path(artifact, name)
+
+
 def source_key(spec: CorpusSpec) -> str:
     """Hash of everything the documents depend on: pinned artifacts, or the file list for local sources."""
     h = hashlib.sha256(f"v{CACHE_VERSION}|{spec.name}|{spec.val_fraction}".encode())

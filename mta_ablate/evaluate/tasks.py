@@ -1,4 +1,4 @@
-"""Each task's own metrics (the evaluators `mta_ablate.metrics.TASK_METRICS` names), and the toy error and BabiLong
+"""Each task's own metrics (its evaluator in `EVALUATORS`), and the toy error and BabiLong
 accuracy they use: teacher-forced scores over fresh, seeded task samples.
 
 Teacher-forced exact match (every answer token is the argmax given the true prefix) equals greedy decoding
@@ -115,3 +115,12 @@ def babilong_metrics(model: nn.Module, task, n_samples: int, final: bool) -> dic
     )
     r["accuracy"] = r.pop("exact")
     return r if final else {"accuracy": r["accuracy"]}
+
+
+EVALUATORS = {
+    "lm": lm_metrics,
+    "find_block": find_block_metrics,
+    "needle": needle_metrics,
+    "babilong": babilong_metrics,
+}
+"""Each task's evaluator, by task name (a task's metric family and names are in `mta_ablate.metrics.TASK_METRICS`)."""

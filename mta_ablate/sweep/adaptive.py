@@ -17,7 +17,10 @@ import hashlib
 import logging
 from pathlib import Path
 
+from optuna.trial import TrialState
+
 from mta_ablate.sequential import Decision, decide
+from mta_ablate.sweep.slots import FAILURE_KIND, SKIPPED, enqueue_slot, slot_of
 from mta_ablate.sweep.spec import SweepSpec
 
 log = logging.getLogger(__name__)
@@ -59,10 +62,6 @@ def storage_lock(study, name: str):
 def slot_states(study) -> dict[tuple[str, int], tuple[str, float | None]]:
     """(arm, seed) -> (state, objective value) of its live or last trial: waiting | running | done (complete, pruned,
     or failed by an error: it will not run again) | retry (failed by an interruption or a dead worker)."""
-    from optuna.trial import TrialState
-
-    from mta_ablate.sweep.study import FAILURE_KIND, SKIPPED, slot_of
-
     out: dict[tuple[str, int], tuple[str, float | None]] = {}
     rank = {"done": 3, "running": 2, "waiting": 1, "retry": 0}
     for t in study.get_trials(deepcopy=False):
@@ -120,8 +119,6 @@ def extend(study, spec: SweepSpec) -> list[tuple[str, int]]:
     """Queue the next seed of every open comparison whose seeds are finished; returns the slots queued."""
     if spec.policy is None:
         return []
-    from mta_ablate.sweep.study import enqueue_slot
-
     arms = {a.name: a for a in spec.arms}
     with storage_lock(study, spec.name):
         _, wanted = plan(spec, slot_states(study))

@@ -6,6 +6,9 @@ equalized_steps(spec)   # {arm: max_steps}: every arm gets its reference's train
 
 from __future__ import annotations
 
+import time
+
+from mta_ablate.errors import ConfigError
 from mta_ablate.sweep.spec import SweepSpec
 
 
@@ -13,9 +16,8 @@ def step_flops(config) -> int:
     """Forward + backward FLOPs of one training batch of an experiment config (as ThroughputMonitor counts them)."""
     from lightning_modules.callbacks import resolved_device
     from lightning_modules.lm_module import step_flops as model_step_flops
-    from mta_ablate.data import build_task
 
-    seq = build_task(config.task.name, **config.task.params).seq_len
+    seq = config.task.seq_len
     return model_step_flops(config.model, config.train.batch_size, seq, resolved_device(config.train)[0])
 
 
@@ -23,13 +25,9 @@ def step_seconds(configs: dict, warmup: int = 2, repeats: int = 5) -> dict[str, 
     """Median seconds of one training step (forward, backward, AdamW; all of a device's passes) of each arm's model,
     on the arms' training device with their thread count, the arms interleaved step by step so that a slow moment of a
     shared machine falls on every arm alike."""
-    import time
-
     import torch
 
     from lightning_modules.callbacks import resolved_device
-    from mta_ablate.data import build_task
-    from mta_ablate.errors import ConfigError
     from mta_ablate.model import TransformerLM, lm_loss
 
     threads = torch.get_num_threads()
@@ -41,7 +39,7 @@ def step_seconds(configs: dict, warmup: int = 2, repeats: int = 5) -> dict[str, 
                 f"sweep.budget.equalize=time: arm {name} trains on CUDA, and its step time is measured where the sweep "
                 "is created; create it on a GPU host (or use equalize: flops)"
             )
-        seq = build_task(config.task.name, **config.task.params).seq_len
+        seq = config.task.seq_len
         model = TransformerLM(config.model, seed=0).to(device)
         g = torch.Generator().manual_seed(0)
         tokens = torch.randint(0, config.model.vocab_size, (train.rows_per_pass, seq + 1), generator=g).to(device)

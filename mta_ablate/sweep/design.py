@@ -167,6 +167,7 @@ class SearchParam:
 
 
 PARAM_TYPES = ("float", "int", "categorical")
+PARAM_KEYS = {"categorical": ("type", "choices", "when"), "range": ("type", "low", "high", "log", "step", "when")}
 
 
 def search_space(design: dict) -> list[SearchParam]:
@@ -177,6 +178,10 @@ def search_space(design: dict) -> list[SearchParam]:
     for key, p in params.items():
         if not isinstance(p, dict) or p.get("type") not in PARAM_TYPES:
             raise ConfigError(f"design.params.{key}: expected type one of {', '.join(PARAM_TYPES)}")
+        allowed = PARAM_KEYS["categorical" if p["type"] == "categorical" else "range"]
+        unknown = sorted(set(map(str, p)) - set(allowed))
+        if unknown:  # a misspelt `log` or `step` would otherwise be ignored
+            raise ConfigError(f"design.params.{key}.{unknown[0]}: unknown key; allowed: {', '.join(allowed)}")
         when = p.get("when", {}) or {}
         if not isinstance(when, dict) or any(k not in params for k in when):
             raise ConfigError(f"design.params.{key}.when={when!r}: expected a mapping of other searched keys to values")

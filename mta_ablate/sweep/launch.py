@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from mta_ablate.paths import mta_home
 from mta_ablate.sweep import progress
 from mta_ablate.sweep import study as sweep_study
 from mta_ablate.sweep.spec import SweepSpec
@@ -47,8 +48,6 @@ def gpu_groups(n: int, devices: int) -> list[str] | None:
 
 
 def start_workers(spec: SweepSpec, storage: str, tracking_uri: str, n: int, devices: int = 1) -> list[subprocess.Popen]:
-    from mta_ablate.paths import mta_home
-
     logs = mta_home() / "logs" / spec.name
     logs.mkdir(parents=True, exist_ok=True)
     # the trial's own thread count when its config fixes one (the CPU recipes: 1), else a share of the cores

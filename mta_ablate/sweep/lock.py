@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import zlib
 
 from sqlalchemy.engine import make_url
 
@@ -14,8 +16,6 @@ def creation_lock(url: str, name: str):
     lock beside the database; PostgreSQL: an advisory lock; other storages: none."""
     database = make_url(url).database if url.startswith("sqlite:") else None
     if database and database != ":memory:":
-        import fcntl
-
         with open(database + ".lock", "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
@@ -23,8 +23,6 @@ def creation_lock(url: str, name: str):
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
     elif url.startswith("postgresql"):
-        import zlib
-
         from sqlalchemy import create_engine, text
 
         engine = create_engine(url)

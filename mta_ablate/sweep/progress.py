@@ -6,7 +6,8 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from mta_ablate.sweep.study import FAILURE_KIND, SKIPPED
+from mta_ablate.power import seeds_range, seeds_to_decide
+from mta_ablate.sweep.slots import FAILURE_KIND, SKIPPED
 
 
 @dataclass
@@ -133,7 +134,6 @@ def decision_table(spec, decisions):
     policy = spec.policy
     rule = f"alpha {policy.alpha}" + (f", margin {policy.margin:g}" if policy.margin else "")
     table = Table(title=f"seeds until decided ({policy.initial} to {policy.max} seeds; {rule}; Holm across arms)")
-    from mta_ablate.sequential import seeds_range, seeds_to_decide
 
     for col in ("arm", "vs", "n", "state", "decided at n", "sequential p", "seeds for 80% power"):
         table.add_column(col)

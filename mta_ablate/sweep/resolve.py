@@ -13,6 +13,9 @@ import json
 import re
 from typing import Any
 
+from mta_ablate.config.compose import load_experiment
+from mta_ablate.config.schema import experiment_from_dict, with_changes
+from mta_ablate.data.corpora import check_available
 from mta_ablate.errors import ConfigError
 from mta_ablate.metrics import GENERIC, TASK_METRICS
 from mta_ablate.sweep.design import Arm
@@ -40,12 +43,12 @@ def check_objective(metric: str, task: str, corpora=()) -> None:
 def validate_configs(spec: SweepSpec) -> dict:
     """Compose and validate the experiment of every arm, once each (fixed designs), or of the base experiment and
     every range end and choice (search). Returns {arm: ExperimentConfig} ({"": base} for a search)."""
-    from mta_ablate.config.compose import load_experiment
 
     def check(label: str, overrides: dict, arm: str | None = None):
         try:
             config = load_experiment(spec.experiment_overrides(overrides, spec.seeds[0]), arm=arm)
-            check_objective(spec.metric, config.task.name, config.task.params.get("corpora") or ())
+            check_objective(spec.metric, config.task.name, getattr(config.task, "corpora", ()))
+            check_available(getattr(config.task, "corpora_needed", ()))
         except ConfigError as exc:
             raise ConfigError(f"sweep {spec.name}, {label}: {exc}") from None
         return config
@@ -73,27 +76,14 @@ def stored_configs(configs: dict, max_steps: dict[str, int] | None = None) -> di
 
 def rebuilt_configs(stored: dict[str, dict]) -> dict:
     """The stored configs as `ExperimentConfig`s, validated again but not composed (no Hydra)."""
-    from mta_ablate.config.schema import experiment_from_dict
-
     return {arm: experiment_from_dict(values, arm=arm or None) for arm, values in stored.items()}
 
 
 def trial_config(spec: SweepSpec, arm: Arm, changes: dict[str, Any], equal_steps: dict[str, int]):
     """One trial's experiment config: its arm's config (composed once, when the sweep was created) with this trial's
-    seed, names and threads; a search composes its sampled arm here."""
-    from mta_ablate.config.compose import load_experiment
-    from mta_ablate.config.schema import experiment_from_dict
-
+    seed, names and threads, by `dataclasses.replace` (`with_changes`); a search composes its sampled arm here."""
     if arm.name not in spec.configs:  # a sampled arm of a search
         extra = [to_override(key, value) for key, value in changes.items() if key != "seed"]
         return load_experiment(spec.experiment_overrides(arm.overrides, changes["seed"], extra), arm=arm.name)
-    values = json.loads(json.dumps(spec.configs[arm.name].resolved))
-    if arm.name in equal_steps:  # budget.equalize (a sweep stored without its configs' steps)
-        values["train"]["max_steps"] = equal_steps[arm.name]
-    for key, value in changes.items():
-        *sections, name = key.split(".")
-        target = values
-        for section in sections:
-            target = target.setdefault(section, {})
-        target[name] = value
-    return experiment_from_dict(values, arm=arm.name)
+    equalized = {"train.max_steps": equal_steps[arm.name]} if arm.name in equal_steps else {}  # stored apart
+    return with_changes(spec.configs[arm.name], {**equalized, **changes})

@@ -14,23 +14,25 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import warnings
 from dataclasses import replace
+from pathlib import Path
 
 from mta_ablate import preflight
 from mta_ablate.errors import ConfigError
+from mta_ablate.paths import mta_home
 from mta_ablate.sweep import adaptive
 from mta_ablate.sweep.lock import creation_lock
+from mta_ablate.sweep.parse import parse_sweep
 from mta_ablate.sweep.resolve import rebuilt_configs, stored_configs, validate_configs
-from mta_ablate.sweep.spec import SweepSpec, parse_sweep
+from mta_ablate.sweep.slots import queue_missing_slots
+from mta_ablate.sweep.spec import SweepSpec
 from mta_ablate.tracking import mlflow_store as store
 
 log = logging.getLogger(__name__)
 
 ATTR_SPEC, ATTR_OVERRIDES, ATTR_TRACKING, ATTR_PARENT = "mta.spec", "mta.overrides", "mta.tracking_uri", "mta.parent"
-FAILURE_KIND = "mta.failure_kind"  # user attr of a failed trial: interrupted | error | stale | rank_lost
-RANK_LOST, MAX_RETRY = "rank_lost", 3  # a multi-device trial that lost a rank is queued again, up to 3 times
-SKIPPED = "mta.skipped"  # user attr of a trial that found no work (a race for the last queued trial)
 ATTR_RULE = "mta.rule"  # the seeds-until-decided rule the sweep was created with; absent: an earlier (Bonferroni) one
 ATTR_READY = "mta.ready"  # set once the sweep's trials are queued; until then workers wait and `status` says so
 
@@ -51,7 +53,6 @@ def storage_url(url: str | None = None, create: bool = True) -> str:
         return url
     if os.environ.get("MTA_OPTUNA_STORAGE"):
         return os.environ["MTA_OPTUNA_STORAGE"]
-    from mta_ablate.paths import mta_home
 
     home = mta_home()
     if create:
@@ -128,21 +129,17 @@ def pruner_for(spec: SweepSpec, max_steps: int):
     import optuna
 
     p = spec.pruner
-    warmup = int(p.get("warmup_steps", 0))
-    min_resource = int(p.get("min_steps", max(1, max_steps // 8)))
-    pruner = {
+    min_resource = p.min_steps if p.min_steps is not None else max(1, max_steps // 8)
+    return {
         "none": lambda: optuna.pruners.NopPruner(),
-        "median": lambda: optuna.pruners.MedianPruner(
-            n_startup_trials=int(p.get("startup_trials", 2)), n_warmup_steps=warmup
-        ),
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=p.startup_trials, n_warmup_steps=p.warmup_steps),
         "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=min_resource, reduction_factor=int(p.get("reduction_factor", 3))
+            min_resource=min_resource, reduction_factor=p.reduction_factor
         ),
         "hyperband": lambda: optuna.pruners.HyperbandPruner(
-            min_resource=min_resource, max_resource=max_steps, reduction_factor=int(p.get("reduction_factor", 3))
+            min_resource=min_resource, max_resource=max_steps, reduction_factor=p.reduction_factor
         ),
-    }[p["kind"]]()
-    return pruner
+    }[p.kind]()
 
 
 def load(name: str, url: str, tracking_uri: str | None = None):
@@ -264,9 +261,6 @@ def _create_or_resume(spec, overrides, url, tracking_uri, retry_failed, equalize
 
 
 def _create_parent_run(spec: SweepSpec, url: str, tracking_uri: str) -> str:
-    import tempfile
-    from pathlib import Path
-
     import yaml
 
     client = store.client(tracking_uri)
@@ -299,67 +293,6 @@ def _create_parent_run(spec: SweepSpec, url: str, tracking_uri: str) -> str:
         (Path(tmp) / "environment.json").write_text(json.dumps(store.environment(), indent=2))
         client.log_artifacts(run.info.run_id, tmp)
     return run.info.run_id
-
-
-def slot_of(trial) -> tuple[str, int] | None:
-    attrs = trial.user_attrs
-    return (attrs["arm"], int(attrs["seed"])) if "arm" in attrs and "seed" in attrs else None
-
-
-def queue_missing_slots(study, spec: SweepSpec, retry_failed: bool = False) -> int:
-    """Enqueue every (arm, seed) with no waiting, running, complete or pruned trial: the design's first seeds, and any
-    seed an adaptive sweep added. A slot whose trials all failed is queued again when they were interrupted (Ctrl-C,
-    a dead worker), or with retry_failed. Returns how many."""
-    from optuna.trial import TrialState
-
-    taken, failed = set(), {}
-    for t in study.get_trials(deepcopy=False):
-        slot = slot_of(t)
-        if slot is None or t.user_attrs.get(SKIPPED):
-            continue
-        if t.state in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED):
-            taken.add(slot)
-        elif t.state == TrialState.FAIL:
-            failed.setdefault(slot, []).append(t.user_attrs.get(FAILURE_KIND, "stale"))
-    arms = {a.name: a for a in spec.arms}
-    wanted = [(arm.name, seed) for arm, seed in spec.slots()] + [s for s in failed if s[0] in arms]
-    queued = 0
-    for slot in dict.fromkeys(wanted):
-        if slot in taken:
-            continue
-        kinds = failed.get(slot)
-        if kinds and not retry_failed and all(k == "error" for k in kinds):
-            continue  # it raised (NaN, bad data): recorded as failed, not retried unless asked
-        enqueue_slot(study, arms[slot[0]], slot[1])
-        queued += 1
-    return queued
-
-
-def requeue_lost_rank(study, spec: SweepSpec, trial) -> bool:
-    """Queue the (arm, seed) of a trial that failed because one of its ranks died or hung, unless the slot already
-    lost a rank MAX_RETRY times (then it is left failed, like a trial that raised). The new trial resumes the same
-    MLflow run from its last checkpoint."""
-    from optuna.trial import TrialState
-
-    slot = slot_of(trial)
-    if trial.user_attrs.get(FAILURE_KIND) != RANK_LOST or slot is None:
-        return False
-    trials = study.get_trials(deepcopy=False)
-    lost = sum(
-        t.state == TrialState.FAIL and t.user_attrs.get(FAILURE_KIND) == RANK_LOST for t in trials if slot_of(t) == slot
-    )
-    if lost > MAX_RETRY or any(t.state == TrialState.WAITING and slot_of(t) == slot for t in trials):
-        return False
-    enqueue_slot(study, {a.name: a for a in spec.arms}[slot[0]], slot[1])
-    return True
-
-
-def enqueue_slot(study, arm, seed: int) -> None:
-    """Queue one (arm, seed) trial, carrying its identity in user attributes."""
-    study.enqueue_trial(
-        {"arm": arm.name},
-        user_attrs={"arm": arm.name, "seed": seed, "factor": arm.factor, "level": arm.level},
-    )
 
 
 redact = preflight.redact  # a URL without its password, for tags and messages

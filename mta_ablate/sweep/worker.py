@@ -9,196 +9,18 @@ atomically, heartbeats mark the trial of a dead worker stale, and the retry call
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 
-from mta_ablate.sweep import adaptive
+import optuna
+
+from mta_ablate.sweep import adaptive, slots
 from mta_ablate.sweep import study as sweep_study
-from mta_ablate.sweep.design import Arm, arm_name
-from mta_ablate.sweep.resolve import trial_config
+from mta_ablate.sweep.objective import make_objective
 from mta_ablate.sweep.spec import SweepSpec
-from mta_ablate.tracking import mlflow_store as store
 
 log = logging.getLogger(__name__)
-
-
-def _skip(trial, reason: str):
-    """Record a trial that found nothing to do as skipped (pruned, no MLflow run); reports and queues ignore it."""
-    import optuna
-
-    trial.set_user_attr(sweep_study.SKIPPED, reason)
-    raise optuna.TrialPruned(reason)
-
-
-def _find_duplicate(study, trial, arm: str, seed: int):
-    """A finished trial of the same (arm, seed), or a running one that came first (so that of two trials popped at
-    once for one (arm, seed), exactly one runs)."""
-    from optuna.trial import TrialState
-
-    for other in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)):
-        if other.number == trial.number or other.user_attrs.get(sweep_study.SKIPPED):
-            continue
-        if sweep_study.slot_of(other) != (arm, seed):
-            continue
-        if other.state != TrialState.RUNNING or other.number < trial.number:
-            return other
-    return None
-
-
-def close_orphaned_runs(tracking_uri: str | None, sweep: str, arm: str, seed: int, keep: str) -> None:
-    """Mark FAILED every other RUNNING MLflow run of this (arm, seed): its worker died (one live trial per slot)."""
-    client = store.client(tracking_uri)
-    experiment = client.get_experiment_by_name(sweep)
-    if experiment is None:
-        return
-    query = (
-        f"tags.`{store.TAG_ARM}` = '{arm}' AND tags.`{store.TAG_SEED}` = '{seed}' "
-        f"AND tags.`{store.TAG_KIND}` = '{store.KIND_TRIAL}' AND attributes.status = 'RUNNING'"
-    )
-    for run in client.search_runs([experiment.experiment_id], query):
-        if run.info.run_id != keep:
-            client.set_tag(run.info.run_id, store.TAG_STATE, "failed")
-            client.set_tag(run.info.run_id, store.TAG_FAILURE, f"worker died; trial rerun as MLflow run {keep}")
-            client.set_terminated(run.info.run_id, "FAILED")
-
-
-def make_objective(
-    spec: SweepSpec, study, tracking_uri: str | None, parent: str | None, threads: int, worker: str, leader=None
-):
-    """The Optuna objective of this worker: claim the trial's (arm, seed), train it with `run_trial`, return the
-    objective; a failure is recorded on the trial (interrupted or error) and re-raised."""
-    import optuna
-
-    from mta_ablate.ranks import RankLost
-    from mta_ablate.trial import run_trial
-
-    equal_steps = json.loads(study.user_attrs.get(sweep_study.ATTR_STEPS, "{}"))
-    base_threads = spec.first_config.train.threads
-
-    def run(trial: optuna.Trial) -> float:
-        started = time.time()
-        arm, seed = _claim(spec, study, trial, worker)
-        log.info("trial %d arm=%s seed=%s running", trial.number, arm.name, seed)
-        run_name = f"{arm.name}-seed{seed}" if spec.kind != "search" else f"t{trial.number}-seed{seed}"
-        changes = {
-            "seed": seed,
-            "tracking.experiment": spec.name,
-            "tracking.run_name": run_name,
-            "train.progress": "none",
-            "train.resume": True,
-        }
-        if threads and base_threads == 0:  # the config leaves it open: this worker's share of the cores
-            changes["train.threads"] = threads
-        config = trial_config(spec, arm, changes, equal_steps)
-        study.pruner = sweep_study.pruner_for(spec, config.train.max_steps)  # this trial's own scale
-        tags = {store.TAG_SWEEP: spec.name, store.TAG_TRIAL: str(trial.number), store.TAG_KIND: store.KIND_TRIAL}
-        tags |= {store.TAG_FACTOR: arm.factor, store.TAG_LEVEL: arm.level}
-
-        def started_run(run_id: str) -> None:
-            trial.set_user_attr("mlflow_run_id", run_id)
-            close_orphaned_runs(tracking_uri, spec.name, arm.name, seed, keep=run_id)
-
-        report = _pruning_reporter(spec, trial)
-        result = run_trial(
-            config,
-            reporter=report,
-            parent_run_id=parent,
-            tags=tags,
-            tracking_uri=tracking_uri,
-            on_start=started_run,
-            leader=leader,
-        )
-        work = result.timings["fit_s"] + result.timings["evaluate_s"]
-        trial.set_user_attr("overhead_s", round(time.time() - started - work, 3))
-        trial.set_user_attr("steps", result.steps)
-        if spec.metric not in result.metrics:
-            raise KeyError(f"objective {spec.metric} was not logged; logged: {', '.join(sorted(result.metrics))}")
-        if spec.test == "t":
-            return result.metrics[spec.metric]
-        value = objective_value(spec, result, tracking_uri)
-        store.client(tracking_uri).log_metric(result.run_id, spec.objective_key, value, step=result.steps)
-        return value
-
-    def objective(trial: optuna.Trial) -> float:
-        try:
-            return run(trial)
-        except optuna.TrialPruned:
-            raise
-        except KeyboardInterrupt:
-            trial.set_user_attr(sweep_study.FAILURE_KIND, "interrupted")
-            raise
-        except RankLost as exc:  # a rank died or hung: not the config's fault, so the trial is queued again
-            log.error("trial %d lost a rank: %s", trial.number, exc)
-            trial.set_user_attr(sweep_study.FAILURE_KIND, sweep_study.RANK_LOST)
-            trial.set_user_attr("failure", f"RankLost: {exc}"[:2000])
-            raise
-        except Exception as exc:
-            log.exception("trial %d failed", trial.number)
-            trial.set_user_attr(sweep_study.FAILURE_KIND, "error")
-            trial.set_user_attr("failure", f"{type(exc).__name__}: {exc}"[:2000])
-            raise
-
-    return objective
-
-
-def crossed(value: float, threshold: float, direction: str) -> bool:
-    """Whether a metric value is past the threshold the better way (at or below it when minimized)."""
-    return value <= threshold if direction == "minimize" else value >= threshold
-
-
-def objective_value(spec: SweepSpec, result, tracking_uri: str | None) -> float:
-    """What an onset or rate objective makes of a finished trial. rate: 1.0 when its final objective is past the
-    threshold, else 0.0. onset: the first validation step at which its validation metric was past it (read from the
-    run's logged history, so a resumed trial counts its earlier validations too), or, censored, one step past its
-    last step when it never was."""
-    if spec.test == "rate":
-        return float(crossed(result.metrics[spec.metric], spec.threshold, spec.direction))
-    history = store.client(tracking_uri).get_metric_history(result.run_id, spec.report_metric)
-    steps = sorted(m.step for m in history if crossed(m.value, spec.threshold, spec.direction))
-    return float(steps[0]) if steps else float(result.steps + 1)
-
-
-def _claim(spec: SweepSpec, study, trial, worker: str) -> tuple[Arm, int]:
-    """This trial's (arm, seed), recorded on it; a trial with no work (nothing queued, or its (arm, seed) is already
-    another trial's) is skipped (`_skip` raises)."""
-    from mta_ablate.sweep.design import sample_overrides
-
-    if spec.kind == "search":
-        overrides = sample_overrides(list(spec.space), trial)
-        arm, seed = Arm(arm_name(overrides), overrides), spec.seeds[0]
-    else:
-        if "arm" not in trial.user_attrs:  # queued trials carry their (arm, seed); this one was not queued
-            _skip(trial, "no queued work left (another worker took the last trial)")
-        arms = {a.name: a for a in spec.arms}
-        arm = arms[trial.suggest_categorical("arm", list(arms))]
-        seed = int(trial.user_attrs["seed"])  # an attribute, not a parameter: no dashboard ranks it as one
-        other = _find_duplicate(study, trial, arm.name, seed)
-        if other is not None:
-            _skip(trial, f"trial {other.number} already has {arm.name} seed {seed}")
-    identity = {"arm": arm.name, "seed": seed, "factor": arm.factor, "level": arm.level, "worker": worker}
-    for key, value in identity.items():
-        trial.set_user_attr(key, value)
-    return arm, seed
-
-
-def _pruning_reporter(spec: SweepSpec, trial):
-    """reporter(step, val_metrics) for `run_trial`: reports the sweep's validation metric to Optuna and stops the
-    trial (as `pruned`, MLflow status KILLED) when the pruner says so."""
-    import optuna
-
-    def report(step: int, metrics: dict[str, float]) -> None:
-        value = metrics.get(spec.report_metric)
-        if value is None:
-            return
-        trial.report(value, step)
-        if trial.should_prune():
-            exc = optuna.TrialPruned(f"pruned at step {step}: {spec.report_metric}={value:.4g}")
-            exc.mlflow_status, exc.mta_state = "KILLED", "pruned"
-            raise exc
-
-    return report
 
 
 def _load_when_ready(name: str, storage: str, tracking_uri: str | None, wait_s: float = 600):
@@ -255,8 +77,9 @@ def run_worker(
     `devices`: the devices this worker owns (0: as many as the largest trial needs). A worker launched as rank > 0 of a
     cluster (`cluster.cluster_from_env`) follows rank 0's trials instead. Returns how many of the trials this worker ran
     failed."""
-    from mta_ablate.cluster import Leader, cluster_from_env, follow
+    from mta_ablate.cluster import Leader, cluster_from_env
     from mta_ablate.config.checks import check_workers
+    from mta_ablate.rank_entry import follow
 
     cluster = cluster_from_env()
     if cluster is not None and cluster.rank > 0:
@@ -290,7 +113,6 @@ def _logged(trial):
 def _work(spec: SweepSpec, study, objective, worker: str) -> int:
     """The worker's loop: run queued trials until there are none left, queueing adaptive seeds and lost-rank retries.
     Returns how many of its trials failed (and were not queued again)."""
-    import optuna
     from optuna.trial import TrialState
 
     deadline = study.user_attrs.get("mta.deadline")
@@ -313,7 +135,7 @@ def _work(spec: SweepSpec, study, objective, worker: str) -> int:
                 continue
             break
         study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[lambda _, t: ended.append(_logged(t))])
-        if ended and ended[-1].state == TrialState.FAIL and sweep_study.requeue_lost_rank(study, spec, ended[-1]):
+        if ended and ended[-1].state == TrialState.FAIL and slots.requeue_lost_rank(study, spec, ended[-1]):
             retried.add(ended[-1].number)
         adaptive.extend(study, spec)  # queue the next seeds at once, so that idle workers can take them
     failed = sum(t.state == TrialState.FAIL and t.number not in retried for t in ended)

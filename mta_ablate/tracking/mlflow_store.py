@@ -15,10 +15,13 @@ import json
 import logging
 import os
 import platform
+import sqlite3
 import subprocess
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from mta_ablate.errors import ConfigError
 from mta_ablate.paths import mta_home
 
 log = logging.getLogger(__name__)
@@ -84,8 +87,6 @@ _CHECKED: set[Path] = set()
 def _half_created(path: Path) -> bool:
     """Whether an interrupted schema migration left its temporary tables (a store another process is writing is
     read with a busy timeout; one that cannot be read is left to MLflow's own error)."""
-    import sqlite3
-
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
             names = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
@@ -95,8 +96,6 @@ def _half_created(path: Path) -> bool:
 
 
 def _has_runs(path: Path) -> bool:
-    import sqlite3
-
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
         try:
             return db.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
@@ -144,8 +143,6 @@ def experiment_id(mlflow_client, name: str) -> str:
     found = mlflow_client.get_experiment_by_name(name)
     if found is not None:
         if found.lifecycle_stage == "deleted":
-            from mta_ablate.errors import ConfigError
-
             raise ConfigError(
                 f"MLflow experiment {name!r} is deleted (in the trash of {mlflow_client.tracking_uri}); restore it "
                 f"with `mlflow experiments restore --experiment-id {found.experiment_id}` or choose another name"
@@ -186,8 +183,6 @@ def log_params(mlflow_client, run_id: str, params: dict[str, str]) -> None:
 
 def environment() -> dict[str, Any]:
     """What ran: package versions, device, git commit of the working tree (if any)."""
-    from importlib.metadata import PackageNotFoundError, version
-
     import torch
 
     packages = {}

@@ -55,8 +55,14 @@ def test_every_combination_builds_runs_forward_and_backward(fields):
 
 
 @pytest.mark.parametrize("name", PRESETS)
-def test_presets_build(name):
-    tiny_model(preset(name), n_layers=4)
+def test_presets_build_a_model_that_runs_and_adds_parameters_only_as_variants(name):
+    model = tiny_model(preset(name), n_layers=4)
+    counts = model.count_params()
+    baseline = tiny_model(preset("baseline"), n_layers=4).count_params()
+    assert counts["non_mta"] == baseline["total"]  # a variant adds parameters, it never changes the baseline's
+    assert (counts["mta"] == 0) == (preset(name) == AttentionSpec())  # only the baseline adds none
+    logits = model(torch.randint(0, 11, (2, 9)))
+    assert logits.shape == (2, 9, 11) and torch.isfinite(logits).all()
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from mta_ablate.sweep.spec import parse_sweep, read_sweep_file
-from mta_ablate.sweep.study import SKIPPED, SweepNotReady, create_or_resume, load
+from mta_ablate.sweep.parse import parse_sweep, read_sweep_file
+from mta_ablate.sweep.slots import SKIPPED
+from mta_ablate.sweep.study import SweepNotReady, create_or_resume, load
 from tests.cli import cli
 from tests.scaleout import compose
 from tests.sweep.test_runner import sweep_file

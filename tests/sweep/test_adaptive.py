@@ -10,8 +10,9 @@ from optuna.trial import TrialState
 
 from mta_ablate.errors import ConfigError
 from mta_ablate.sweep import adaptive
-from mta_ablate.sweep.spec import parse_sweep
-from mta_ablate.sweep.study import SKIPPED, open_storage, queue_missing_slots, storage_url
+from mta_ablate.sweep.parse import parse_sweep
+from mta_ablate.sweep.slots import SKIPPED, queue_missing_slots
+from mta_ablate.sweep.study import open_storage, storage_url
 from tests.cli import cli
 from tests.sweep.test_runner import THREE_ARMS, run_sweep, sweep_file, trials
 
@@ -174,7 +175,7 @@ def test_sweeps_lists_delete_removes_and_dry_run_says_what_exists(workspace, tmp
     from mlflow.tracking import MlflowClient
 
     from mta_ablate.cli import main
-    from mta_ablate.sweep.spec import read_sweep_file
+    from mta_ablate.sweep.parse import read_sweep_file
     from mta_ablate.sweep.study import create_or_resume
     from mta_ablate.tracking.mlflow_store import tracking_uri
 

@@ -7,7 +7,8 @@ import pytest
 
 from mta_ablate.config import ConfigError
 from mta_ablate.sweep.design import expand, sample_overrides, search_space
-from mta_ablate.sweep.spec import parse_sweep, read_sweep_file, to_override
+from mta_ablate.sweep.parse import parse_sweep, read_sweep_file
+from mta_ablate.sweep.spec import to_override
 from tests.cli import cli
 
 BASE = {
@@ -207,3 +208,10 @@ def test_overrides_may_follow_options(workspace):
     assert "train.max_steps=7" in result.stdout.replace("\n", "")
     bad = cli(*cmd, "--no-such-flag")
     assert bad.returncode == 2 and "--no-such-flag" in bad.stderr
+
+
+def test_a_misspelt_key_of_a_search_parameter_is_refused():
+    with pytest.raises(ConfigError, match=r"design.params.train.lr.lgo: unknown key; allowed: type, low, high, log"):
+        search_space({"kind": "search", "params": {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "lgo": 1}}})
+    with pytest.raises(ConfigError, match=r"design.params.seed.low: unknown key; allowed: type, choices, when"):
+        search_space({"kind": "search", "params": {"seed": {"type": "categorical", "choices": [0, 1], "low": 0}}})

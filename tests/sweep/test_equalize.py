@@ -7,7 +7,7 @@ import optuna
 import pytest
 
 from mta_ablate.sweep.compute import equalized_steps
-from mta_ablate.sweep.spec import parse_sweep, read_sweep_file
+from mta_ablate.sweep.parse import parse_sweep, read_sweep_file
 from mta_ablate.sweep.study import ATTR_STEP_COST, ATTR_STEPS
 from tests.cli import cli
 

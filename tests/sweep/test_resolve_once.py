@@ -6,7 +6,7 @@ import pytest
 from mta_ablate.cli import main
 from mta_ablate.config import compose
 from mta_ablate.sweep import study as sweep_study
-from mta_ablate.sweep.spec import parse_sweep, read_sweep_file
+from mta_ablate.sweep.parse import parse_sweep, read_sweep_file
 from mta_ablate.sweep.worker import run_worker
 from tests.sweep.test_runner import TINY, sweep_file
 

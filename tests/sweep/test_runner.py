@@ -12,7 +12,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from mta_ablate.sweep.study import SKIPPED, storage_url
+from mta_ablate.sweep.slots import SKIPPED
+from mta_ablate.sweep.study import storage_url
 from mta_ablate.tracking.mlflow_store import tracking_uri
 from tests.cli import cli
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from mta_ablate.sequential import SeedPolicy, decide, holm_reject, seeds_for_power, simulate
+from mta_ablate.power import seeds_for_power
+from mta_ablate.sequential import SeedPolicy, decide, holm_reject, simulate
 
 POLICY = SeedPolicy(initial=3, max=10, alpha=0.05, margin=0.5)
 
@@ -94,7 +95,7 @@ def test_a_stored_policy_replays_with_the_rule_it_was_decided_by():
 
 
 def test_a_sweep_files_seeds_use_the_calibrated_rule_and_an_old_study_keeps_its_own():
-    from mta_ablate.sweep.spec import parse_sweep, read_sweep_file
+    from mta_ablate.sweep.parse import parse_sweep, read_sweep_file
     from mta_ablate.sweep.study import ATTR_RULE, ATTR_SPEC, stored_rule
 
     spec = parse_sweep(read_sweep_file("sweeps/quickstart.yaml"), validate=False)
@@ -105,7 +106,7 @@ def test_a_sweep_files_seeds_use_the_calibrated_rule_and_an_old_study_keeps_its_
 
 
 def test_seeds_to_decide_knows_holm_and_the_rule_and_gives_a_range():
-    from mta_ablate.sequential import seeds_range, seeds_to_decide
+    from mta_ablate.power import seeds_range, seeds_to_decide
 
     exact = 10**6  # an effect known exactly: the range collapses to a point
     assert seeds_to_decide(1.0, 1.0, exact) == (10, 10)  # one fixed-n paired t-test at d = 1

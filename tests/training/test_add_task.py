@@ -1,17 +1,21 @@
-"""Adding a task touches only the places `docs/architecture.md` names: a task (config + class, its line in `TASKS`),
-its entry in `TASK_METRICS`, and an evaluator. Here all three live in this file and are registered for one test; a
-task meant for `mta-ablate train task=...` also gets its YAML in `mta_ablate/conf/task/`."""
+"""Adding a task touches only the places `docs/architecture.md` names: its config (with its vocabulary and sequence
+length; its line in `TASK_CONFIGS`), its task class (its line in `TASKS`), its entry in `TASK_METRICS`, and an
+evaluator (its line in `EVALUATORS`). Here all of them live in this file and are registered for one test; a task
+meant for `mta-ablate train task=...` also gets its YAML in `mta_ablate/conf/task/`."""
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pytest
 
 from mta_ablate import metrics
+from mta_ablate.config import tasks as task_configs
 from mta_ablate.config.schema import experiment_from_dict
 from mta_ablate.data import tasks
 from mta_ablate.data.tasks.base import as_generator, make_batch
 from mta_ablate.evaluate import task_answer_metrics
+from mta_ablate.evaluate.tasks import EVALUATORS
 from mta_ablate.sweep.resolve import check_objective
 from mta_ablate.trial import run_trial
 
@@ -20,14 +24,20 @@ from mta_ablate.trial import run_trial
 class CopyConfig:
     """Copy a random 3-letter word after a separator: `abc#abc`."""
 
+    name: ClassVar[str] = "copy"
     length: int = 3
+    vocab_size: ClassVar[int] = 12
+
+    @property
+    def seq_len(self) -> int:
+        return 2 * self.length + 1
 
 
 class CopyTask:
     name = "copy"
 
     def __init__(self, config: CopyConfig):
-        self.config, self.vocab_size, self.seq_len = config, 12, 2 * config.length + 1
+        self.config, self.vocab_size, self.seq_len = config, config.vocab_size, config.seq_len
 
     def batch(self, n, seed):
         rng, k = as_generator(seed), self.config.length
@@ -48,9 +58,10 @@ def copy_metrics(model, task, n_samples: int, final: bool) -> dict[str, float]:
 
 @pytest.mark.usefixtures("tracked_workspace")
 def test_a_new_task_trains_logs_its_family_metrics_and_is_an_objective(workspace, monkeypatch):
+    monkeypatch.setitem(task_configs.TASK_CONFIGS, "copy", CopyConfig)
     monkeypatch.setitem(tasks.TASKS, "copy", (CopyConfig, CopyTask))
-    entry = metrics.TaskMetrics("copy", ("copy/error",), "val/error", f"{__name__}:copy_metrics")
-    monkeypatch.setitem(metrics.TASK_METRICS, "copy", entry)
+    monkeypatch.setitem(metrics.TASK_METRICS, "copy", metrics.TaskMetrics("copy", ("copy/error",), "val/error"))
+    monkeypatch.setitem(EVALUATORS, "copy", copy_metrics)
     check_objective("copy/error", "copy")  # a sweep may optimise it
     assert metrics.validation_key("copy/error") == "val/error" and metrics.direction("copy/error") == "minimize"
     values = {

@@ -13,7 +13,8 @@ from lightning_modules.sharding import ShardedForward, forward_model
 from mta_ablate.config.checks import check_visible_devices
 from mta_ablate.config.compose import load_experiment
 from mta_ablate.errors import ConfigError
-from mta_ablate.ranks import Plan, fsdp_mixed_precision, strategy
+from mta_ablate.ranks import Plan
+from mta_ablate.strategy import fsdp_mixed_precision, strategy
 
 
 def _train(*overrides):

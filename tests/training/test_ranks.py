@@ -42,7 +42,7 @@ def history(client, run_id, key):
 
 
 def rank_processes(home: Path) -> list[int]:
-    """Pids of child ranks (`python -m mta_ablate.ranks`) started under this test's MTA_HOME."""
+    """Pids of child ranks (`python -m mta_ablate.rank_entry`) started under this test's MTA_HOME."""
     pids = []
     for proc in Path("/proc").iterdir():
         try:
@@ -50,7 +50,7 @@ def rank_processes(home: Path) -> list[int]:
             environ = (proc / "environ").read_bytes()
         except (OSError, ValueError):
             continue
-        if b"mta_ablate.ranks" in cmdline and f"MTA_HOME={home}".encode() in environ:
+        if b"mta_ablate.rank_entry" in cmdline and f"MTA_HOME={home}".encode() in environ:
             pids.append(int(proc.name))
     return pids
 
@@ -138,7 +138,8 @@ def test_a_killed_two_device_trial_resumes_the_same_run(workspace):
 
 
 def test_a_killed_rank_fails_the_trial_in_bounded_time_and_the_retry_completes_it_once(workspace, tmp_path):
-    from mta_ablate.sweep.study import FAILURE_KIND, RANK_LOST, storage_url
+    from mta_ablate.sweep.slots import FAILURE_KIND, RANK_LOST
+    from mta_ablate.sweep.study import storage_url
 
     sweep = {
         "name": "ranks",

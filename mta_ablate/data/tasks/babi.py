@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mta_ablate.config.tasks import BABI_FACTS
+
 ACTORS = ("Mary", "John", "Sandra", "Daniel")
 PLACES = ("bathroom", "bedroom", "garden", "hallway", "kitchen", "office")
 OBJECTS = ("apple", "football", "milk")
@@ -91,4 +93,4 @@ def qa3(rng: np.random.Generator, n_facts: int) -> tuple[list[str], str, str]:
 
 
 GENERATORS = {1: qa1, 2: qa2, 3: qa3}
-DEFAULT_FACTS = {1: 4, 2: 8, 3: 12}
+DEFAULT_FACTS = BABI_FACTS

@@ -11,58 +11,15 @@ weight 1); the story weighs `lm_weight`; padding weighs 0. The background is the
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import numpy as np
 
+from mta_ablate.config.tasks import BabiLongConfig
 from mta_ablate.data.tasks import babi
-from mta_ablate.data.tasks.base import (
-    AnswerAtEndTask,
-    check_choice,
-    check_float,
-    check_int,
-)
+from mta_ablate.data.tasks.base import AnswerAtEndTask
 from mta_ablate.errors import ConfigError
 
 SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])|\n\s*\n")  # sentence ends and paragraph breaks
-
-
-@dataclass(frozen=True, kw_only=True)
-class BabiLongConfig:
-    qa: int | tuple[int, ...] = 1
-    """bAbI task: 1, 2 or 3 supporting facts; several (`[1, 2, 3]`) mix them, one drawn per sample."""
-    context_len: int = 512
-    """T: tokens per sample (story + background + question + answer, left-padded)."""
-    n_facts: int | None = None
-    """Story length in facts; None = 4 / 8 / 12 for QA1 / QA2 / QA3."""
-    lm_weight: float = 0.0
-    """Loss weight of the story tokens relative to the answer (1.0)."""
-    haystack: str = "books"
-    """Corpus of the background sentences."""
-    split: str = "validation"
-    tokenizer: str = "byte"
-
-    def __post_init__(self) -> None:
-        if isinstance(self.qa, list | tuple):
-            object.__setattr__(self, "qa", tuple(self.qa))
-            if not self.qa or len(set(self.qa)) != len(self.qa):
-                raise ConfigError(f"task.qa={list(self.qa)!r}: expected distinct tasks from {list(babi.GENERATORS)}")
-        for q in self.tasks:
-            check_choice("qa", q, tuple(babi.GENERATORS))
-        check_int("context_len", self.context_len, 32)
-        if self.n_facts is not None:
-            check_int("n_facts", self.n_facts, 1)
-        check_float("lm_weight", self.lm_weight, 0.0, 1.0)
-        check_choice("split", self.split, ("train", "validation"))
-
-    @property
-    def tasks(self) -> tuple[int, ...]:
-        """The bAbI tasks drawn from, as a tuple."""
-        return self.qa if isinstance(self.qa, tuple) else (self.qa,)
-
-    def facts(self, qa: int) -> int:
-        """Story length in facts of bAbI task `qa`."""
-        return self.n_facts if self.n_facts is not None else babi.DEFAULT_FACTS[qa]
 
 
 class BabiLongTask(AnswerAtEndTask):

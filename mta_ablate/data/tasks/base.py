@@ -1,4 +1,5 @@
-"""What every task shares: the batch layout, seeded generators, validation helpers and `key=value` overrides.
+"""What every task shares: the batch layout, seeded generators, validation helpers and `key=value` overrides
+(`typed.parse_overrides`).
 
 A task batch is a dict of tensors, all (B, T) with T = task.seq_len, built from (B, T + 1) sequences:
 
@@ -13,15 +14,14 @@ A task batch is a dict of tensors, all (B, T) with T = task.seq_len, built from 
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import types
-import typing
-
 import numpy as np
 import torch
 
+from mta_ablate.config.tasks import check_int
 from mta_ablate.errors import ConfigError
+from mta_ablate.typed import parse_overrides
+
+__all__ = ["as_generator", "check_int", "make_batch", "parse_overrides"]
 
 
 def as_generator(seed: int | np.random.Generator) -> np.random.Generator:
@@ -87,8 +87,8 @@ class AnswerAtEndTask:
         corpus = load_corpus(config.haystack, config.tokenizer)
         self.tokenizer = corpus.tokenizer
         self.haystack = corpus.split(config.split).tokens
-        self.vocab_size = self.tokenizer.vocab_size
-        self.seq_len = config.context_len
+        self.vocab_size, self.seq_len = config.vocab_size, config.seq_len
+        check_vocab(self.tokenizer, config)
 
     def generate(self, n: int, seed: int | np.random.Generator) -> list[dict]:
         rng = as_generator(seed)
@@ -106,65 +106,10 @@ class AnswerAtEndTask:
         return answer_at_end_samples(self.generate(n, seed), self.tokenizer, self.META)
 
 
-def check_int(key: str, value, lo: int, hi: int | None = None) -> None:
-    if (
-        not isinstance(value, int | np.integer)
-        or isinstance(value, bool)
-        or value < lo
-        or (hi is not None and value > hi)
-    ):
-        allowed = f">= {lo}" if hi is None else f"in {lo}..{hi}"
-        raise ConfigError(f"task.{key}={value!r}: expected an integer {allowed}")
-
-
-def check_float(key: str, value, lo: float, hi: float) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ConfigError(f"task.{key}={value!r}: expected a number in [{lo}, {hi}]")
-
-
-def check_choice(key: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ConfigError(f"task.{key}={value!r}: expected one of {list(allowed)}")
-
-
-def _convert(key: str, text: str, hint):
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if text.lower() in ("none", "null") and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        for hint_ in inner[:-1]:  # the first alternative that reads the text (int | tuple: "1" or "1,3")
-            with contextlib.suppress(ConfigError):
-                return _convert(key, text, hint_)
-        return _convert(key, text, inner[-1])
-    if origin is tuple:
-        items = [t for t in text.strip("()[] ").split(",") if t.strip()]
-        return tuple(_convert(key, t.strip(), args[0]) for t in items)
-    try:
-        if hint is bool:
-            if text.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(text)
-            return text.lower() in ("true", "1")
-        return hint(text)
-    except ValueError:
-        raise ConfigError(f"task.{key}={text!r}: expected {getattr(hint, '__name__', hint)}") from None
-
-
-def parse_overrides(config_cls, overrides: list[str] | dict) -> dict:
-    """['n_blocks=52', 'depths=0.1,0.9'] -> typed keyword arguments for `config_cls` (ConfigError on bad keys)."""
-    hints = typing.get_type_hints(config_cls)
-    names = [f.name for f in dataclasses.fields(config_cls)]
-    items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
-    out = {}
-    for key, value in items:
-        if key not in names:
-            raise ConfigError(f"task.{key}: unknown key for {config_cls.__name__}; allowed: {names}")
-        out[key] = _convert(key, value, hints[key]) if isinstance(value, str) else value
-    return out
-
-
-def _split(item: str) -> tuple[str, str]:
-    key, eq, value = item.partition("=")
-    if not eq or not key:
-        raise ConfigError(f"override {item!r}: expected key=value")
-    return key.strip().removeprefix("task."), value.strip()
+def check_vocab(tokenizer, config) -> None:
+    """The tokenizer's ids fit the vocabulary the config derived from its spec (the model is built for that)."""
+    if tokenizer.vocab_size > config.vocab_size:
+        raise ConfigError(
+            f"task.tokenizer={config.tokenizer!r}: {tokenizer.vocab_size} tokens, more than the {config.vocab_size} "
+            "its spec names"
+        )

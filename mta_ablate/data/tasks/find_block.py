@@ -13,50 +13,11 @@ sample, so nothing spans two samples.
 
 from __future__ import annotations
 
-import math
-import string
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-from mta_ablate.data.tasks.base import as_generator, check_choice, check_int, make_batch
-from mta_ablate.errors import ConfigError
-
-LETTERS = string.ascii_lowercase + string.ascii_uppercase
-TARGETS = ("all", "first", "last")
-
-
-@dataclass(frozen=True, kw_only=True)
-class FindBlockConfig:
-    alphabet: int = 26
-    """V: letters in the alphabet (up to 52: a-z then A-Z)."""
-    block_size: int = 4
-    """N: distinct letters per block."""
-    query_size: int = 2
-    """L: distinct query letters, all from the target block."""
-    n_blocks: int = 10
-    """K: blocks per sample, exactly one of which contains every query letter."""
-    target: str = "all"
-    """What the model outputs: the whole target block, or its first or last letter."""
-
-    def __post_init__(self) -> None:
-        check_int("alphabet", self.alphabet, 2, len(LETTERS))
-        check_int("block_size", self.block_size, 1, self.alphabet - 1)
-        check_int("query_size", self.query_size, 1, self.block_size)
-        check_int("n_blocks", self.n_blocks, 1)
-        check_choice("target", self.target, TARGETS)
-        if self.n_blocks > 1 and self.collision_probability() > 0.95:
-            raise ConfigError(
-                f"task.block_size={self.block_size} with task.query_size={self.query_size} and "
-                f"task.alphabet={self.alphabet}: a random block contains the query with probability "
-                f"{self.collision_probability():.2f}; use a larger alphabet or query"
-            )
-
-    def collision_probability(self) -> float:
-        """Chance that a random distractor block contains all L query letters."""
-        v, n, q = self.alphabet, self.block_size, self.query_size
-        return math.comb(v - q, n - q) / math.comb(v, n)
+from mta_ablate.config.tasks import LETTERS, FindBlockConfig
+from mta_ablate.data.tasks.base import as_generator, check_int, make_batch
 
 
 class FindBlockTask:
@@ -68,11 +29,9 @@ class FindBlockTask:
         self.config = config
         v = config.alphabet
         self.dot, self.hash, self.bos_id, self.eos_id = v, v + 1, v + 2, v + 3
-        self.vocab_size = v + 4
         self.n_target = config.block_size if config.target == "all" else 1
-        k, n, q = config.n_blocks, config.block_size, config.query_size
-        self.sample_len = 1 + k * n + (k - 1) + 1 + q + self.n_target + 1
-        self.seq_len = self.sample_len - 1
+        self.vocab_size, self.seq_len = config.vocab_size, config.seq_len  # derived by the config
+        self.sample_len = self.seq_len + 1
 
     def _generate(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Vectorised draw of n samples: sequences (n, T+1) and the parts they were made of."""

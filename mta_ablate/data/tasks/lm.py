@@ -7,38 +7,12 @@ are the same for every model and every run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-from mta_ablate.data.tasks.base import as_generator, check_int, make_batch
+from mta_ablate.config.tasks import LMConfig
+from mta_ablate.data.tasks.base import as_generator, check_int, check_vocab, make_batch
 from mta_ablate.errors import ConfigError
-
-
-@dataclass(frozen=True, kw_only=True)
-class LMConfig:
-    corpora: tuple[str, ...] = ("code",)
-    """Corpus names (see `mta-ablate data info`), or dir:/path."""
-    weights: tuple[float, ...] | None = None
-    """Sampling weight of each corpus; None = equal."""
-    seq_len: int = 256
-    """T: tokens per training row."""
-    tokenizer: str = "byte"
-    """'byte' or 'bpe:<vocab>' (trained on the train splits of `corpora`)."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.corpora, str):
-            object.__setattr__(self, "corpora", (self.corpora,))
-        if not self.corpora:
-            raise ConfigError("task.corpora=(): expected at least one corpus name")
-        check_int("seq_len", self.seq_len, 1)
-        if self.weights is not None and (
-            len(self.weights) != len(self.corpora) or any(w < 0 for w in self.weights) or sum(self.weights) <= 0
-        ):
-            raise ConfigError(
-                f"task.weights={self.weights!r}: expected {len(self.corpora)} non-negative numbers with a positive sum"
-            )
 
 
 def validation_windows(tokens: np.ndarray, seq_len: int, max_windows: int | None = None) -> np.ndarray:
@@ -63,8 +37,8 @@ class LMTask:
         self.config = config
         self.tokenizer = get_tokenizer(config.tokenizer, tuple(config.corpora))
         self.corpora = {name: load_corpus(name, config.tokenizer, tuple(config.corpora)) for name in config.corpora}
-        self.vocab_size = self.tokenizer.vocab_size
-        self.seq_len = config.seq_len
+        self.vocab_size, self.seq_len = config.vocab_size, config.seq_len
+        check_vocab(self.tokenizer, config)
         w = np.ones(len(config.corpora)) if config.weights is None else np.asarray(config.weights, dtype=np.float64)
         self.weights = w / w.sum()
         for name, corpus in self.corpora.items():

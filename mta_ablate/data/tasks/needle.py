@@ -13,116 +13,14 @@ where attending to one token is not enough). The haystack is a random window of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from mta_ablate.data.tasks.base import (
-    AnswerAtEndTask,
-    check_choice,
-    check_float,
-    check_int,
-)
+from mta_ablate.config.tasks import ADJECTIVES, CITIES, NOUNS, NeedleConfig
+from mta_ablate.data.tasks.base import AnswerAtEndTask
 from mta_ablate.errors import ConfigError
 
 SNAP_TOKENS = 64
 MIN_SNAP_TOKENS = 16  # longer than almost every English word, so a needle never lands inside one
-CITIES = [
-    "Paris",
-    "London",
-    "Berlin",
-    "Madrid",
-    "Rome",
-    "Lisbon",
-    "Vienna",
-    "Prague",
-    "Warsaw",
-    "Dublin",
-    "Oslo",
-    "Helsinki",
-    "Athens",
-    "Cairo",
-    "Lagos",
-    "Nairobi",
-    "Tokyo",
-    "Seoul",
-    "Beijing",
-    "Delhi",
-    "Mumbai",
-    "Dhaka",
-    "Manila",
-    "Jakarta",
-    "Sydney",
-    "Perth",
-    "Auckland",
-    "Lima",
-    "Quito",
-    "Bogota",
-    "Caracas",
-    "Havana",
-    "Boston",
-    "Denver",
-    "Chicago",
-    "Dallas",
-    "Houston",
-    "Seattle",
-    "Toronto",
-    "Montreal",
-    "Santiago",
-    "Moscow",
-    "Kyiv",
-    "Riga",
-    "Vilnius",
-    "Tallinn",
-    "Sofia",
-    "Zagreb",
-    "Belgrade",
-    "Budapest",
-    "Bucharest",
-    "Geneva",
-    "Zurich",
-    "Munich",
-    "Hamburg",
-    "Milan",
-    "Naples",
-    "Venice",
-    "Porto",
-    "Seville",
-]
-ADJECTIVES = [
-    "red",
-    "blue",
-    "green",
-    "black",
-    "white",
-    "golden",
-    "silver",
-    "purple",
-    "orange",
-    "yellow",
-    "brown",
-    "grey",
-    "pink",
-    "silent",
-    "ancient",
-]
-NOUNS = [
-    "river",
-    "mountain",
-    "forest",
-    "castle",
-    "tower",
-    "bridge",
-    "harbor",
-    "garden",
-    "desert",
-    "island",
-    "valley",
-    "temple",
-    "market",
-    "palace",
-    "lake",
-]
 
 
 class NeedlesDoNotFit(ConfigError):
@@ -132,43 +30,6 @@ class NeedlesDoNotFit(ConfigError):
 def snap_window(haystack_len: int) -> int:
     """Most tokens a needle moves from its requested depth: haystack / 16, within [MIN_SNAP_TOKENS, SNAP_TOKENS]."""
     return max(MIN_SNAP_TOKENS, min(SNAP_TOKENS, haystack_len // 16))
-
-
-@dataclass(frozen=True, kw_only=True)
-class NeedleConfig:
-    context_len: int = 256
-    """T: tokens the model sees (haystack + needles + question + answer)."""
-    n_needles: int = 2
-    """k needles per sample; one of them is asked."""
-    depths: tuple[float, ...] | None = None
-    """Depth of each needle in [0, 1] (fraction of the haystack); None = uniform at random."""
-    key_words: int = 1
-    """1 = one-word keys (cities); 2 = two-word keys whose distractors share a word with the asked key."""
-    value_digits: int = 2
-    """Digits of the magic numbers."""
-    lm_weight: float = 0.1
-    """Loss weight of the text tokens relative to the answer tokens (1.0)."""
-    haystack: str = "books"
-    """Corpus the haystack comes from."""
-    split: str = "validation"
-    """Split of the haystack corpus."""
-    tokenizer: str = "byte"
-    """'byte' or 'bpe:<vocab>'."""
-
-    def __post_init__(self) -> None:
-        check_int("context_len", self.context_len, 16)
-        check_int("n_needles", self.n_needles, 1, len(ADJECTIVES) if self.key_words == 2 else len(CITIES))
-        check_choice("key_words", self.key_words, (1, 2))
-        check_int("value_digits", self.value_digits, 1, 6)
-        if 10**self.value_digits - 10 ** (self.value_digits - 1) < self.n_needles:
-            raise ConfigError(f"task.value_digits={self.value_digits}: too few values for {self.n_needles} needles")
-        check_float("lm_weight", self.lm_weight, 0.0, 1.0)
-        check_choice("split", self.split, ("train", "validation"))
-        if self.depths is not None:
-            if len(self.depths) != self.n_needles:
-                raise ConfigError(f"task.depths={self.depths!r}: expected {self.n_needles} values (one per needle)")
-            for d in self.depths:
-                check_float("depths", d, 0.0, 1.0)
 
 
 class NeedleTask(AnswerAtEndTask):
