@@ -18,32 +18,24 @@ The price is one more forward of the maps in the backward; the skipped causal ha
 maps (at most `KEEP_ELEMENTS` elements, as in the toy model) are saved by the forward instead: there the
 recomputation costs more than the memory it saves, at most a few MiB per layer.
 
-Head mixes are a matmul over the head axis of contiguous maps (G matrices of C x C applied to B * T * S
-columns), which needs no layout change; only the key-query convolutions run channels-last (oneDNN's fast
-depthwise path on CPU). Dropout on the weights draws its mask from a generator seeded per block from one draw
-of the global generator, so the backward recomputes the same mask.
+Two paths compute each block's maps (`block`). On CPU tensors in fp32 or fp64 the fused kernel (`kernel`, C++
+built by `make install`) runs the key-query convolutions, their input and kernel gradients, the head mixes and the
+causal softmax over each row's past keys only, straight on row-major maps. Everywhere else (CUDA, bf16, a machine
+without the build) the pure-torch path runs: head mixes as a matmul over the head axis of contiguous maps (G
+matrices of C x C applied to B * T * S columns), the key-query convolutions channels-last (oneDNN's depthwise path
+on CPU, cuDNN's on GPU). Both compute the same function (tests hold them to 1e-5 relative in fp32). Dropout on the
+weights draws its mask from a generator seeded per block from one draw of the global generator, so the backward
+recomputes the same mask.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from types import SimpleNamespace
 
 import torch
-import torch.nn.functional as F
 
 from mta_ablate.attention import kernel
-from mta_ablate.attention.functional import key_padding
-from mta_ablate.attention.maps import (
-    conv_backward,
-    conv_weight,
-    mix_grad,
-    mix_heads,
-    mix_transposed,
-    pad_channels_last,
-    softmax_grad,
-)
+from mta_ablate.attention.block import Block, Options, blocks, conv_step, conv_step_backward, on
 
 BLOCK_ELEMENTS = 2**19
 """Default size of one block's maps in elements (B * H * rows * S): 2 MiB in fp32. Measured on a 2-core CPU: at
@@ -94,119 +86,23 @@ def tiled_as(device_type: str):
         _tiling.pop()
 
 
-@dataclass(frozen=True)
-class _Options:
-    pad_key: str
-    dropout_p: float
-    seed: int
-    rows: int
-    fused: bool  # the fused CPU kernel (`kernel`) runs the convolutions of fp32 and fp64 maps
-
-
-@dataclass
-class _Block:
-    """One block of query rows [i0, i1) and the rows its maps span: logits from r0, probabilities from p0."""
-
-    i0: int
-    i1: int
-    r0: int
-    p0: int
-    future: torch.Tensor  # (i1 - r0, i1) bool, key j in the future of row r0 + i
-
-    def mask_(self, x_BHRS: torch.Tensor, first_row: int, value: float) -> torch.Tensor:
-        """Fill, in place, the future of a map whose rows start at `first_row`; keys up to that row are never in the
-        future of any of its rows, so only the keys after it are touched."""
-        rows = self.future[first_row - self.r0 :, first_row + 1 :]
-        x_BHRS[..., first_row + 1 :].masked_fill_(rows, value)
-        return x_BHRS
-
-    @classmethod
-    def make(cls, i0, i1, halo_pre, halo_post, device):
-        p0 = max(0, i0 - halo_post)
-        r0 = max(0, p0 - halo_pre)
-        return cls(i0, i1, r0, p0, torch.ones(i1 - r0, i1, dtype=torch.bool, device=device).triu_(1 + r0))
-
-
-def _blocks(t, rows, pre_kernel, post_kernel, device):
-    halo_pre = pre_kernel.shape[1] - 1 if pre_kernel is not None else 0
-    halo_post = post_kernel.shape[1] - 1 if post_kernel is not None else 0
-    for i0 in range(0, t, rows):
-        yield _Block.make(i0, min(t, i0 + rows), halo_pre, halo_post, device)
-
-
-def _padded(x_BHRS, start, halo, c_k, pad_key):
-    """A convolution's input: x holds rows [max(0, start - halo), ...); add the zero rows before row 0 and the
-    key padding, channels-last. Returns the padded map and how many rows were added on top."""
-    top = max(0, halo - start)
-    left, right = key_padding(c_k, pad_key)
-    return pad_channels_last(x_BHRS, left, right, top, 0), top
-
-
-def _conv(x, x_row0, kernel_HQK, out_row0, out_rows, opt: _Options, blk: _Block, saved: dict, name: str):
-    """Rows [out_row0, out_row0 + out_rows) of a key-query convolution of the map x, whose rows start at x_row0 and
-    whose future is zero (or, for the fused kernel, ignored); the output's future is zero. Saves its input as
-    `name` (the pure-torch path: padded, and how many rows of padding are on top)."""
-    if opt.fused and x.dtype in kernel.DTYPES:
-        saved[name] = x
-        left, _ = key_padding(kernel_HQK.shape[2], opt.pad_key)
-        return kernel.ops().conv(x, x_row0, kernel_HQK.to(x.dtype), out_row0, out_rows, left, False)
-    x = blk.mask_(x, x_row0, 0.0)
-    c_q, c_k = kernel_HQK.shape[1:]
-    saved[name], saved[f"{name}_top"] = _padded(x, out_row0, c_q - 1, c_k, opt.pad_key)
-    y = F.conv2d(saved[name], conv_weight(kernel_HQK, x.dtype), groups=x.shape[1]).contiguous()
-    return blk.mask_(y, out_row0, 0.0)
-
-
-def _conv_backward(dy, dy_row0, x_row0, kernel_HQK, opt: _Options, blk: _Block, saved: dict, name: str):
-    """Input gradient (rows from x_row0, future zero) and kernel gradient of `_conv`, from its output gradient dy
-    (rows from dy_row0; its future is ignored)."""
-    c_q, c_k = kernel_HQK.shape[1:]
-    if f"{name}_top" not in saved:  # the forward ran the fused kernel
-        ops, (left, right) = kernel.ops(), key_padding(c_k, opt.pad_key)
-        dx = ops.conv(dy, dy_row0, kernel_HQK.to(dy.dtype), x_row0, blk.i1 - x_row0, right, True)
-        return dx, ops.conv_kernel_grad(dy, dy_row0, saved[name], x_row0, c_q, c_k, left)
-    dy = blk.mask_(dy, dy_row0, 0.0)
-    dx, dk = conv_backward(dy, saved[name], kernel_HQK, saved[f"{name}_top"], opt.pad_key)
-    return blk.mask_(dx, x_row0, 0.0), dk
-
-
-_TORCH = SimpleNamespace(
-    mix=mix_heads, mix_=mix_heads, mix_t_=mix_transposed, mix_grad=mix_grad, softmax_grad=softmax_grad
-)
-
-
-def _on(x, opt: _Options):
-    """The head mixes and softmax gradient for maps like x: the fused kernel's or the pure-torch ones. `mix_` and
-    `mix_t_` (the transposed mix) may overwrite their input (the kernel's do: no new map to allocate and fault in)."""
-    if not (opt.fused and x.dtype in kernel.DTYPES):
-        return _TORCH
-    ops = kernel.ops()
-    return SimpleNamespace(
-        mix=lambda x, m: ops.mix(x, m, False),
-        mix_=lambda x, m: ops.mix_(x, m, False),
-        mix_t_=lambda x, m: ops.mix_(x, m, True),
-        mix_grad=ops.mix_grad,
-        softmax_grad=ops.softmax_grad,
-    )
-
-
-def _logits(q, k, params, blk: _Block, opt: _Options, saved: dict, backward: bool) -> torch.Tensor:
+def _logits(q, k, params, blk: Block, opt: Options, saved: dict, backward: bool) -> torch.Tensor:
     """Pre-softmax logits of rows [p0, i1) over keys [0, i1), future not yet masked."""
     pre_kernel, _, pre_mix, _ = params
     d = q.shape[-1]
     logits = torch.matmul(q[:, :, blk.r0 : blk.i1] * d**-0.5, k[:, :, : blk.i1].transpose(-2, -1))  # scale D, not S
     if pre_kernel is not None:
-        logits = _conv(logits, blk.r0, pre_kernel, blk.p0, blk.i1 - blk.p0, opt, blk, saved, "pre_in")
+        logits = conv_step(logits, blk.r0, pre_kernel, blk.p0, blk.i1 - blk.p0, opt, blk, saved, "pre_in")
     if pre_mix is not None:
         if backward:
             saved["pre_mix_in"] = logits
-            logits = _on(logits, opt).mix(logits, pre_mix)
+            logits = on(logits, opt).mix(logits, pre_mix)
         else:
-            logits = _on(logits, opt).mix_(logits, pre_mix)
+            logits = on(logits, opt).mix_(logits, pre_mix)
     return logits
 
 
-def _probs(logits: torch.Tensor, blk: _Block, opt: _Options) -> torch.Tensor:
+def _probs(logits: torch.Tensor, blk: Block, opt: Options) -> torch.Tensor:
     if opt.fused and logits.dtype in kernel.DTYPES:
         return kernel.ops().causal_softmax(logits, blk.p0)
     wide = torch.promote_types(logits.dtype, torch.float32)
@@ -214,18 +110,18 @@ def _probs(logits: torch.Tensor, blk: _Block, opt: _Options) -> torch.Tensor:
     return torch.softmax(masked, dim=-1, dtype=wide).to(logits.dtype)
 
 
-def _weights(probs, params, blk: _Block, opt: _Options, saved: dict, backward: bool) -> torch.Tensor:
+def _weights(probs, params, blk: Block, opt: Options, saved: dict, backward: bool) -> torch.Tensor:
     """Attention weights of rows [i0, i1) from the probabilities of rows [p0, i1)."""
     _, post_kernel, _, post_mix = params
     weights = probs
     if post_kernel is not None:
-        weights = _conv(probs, blk.p0, post_kernel, blk.i0, blk.i1 - blk.i0, opt, blk, saved, "post_in")
+        weights = conv_step(probs, blk.p0, post_kernel, blk.i0, blk.i1 - blk.i0, opt, blk, saved, "post_in")
     if post_mix is not None:
         if backward:
             saved["post_mix_in"] = weights
-            weights = _on(weights, opt).mix(weights, post_mix)
+            weights = on(weights, opt).mix(weights, post_mix)
         else:
-            weights = _on(weights, opt).mix_(weights, post_mix)
+            weights = on(weights, opt).mix_(weights, post_mix)
     if opt.dropout_p > 0.0:
         generator = torch.Generator(device=probs.device).manual_seed(opt.seed + blk.i0)
         keep = torch.rand(weights.shape, generator=generator, device=probs.device) >= opt.dropout_p
@@ -234,7 +130,7 @@ def _weights(probs, params, blk: _Block, opt: _Options, saved: dict, backward: b
     return weights
 
 
-def _backward_block(grad_out, q, k, v, params, blk: _Block, opt: _Options, grads, maps=None):
+def _backward_block(grad_out, q, k, v, params, blk: Block, opt: Options, grads, maps=None):
     """Add one block's contributions to `grads` (dq, dk, dv, then the parameters), from its maps as the forward
     kept them (`maps`: its saved dict, probabilities and weights) or, by default, recomputed."""
     pre_kernel, post_kernel, pre_mix, post_mix = params
@@ -246,23 +142,23 @@ def _backward_block(grad_out, q, k, v, params, blk: _Block, opt: _Options, grads
     if opt.dropout_p > 0.0:
         dw = dw * saved["keep"] / (1.0 - opt.dropout_p)
     if post_mix is not None:
-        d_post_mix += _on(dw, opt).mix_grad(dw, saved["post_mix_in"], post_mix.shape[0])
-        dw = _on(dw, opt).mix_t_(dw, post_mix)
+        d_post_mix += on(dw, opt).mix_grad(dw, saved["post_mix_in"], post_mix.shape[0])
+        dw = on(dw, opt).mix_t_(dw, post_mix)
     if post_kernel is not None:
-        dw, dk_post = _conv_backward(dw, blk.i0, blk.p0, post_kernel, opt, blk, saved, "post_in")
+        dw, dk_post = conv_step_backward(dw, blk.i0, blk.p0, post_kernel, opt, blk, saved, "post_in")
         d_post += dk_post
-    dlogits = _on(dw, opt).softmax_grad(dw, probs)
+    dlogits = on(dw, opt).softmax_grad(dw, probs)
     if pre_mix is not None:
-        d_pre_mix += _on(dlogits, opt).mix_grad(dlogits, saved["pre_mix_in"], pre_mix.shape[0])
-        dlogits = _on(dlogits, opt).mix_t_(dlogits, pre_mix)
+        d_pre_mix += on(dlogits, opt).mix_grad(dlogits, saved["pre_mix_in"], pre_mix.shape[0])
+        dlogits = on(dlogits, opt).mix_t_(dlogits, pre_mix)
     if pre_kernel is not None:
-        dlogits, dk_pre = _conv_backward(dlogits, blk.p0, blk.r0, pre_kernel, opt, blk, saved, "pre_in")
+        dlogits, dk_pre = conv_step_backward(dlogits, blk.p0, blk.r0, pre_kernel, opt, blk, saved, "pre_in")
         d_pre += dk_pre
     dq[:, :, blk.r0 : blk.i1] += torch.matmul(dlogits, k[:, :, : blk.i1]).mul_(d**-0.5)
     dk[:, :, : blk.i1] += torch.matmul(dlogits.transpose(-2, -1), q[:, :, blk.r0 : blk.i1] * d**-0.5)
 
 
-def _maps(q, k, params, blk: _Block, opt: _Options, backward: bool = True):
+def _maps(q, k, params, blk: Block, opt: Options, backward: bool = True):
     """One block's probabilities and weights, and the intermediate maps their backward needs (`backward`; without
     it the head mixes may run in place)."""
     saved: dict = {}
@@ -303,7 +199,7 @@ class _BlockedMTA(torch.autograd.Function):
         params = (pre_kernel, post_kernel, pre_mix, post_mix)
         keep = any(ctx.needs_input_grad) and q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] <= KEEP_ELEMENTS
         out, kept = q.new_empty(q.shape[:3] + v.shape[3:]), []
-        for blk in _blocks(q.shape[2], opt.rows, pre_kernel, post_kernel, q.device):
+        for blk in blocks(q.shape[2], opt.rows, pre_kernel, post_kernel, q.device):
             maps = _maps(q, k, params, blk, opt, backward=keep)
             out[:, :, blk.i0 : blk.i1] = torch.matmul(maps[2], v[:, :, : blk.i1])
             if keep:
@@ -329,7 +225,7 @@ class _BlockedMTA(torch.autograd.Function):
         tensors = (q, k, v, *params)
         grads = [None if x is None else torch.zeros(x.shape, dtype=acc, device=x.device) for x in tensors]
         grad_out = grad_out.to(q.dtype)
-        for i, blk in enumerate(_blocks(q.shape[2], ctx.opt.rows, params[0], params[1], q.device)):
+        for i, blk in enumerate(blocks(q.shape[2], ctx.opt.rows, params[0], params[1], q.device)):
             maps = kept[i] if kept else None
             _backward_block(grad_out[:, :, blk.i0 : blk.i1], q, k, v, params, blk, ctx.opt, grads, maps)
         return (*(None if g is None else g.to(x.dtype) for g, x in zip(grads, tensors, strict=True)), None)
@@ -367,5 +263,5 @@ def mta_attention(
     tiling = _tiling[-1] if _tiling else q.device.type
     fused = tiling == "cpu" and kernel.usable(q)
     rows = rows or (max(min(t, FUSED_MIN_ROWS), block_rows(b, h, t)) if fused else block_rows(b, h, t, tiling))
-    opt = _Options(pad_key, p, seed, rows, fused)
+    opt = Options(pad_key, p, seed, rows, fused)
     return _BlockedMTA.apply(q, k, v, pre_kernel, post_kernel, pre_head_mix, post_head_mix, opt)

@@ -6,7 +6,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mta_ablate.attention import op
-from mta_ablate.attention.op import _blocks, block_rows, mta_attention
+from mta_ablate.attention.block import blocks
+from mta_ablate.attention.op import block_rows, mta_attention
 from mta_ablate.footprint import ComputeOps
 
 PAPER_LAYER = dict(b=1, h=16, s=2048, d=64)  # the paper's 300m layer at 2K context
@@ -40,7 +41,7 @@ def test_a_paper_layer_on_an_accelerator_dispatches_under_1500_ops_and_recompute
     rows = block_rows(b, h, s, "meta")
     assert rows == block_rows(b, h, s, "cuda")
     pre, post = tensors[3], tensors[4]
-    computed = sum(blk.i1 - blk.r0 for blk in _blocks(s, rows, pre, post, "cpu"))
+    computed = sum(blk.i1 - blk.r0 for blk in blocks(s, rows, pre, post, "cpu"))
     assert computed / s - 1 <= 0.10, f"halo recomputation {computed / s - 1:.1%} of the logits rows"
     with ComputeOps() as cpu_ops, op.tiled_as("cpu"):  # the same layer tiled for the CPU: many small blocks
         _fwd_bwd(*_layer_inputs("meta", b, h, s, d))
