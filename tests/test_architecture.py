@@ -25,6 +25,7 @@ LAYERS = (
         (
             "mta_ablate.errors",
             "mta_ablate.paths",
+            "mta_ablate.machine",
             "mta_ablate.console",
             "mta_ablate.typed",
             "mta_ablate.lazy",

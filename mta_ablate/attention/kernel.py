@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from mta_ablate.machine import cpu_flags, cpu_model
+
 SOURCE = Path(__file__).with_name("csrc") / "mta_cpu.cpp"
 NAME = "mta_ablate_cpu"
 FLAGS = ["-O3", "-march=native", "-fopenmp"]  # OpenMP: at::parallel_for runs on torch's threads
@@ -38,26 +40,6 @@ def build_dir() -> Path:
 
 def _source_hash() -> str:
     return hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
-
-
-def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    line = next((x for x in text.splitlines() if x.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
-
-
-def cpu_model() -> str:
-    """The CPU's model name (benchmarks print it beside their ratios)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def build(verbose: bool = False) -> Path:

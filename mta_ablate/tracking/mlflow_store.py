@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mta_ablate.errors import ConfigError
+from mta_ablate.machine import cpu_model
 from mta_ablate.paths import mta_home
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,8 @@ def environment() -> dict[str, Any]:
     """What ran: package versions, device, git commit of the working tree (if any)."""
     import torch
 
+    from mta_ablate.attention import kernel
+
     packages = {}
     for name in ("mta-ablate", "torch", "lightning", "mlflow", "optuna", "hydra-core", "numpy"):
         try:
@@ -200,20 +203,10 @@ def environment() -> dict[str, Any]:
         # CPU results reproduce on the same instruction set; another CPU gives slightly different numbers
         "cpu": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "mta_op_cpu": kernel.why_not() or "fused CPU kernel",  # else the pure-torch path, and why
         "torch_threads": torch.get_num_threads(),
         "git_commit": git_commit(),
     }
-
-
-def cpu_model() -> str:
-    """The processor's model name (Linux /proc/cpuinfo), else what the platform module knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def git_commit() -> str | None:

@@ -87,7 +87,7 @@ def random_case(seed):
 @pytest.mark.parametrize("keep", [0, 2**20], ids=["recomputed", "kept"])
 @pytest.mark.parametrize("rows", [None, 1, 3])
 @pytest.mark.parametrize("seed", range(24))
-def test_matches_slow_transcription_forward_and_gradients(seed, rows, keep, monkeypatch):
+def test_matches_slow_transcription_forward_and_gradients(seed, rows, keep, monkeypatch, op_path):
     """rows=1 and 3 split the sequence into query blocks whose convolution halos cross block boundaries; the
     backward either recomputes the maps or uses the ones the forward kept."""
     monkeypatch.setattr(op, "KEEP_ELEMENTS", keep)
@@ -115,12 +115,12 @@ def test_matches_slow_transcription_forward_and_gradients(seed, rows, keep, monk
         torch.testing.assert_close(gf, gs, rtol=1e-8, atol=1e-9)
 
 
-def test_nothing_set_is_causal_softmax_attention():
+def test_nothing_set_is_causal_softmax_attention(op_path):
     q, k, v = (torch.randn(2, 3, 17, 8) for _ in range(3))
     torch.testing.assert_close(mta_attention(q, k, v), F.scaled_dot_product_attention(q, k, v, is_causal=True))
 
 
-def test_benchmark_reference_computes_the_same_thing():
+def test_benchmark_reference_computes_the_same_thing(op_path):
     """The bench's speed-up is only meaningful if its straightforward reference computes the same op."""
     torch.manual_seed(0)
     b, h, t, d = 2, 4, 24, 8
@@ -141,7 +141,7 @@ def test_bf16_runs_with_fp32_softmax_and_stays_close():
     torch.testing.assert_close(out16.float(), out32, rtol=0.05, atol=0.05)
 
 
-def test_future_inputs_do_not_leak_with_random_kernels():
+def test_future_inputs_do_not_leak_with_random_kernels(op_path):
     torch.manual_seed(1)
     h, t = 2, 12
     kw = dict(
@@ -179,7 +179,7 @@ SPEC_AXES = [
 
 
 @pytest.mark.parametrize("axes", SPEC_AXES, ids=str)
-def test_blocked_op_equals_the_materialized_op_in_fp32(axes, monkeypatch):
+def test_blocked_op_equals_the_materialized_op_in_fp32(axes, monkeypatch, op_path):
     """Outputs and every gradient within 1e-5 relative of the previous op, with blocks smaller than the kernels.
 
     Relative to each tensor's largest entry: a kernel gradient sums B * T * S products, and fp32 sums in another
@@ -212,7 +212,7 @@ def test_blocked_op_equals_the_materialized_op_in_fp32(axes, monkeypatch):
             torch.testing.assert_close(gn, go, rtol=1e-5, atol=1e-5 * go.abs().max().item())
 
 
-def test_future_inputs_do_not_leak_across_blocks():
+def test_future_inputs_do_not_leak_across_blocks(op_path):
     torch.manual_seed(2)
     h, t = 4, 30
     kw = dict(
@@ -230,7 +230,7 @@ def test_future_inputs_do_not_leak_across_blocks():
         assert torch.equal(mta_attention(q2, k2, v2, rows=4, **kw)[:, :, :cut], base[:, :, :cut])
 
 
-def test_saves_no_map_for_the_backward(monkeypatch):
+def test_saves_no_map_for_the_backward(monkeypatch, op_path):
     """Autograd keeps q, k, v and the parameters only: O(S), where the materialized op keeps about 7 maps. Maps of at
     most `KEEP_ELEMENTS` elements are saved instead (faster at the toy model's size); this one is above it."""
     monkeypatch.setattr(op, "KEEP_ELEMENTS", 2**12)
@@ -246,7 +246,7 @@ def test_saves_no_map_for_the_backward(monkeypatch):
 
 
 @pytest.mark.parametrize("keep", [0, 2**20], ids=["recomputed", "kept"])
-def test_dropout_mask_is_the_same_in_the_backward(keep, monkeypatch):
+def test_dropout_mask_is_the_same_in_the_backward(keep, monkeypatch, op_path):
     """gradcheck in float64 with dropout on: the backward must see the forward's mask, block by block, whether it
     recomputes the maps or keeps the forward's."""
     monkeypatch.setattr(op, "KEEP_ELEMENTS", keep)

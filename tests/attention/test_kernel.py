@@ -1,0 +1,165 @@
+"""The fused CPU kernel itself: that `mta_attention` really runs it, that it honours torch's thread count and gives
+the same bits whatever that count, and that without a usable build the pure-torch path runs and says why, once.
+(Its results against the reference are `test_functional.py`, run on both paths through the `op_path` fixture.)"""
+
+import json
+import logging
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mta_ablate.attention import kernel, mta_attention
+
+
+def _layer(seed=0, b=2, h=4, t=40, d=8):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(b, h, t, d, generator=g).requires_grad_() for _ in range(3))
+    params = dict(
+        pre_kernel=(torch.randn(h, 3, 5, generator=g) * 0.3).requires_grad_(),
+        post_kernel=(torch.randn(h, 2, 3, generator=g) * 0.3).requires_grad_(),
+        pre_head_mix=(torch.randn(1, h, h, generator=g) * 0.5).requires_grad_(),
+        post_head_mix=(torch.randn(2, 2, 2, generator=g) * 0.5).requires_grad_(),
+    )
+    return (q, k, v), params
+
+
+class CountingOps:
+    """Forwards to the loaded kernel ops, counting calls by name."""
+
+    def __init__(self, ops):
+        self.ops, self.calls = ops, {}
+
+    def __getattr__(self, name):
+        fn = getattr(self.ops, name)
+
+        def call(*args):
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return fn(*args)
+
+        return call
+
+
+@pytest.fixture
+def counted(op_path, monkeypatch):
+    counter = CountingOps(kernel.ops())
+    monkeypatch.setitem(kernel._state, "ops", counter)
+    return op_path, counter
+
+
+def test_the_fused_path_runs_every_kernel_and_the_torch_path_none(counted):
+    path, counter = counted
+    qkv, params = _layer()
+    mta_attention(*qkv, rows=16, **params).sum().backward()
+    if path == "fused":
+        assert set(counter.calls) == {
+            "conv",
+            "conv_kernel_grad",
+            "mix",
+            "mix_",
+            "mix_grad",
+            "softmax_grad",
+            "causal_softmax",
+        }, counter.calls
+    else:
+        assert counter.calls == {}
+
+
+def test_bf16_maps_take_the_torch_path_under_the_fused_default(op_path, monkeypatch):
+    counter = CountingOps(kernel.ops())
+    monkeypatch.setitem(kernel._state, "ops", counter)
+    qkv, params = _layer()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mta_attention(*qkv, **params).float().sum().backward()
+    assert counter.calls == {}
+
+
+def _kernel_outputs():
+    ops = kernel.ops()
+    g = torch.Generator().manual_seed(1)
+    x, dy = torch.randn(3, 4, 70, 90, generator=g), torch.randn(3, 4, 64, 90, generator=g)
+    w, m = torch.randn(4, 6, 11, generator=g), torch.randn(1, 4, 4, generator=g)
+    return [
+        ops.conv(x, 20, w, 26, 64, 5, False),
+        ops.conv(dy, 26, w, 20, 70, 5, True),
+        ops.conv_kernel_grad(dy, 26, x, 20, 6, 11, 5),
+        ops.mix(x, m, False),
+        ops.mix_grad(x, x * 2, 1),
+        ops.softmax_grad(x, x.softmax(-1)),
+        ops.causal_softmax(x, 20),
+    ]
+
+
+def test_the_kernel_gives_the_same_bits_on_one_thread_and_on_three(fused_kernel):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _kernel_outputs()
+        torch.set_num_threads(3)
+        three = _kernel_outputs()
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(one, three, strict=True):
+        assert torch.equal(a, b)
+
+
+THREADS = """
+import os, torch
+from mta_ablate.attention import kernel
+torch.set_num_threads({n})
+x, w = torch.randn(8, 4, 128, 128), torch.randn(4, 6, 11)
+before = len(os.listdir("/proc/self/task"))
+for _ in range(3):
+    kernel.ops().conv(x, 0, w, 0, 128, 5, False)
+print(len(os.listdir("/proc/self/task")) - before)
+"""
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_kernel_runs_on_torch_s_threads(threads, fused_kernel):
+    """A trial with train.threads: 1 uses one core: the kernel starts no thread of its own beyond torch's pool."""
+    out = subprocess.run([sys.executable, "-c", THREADS.format(n=threads)], capture_output=True, text=True, check=True)
+    assert int(out.stdout.strip()) == threads - 1
+
+
+@pytest.fixture
+def fresh_state(monkeypatch, tmp_path):
+    monkeypatch.setattr(kernel, "_state", {})
+    monkeypatch.setattr(kernel, "build_dir", lambda: tmp_path)
+    return tmp_path
+
+
+def _warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == kernel.__name__]
+
+
+def test_without_a_build_the_torch_path_runs_and_says_so_once(fresh_state, caplog):
+    caplog.set_level(logging.WARNING, logger=kernel.__name__)
+    qkv, params = _layer()
+    out = mta_attention(*qkv, **params)
+    mta_attention(*qkv, **params)
+    with kernel.path("torch"):
+        torch.testing.assert_close(out, mta_attention(*qkv, **params))
+    said = _warnings(caplog)
+    assert len(said) == 1 and "not built" in said[0] and "pure-torch path" in said[0]
+
+
+@pytest.mark.parametrize(
+    ("stamp", "why"),
+    [
+        ({"source": "0000", "isa": []}, "another version of its source"),
+        ({"isa": ["avx1024_imaginary"]}, "avx1024_imaginary"),
+    ],
+    ids=["stale source", "missing instructions"],
+)
+def test_a_build_that_does_not_fit_is_not_loaded(fresh_state, stamp, why):
+    (fresh_state / f"{kernel.NAME}.so").write_bytes(b"not a library")  # never loaded: the stamp is read first
+    (fresh_state / "stamp.json").write_text(json.dumps({"source": kernel._source_hash(), **stamp}))
+    assert kernel.ops() is None
+    assert why in kernel.why_not()
+
+
+def test_path_names_are_checked():
+    with pytest.raises(ValueError, match="allowed values are 'torch', 'fused'"), kernel.path("fast"):
+        pass
