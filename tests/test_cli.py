@@ -35,6 +35,7 @@ def test_attention_bench_measures_every_variant_side_by_side(monkeypatch):
         "reference",
         "materialized",
         "mta_attention",
+        "mta_attention, pure torch",
         "talking heads, materialized",
         "talking heads, mta_attention",
     }
@@ -42,7 +43,8 @@ def test_attention_bench_measures_every_variant_side_by_side(monkeypatch):
     assert rows["reference"]["fwd_bwd_vs_reference"] == 1.0
     # the materialized op keeps S x S tensors for backward; the blocked op, like SDPA, keeps none
     assert rows["materialized"]["saved_maps"] > 3
-    assert rows["mta_attention"]["saved_maps"] < 1
+    assert rows["mta_attention"]["saved_maps"] < 1 and rows["mta_attention, pure torch"]["saved_maps"] < 1
+    assert result["cpu"] and result["cpu_capability"] and result["mta_op_cpu"]
     json.dumps(result)  # --json output is serialisable
 
 
@@ -63,12 +65,17 @@ def test_bench_on_a_missing_cuda_device_exits_2():
 def test_train_bench_compares_variants_and_the_bare_loop():
     from mta_ablate.bench import train as bench_train
 
-    result = bench_train.run(steps=3, repeats=1, batch=2, seq=16, warmup=1)
-    rows = {r["variant"]: r for r in result["variants"]}
-    assert set(rows) == {"baseline", "talking_heads", "mta_toy", "mta_paper"}
+    shapes = (bench_train.TrainShape("tiny", "tiny", (), 2, 16), bench_train.TrainShape("ladder", "toy", (), 2, 8))
+    result = bench_train.run(steps=3, repeats=1, warmup=1, shapes=shapes)
+    assert result["cpu"] and result["cpu_capability"] and result["mta_op_cpu"]
+    first, second = result["shapes"]
+    rows = {r["variant"]: r for r in first["variants"]}
+    assert set(rows) == {"baseline", "talking_heads", "mta_toy", "mta_paper", "mta_paper, pure torch"}
     assert rows["baseline"]["mta_params"] == 0 < rows["mta_toy"]["mta_params"] < rows["mta_paper"]["mta_params"]
+    assert rows["mta_paper"]["mta_params"] == rows["mta_paper, pure torch"]["mta_params"]
     assert all(r["tokens_per_s"] > 0 and r["activation_mib"] > 0 for r in rows.values())
-    assert result["lightning_overhead"]["bare_step_ms"] > 0
+    assert first["lightning_overhead"]["bare_step_ms"] > 0 and "lightning_overhead" not in second
+    assert second["model"]["dim"] == 64 and second["shape"]["seq"] == 8
 
 
 @pytest.mark.slow  # 2-rank training itself is tested in tests/training/test_ranks.py

@@ -1,4 +1,5 @@
-"""Attention benchmark: SDPA vs a straightforward MTA reference vs the previous and the current MTA op.
+"""Attention benchmark: SDPA vs a straightforward MTA reference vs the previous and the current MTA op, the latter on
+both its paths (the fused CPU kernel, and pure torch: the reference and GPU path).
 
     mta-ablate bench attention [--repeats 7] [--device cpu|cuda] [--dtype fp32|bf16] [--json]
 
@@ -18,9 +19,11 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from mta_ablate.attention import kernel
 from mta_ablate.attention.functional import head_mix, key_padding, materialized_mta_attention
 from mta_ablate.attention.maps import mix_heads
 from mta_ablate.attention.op import mta_attention
+from mta_ablate.machine import cpu_model
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,26 @@ def inputs(shape: Shape, seed: int = 0, device: str = "cpu", dtype: torch.dtype 
     return q, k, v, pre, post, pre_mix, post_mix
 
 
+def _pure_torch(fn: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+    """fn on the op's pure-torch path (the reference, and the GPU path), for a side-by-side time with the kernel."""
+
+    def run():
+        with kernel.path("torch"):
+            return fn()
+
+    return run
+
+
+def machine() -> dict:
+    """What the ratios were measured on: they differ between CPUs (an Intel Xeon and an AMD EPYC VM, say)."""
+    return {
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "mta_op_cpu": kernel.why_not() or "fused CPU kernel",
+    }
+
+
 def bench_shape(shape: Shape, repeats: int, device: str = "cpu", dtype: torch.dtype = torch.float32) -> dict:
     q, k, v, pre, post, pre_mix, post_mix = inputs(shape, device=device, dtype=dtype)
     leaves = (q, k, v, pre, post, pre_mix, post_mix)
@@ -157,6 +180,7 @@ def bench_shape(shape: Shape, repeats: int, device: str = "cpu", dtype: torch.dt
         "reference": lambda: reference_mta(q, k, v, pre, post, pre_mix, post_mix),
         "materialized": lambda: materialized_mta_attention(q, k, v, **full),
         "mta_attention": lambda: mta_attention(q, k, v, **full),
+        "mta_attention, pure torch": _pure_torch(lambda: mta_attention(q, k, v, **full)),
         "talking heads, materialized": lambda: materialized_mta_attention(q, k, v, **mixes),
         "talking heads, mta_attention": lambda: mta_attention(q, k, v, **mixes),
     }
@@ -229,7 +253,7 @@ def run(repeats: int = 7, shapes: tuple[Shape, ...] = SHAPES, device: str = "cpu
     torch.manual_seed(0)
     return {
         "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        **machine(),
         "device": device,
         "dtype": dtype,
         "repeats": repeats,

@@ -2,9 +2,12 @@
 
     mta-ablate bench train [--steps 12] [--repeats 3] [--json]
 
-1. Variants (`baseline`, `mta_toy`, `mta_paper`) on the `tiny` model, trained through the same Lightning path that
-   `mta-ablate train` uses, on the same pre-generated batches; per-step wall time from the batch-start/end hooks.
-2. Lightning vs a bare torch loop (same model init, same batches, same AdamW + schedule + clipping), per step.
+1. Variants (`baseline`, `talking_heads`, `mta_toy`, `mta_paper`, and `mta_paper` on the op's pure-torch path) at
+   two shapes: the `tiny` model (B16 x 128) and the needle ladder's model (`toy` with 4 layers and 4 heads, B16 x
+   256), trained through the same Lightning path that `mta-ablate train` uses, on the same pre-generated batches;
+   per-step wall time from the batch-start/end hooks.
+2. Lightning vs a bare torch loop (same model init, same batches, same AdamW + schedule + clipping), per step, at
+   the first shape.
 Runs are interleaved round-robin and the first `warmup` steps of each run are dropped; medians are reported.
 "Activation memory" is what autograd saves for one training forward (unique storages), which, unlike the process RSS,
 can be attributed to one variant inside a single process.
@@ -15,16 +18,32 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import torch
 
-from mta_ablate.attention import preset
-from mta_ablate.bench.attention import saved_bytes
+from mta_ablate.attention import kernel, preset
+from mta_ablate.bench.attention import machine, saved_bytes
 from mta_ablate.config.schema import TrainConfig
 from mta_ablate.model import ModelConfig, TransformerLM, lm_loss, model_preset
 
 VARIANTS = ("baseline", "talking_heads", "mta_toy", "mta_paper")
+PURE_TORCH = "mta_paper, pure torch"  # mta_paper with the op on its pure-torch path: what the fused kernel saves
+
+
+@dataclass(frozen=True)
+class TrainShape:
+    name: str
+    model: str  # a model preset
+    changes: tuple = ()  # (field, value) pairs over the preset
+    batch: int = 16
+    seq: int = 128
+
+
+SHAPES = (
+    TrainShape("tiny", "tiny"),
+    TrainShape("needle ladder", "toy", (("n_layers", 4), ("n_heads", 4)), 16, 256),
+)
 
 
 def _batches(vocab: int, batch: int, seq: int, n: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
@@ -45,9 +64,9 @@ def _batches(vocab: int, batch: int, seq: int, n: int, seed: int = 0) -> list[di
     return out
 
 
-def _model_config(variant: str, vocab: int, seq: int) -> ModelConfig:
-    shape = {**model_preset("tiny"), "max_seq_len": seq}
-    return ModelConfig(vocab_size=vocab, attention=preset(variant), **shape)
+def _model_config(variant: str, vocab: int, shape: TrainShape) -> ModelConfig:
+    fields = {**model_preset(shape.model), **dict(shape.changes), "max_seq_len": shape.seq}
+    return ModelConfig(vocab_size=vocab, attention=preset(variant.split(",")[0]), **fields)
 
 
 def _train_config(steps: int) -> TrainConfig:
@@ -204,49 +223,55 @@ def _median_ms(runs: list[list[float]], warmup: int) -> float:
     return statistics.median(t for run in runs for t in run[warmup:]) * 1e3
 
 
-def run(steps: int = 12, repeats: int = 3, batch: int = 16, seq: int = 128, warmup: int = 2) -> dict:
+def _bench_shape(shape: TrainShape, steps: int, repeats: int, warmup: int, bare: bool) -> dict:
     vocab = 259  # the byte tokenizer's vocabulary
-    batches = _batches(vocab, batch, seq, steps)
-    configs = {v: _model_config(v, vocab, seq) for v in VARIANTS}
-    lightning_runs: dict[str, list] = {v: [] for v in VARIANTS}
+    batches = _batches(vocab, shape.batch, shape.seq, steps)
+    variants = (*VARIANTS, PURE_TORCH)
+    configs = {v: _model_config(v, vocab, shape) for v in variants}
+    runs: dict[str, list] = {v: [] for v in variants}
     bare_runs: list = []
     for _ in range(repeats):  # round-robin, so slow phases of a shared machine hit every variant alike
-        for v in VARIANTS:
-            lightning_runs[v].append(lightning_step_times(configs[v], batches))
-        bare_runs.append(bare_step_times(configs["baseline"], batches))
-
+        for v in variants:
+            with kernel.path("torch" if v == PURE_TORCH else "fused"):
+                runs[v].append(lightning_step_times(configs[v], batches))
+        if bare:
+            bare_runs.append(bare_step_times(configs["baseline"], batches))
+    base_ms = _median_ms(runs["baseline"], warmup)
     rows = []
-    base_ms = _median_ms(lightning_runs["baseline"], warmup)
-    for v in VARIANTS:
+    for v in variants:
         model = TransformerLM(configs[v])
         tokens = batches[0]["tokens"]
         saved = saved_bytes(lambda m=model, t=tokens: lm_loss(m(t), batches[0]["targets"]))  # noqa: B023
-        ms = _median_ms(lightning_runs[v], warmup)
+        ms = _median_ms(runs[v], warmup)
         counts = model.count_params()
         rows.append(
             {
                 "variant": v,
                 "step_ms": ms,
-                "tokens_per_s": batch * seq / (ms / 1e3),
+                "tokens_per_s": shape.batch * shape.seq / (ms / 1e3),
                 "step_time_vs_baseline": ms / base_ms,
                 "activation_mib": saved / 2**20,
                 "params": counts["total"],
                 "mta_params": counts["mta"],
             }
         )
-    bare_ms = _median_ms(bare_runs, warmup)
-    return {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "model": {**asdict(configs["baseline"]), "attention": None},
-        "batch": batch,
-        "seq": seq,
-        "steps": steps,
-        "repeats": repeats,
-        "variants": rows,
-        "lightning_overhead": {
+    model = {**asdict(configs["baseline"]), "attention": None}
+    out = {"shape": asdict(shape), "model": model, "variants": rows}
+    if bare:
+        bare_ms = _median_ms(bare_runs, warmup)
+        out["lightning_overhead"] = {
             "lightning_step_ms": base_ms,
             "bare_step_ms": bare_ms,
             "lightning_vs_bare": base_ms / bare_ms,
-        },
+        }
+    return out
+
+
+def run(steps: int = 12, repeats: int = 3, warmup: int = 2, shapes: tuple[TrainShape, ...] = SHAPES) -> dict:
+    return {
+        "torch": torch.__version__,
+        **machine(),
+        "steps": steps,
+        "repeats": repeats,
+        "shapes": [_bench_shape(s, steps, repeats, warmup, bare=i == 0) for i, s in enumerate(shapes)],
     }

@@ -67,8 +67,8 @@ def run_attention(args) -> int:
         print(json.dumps(result, indent=2))
         return 0
     console.print(
-        f"torch {result['torch']}, {result['threads']} threads, {result['device']} {result['dtype']}, "
-        f"median of {result['repeats']}"
+        f"{result['cpu']} ({result['cpu_capability']}), torch {result['torch']}, {result['threads']} threads, "
+        f"{result['device']} {result['dtype']}, median of {result['repeats']}; MTA op on CPU: {result['mta_op_cpu']}"
     )
     for op in result["ops"]:
         s = op["shape"]
@@ -198,31 +198,35 @@ def run_train(args) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    m = result["model"]
     console.print(
-        f"torch {result['torch']}, {result['threads']} threads; tiny model (dim {m['dim']}, {m['n_layers']} "
-        f"layers, {m['n_heads']} heads), batch {result['batch']} x {result['seq']} tokens, "
-        f"median of {result['repeats']} runs x {result['steps']} steps"
+        f"{result['cpu']} ({result['cpu_capability']}), torch {result['torch']}, {result['threads']} threads, "
+        f"median of {result['repeats']} runs x {result['steps']} steps; MTA op on CPU: {result['mta_op_cpu']}"
     )
-    table = Table(title="training step through the Lightning path")
-    for col in ("variant", "step ms", "tokens/s", "x baseline", "activation MiB", "params", "MTA params"):
-        table.add_column(col, justify="right")
-    for r in result["variants"]:
-        table.add_row(
-            r["variant"],
-            f"{r['step_ms']:.1f}",
-            f"{r['tokens_per_s']:,.0f}",
-            f"{r['step_time_vs_baseline']:.2f}",
-            f"{r['activation_mib']:.1f}",
-            f"{r['params']:,}",
-            f"{r['mta_params']:,}",
+    for shape in result["shapes"]:
+        m, s = shape["model"], shape["shape"]
+        table = Table(
+            title=f"{s['name']}: dim {m['dim']}, {m['n_layers']} layers, {m['n_heads']} heads, "
+            f"batch {s['batch']} x {s['seq']} tokens, through the Lightning path"
         )
-    console.print(table)
-    o = result["lightning_overhead"]
-    console.print(
-        f"Lightning step {o['lightning_step_ms']:.1f} ms vs bare torch loop {o['bare_step_ms']:.1f} ms "
-        f"(baseline, same batches): {100 * (o['lightning_vs_bare'] - 1):+.1f}%"
-    )
+        for col in ("variant", "step ms", "tokens/s", "x baseline", "activation MiB", "params", "MTA params"):
+            table.add_column(col, justify="right")
+        for r in shape["variants"]:
+            table.add_row(
+                r["variant"],
+                f"{r['step_ms']:.1f}",
+                f"{r['tokens_per_s']:,.0f}",
+                f"{r['step_time_vs_baseline']:.2f}",
+                f"{r['activation_mib']:.1f}",
+                f"{r['params']:,}",
+                f"{r['mta_params']:,}",
+            )
+        console.print(table)
+        o = shape.get("lightning_overhead")
+        if o:
+            console.print(
+                f"Lightning step {o['lightning_step_ms']:.1f} ms vs bare torch loop {o['bare_step_ms']:.1f} ms "
+                f"(baseline, same batches): {100 * (o['lightning_vs_bare'] - 1):+.1f}%"
+            )
     return 0
 
 
