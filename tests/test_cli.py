@@ -65,7 +65,10 @@ def test_bench_on_a_missing_cuda_device_exits_2():
 def test_train_bench_compares_variants_and_the_bare_loop():
     from mta_ablate.bench import train as bench_train
 
-    shapes = (bench_train.TrainShape("tiny", "tiny", (), 2, 16), bench_train.TrainShape("ladder", "toy", (), 2, 8))
+    shapes = (
+        bench_train.TrainShape("tiny", "tiny", (), 2, 16),
+        bench_train.TrainShape("ladder", "toy", (("n_layers", 4),), 2, 8),
+    )
     result = bench_train.run(steps=3, repeats=1, warmup=1, shapes=shapes)
     assert result["cpu"] and result["cpu_capability"] and result["mta_op_cpu"]
     first, second = result["shapes"]
