@@ -70,7 +70,25 @@ def _load():
     if missing:
         return None, f"the fused CPU kernel was built on a CPU with {', '.join(sorted(missing))}, which this one lacks"
     torch.ops.load_library(str(library))
+    _register_fakes()
     return torch.ops.mta_ablate, ""
+
+
+def _register_fakes() -> None:
+    """Shapes of the kernels' outputs for fake tensors (the memory plan runs the op on them)."""
+    fake = torch.library.register_fake
+
+    fake("mta_ablate::conv")(
+        lambda x, x_row0, w, out_row0, out_rows, left, flip: x.new_empty(*x.shape[:2], out_rows, x.shape[3])
+    )
+    fake("mta_ablate::conv_kernel_grad")(
+        lambda dy, dy_row0, x, x_row0, c_q, c_k, left: x.new_empty(x.shape[1], c_q, c_k)
+    )
+    fake("mta_ablate::mix")(lambda x, m, transpose: torch.empty_like(x, memory_format=torch.contiguous_format))
+    fake("mta_ablate::mix_")(lambda x, m, transpose: x)
+    fake("mta_ablate::mix_grad")(lambda dy, x, groups: dy.new_empty(groups, x.shape[1] // groups, x.shape[1] // groups))
+    fake("mta_ablate::softmax_grad")(lambda dp, p: torch.empty_like(dp, memory_format=torch.contiguous_format))
+    fake("mta_ablate::causal_softmax")(lambda x, row0: torch.empty_like(x, memory_format=torch.contiguous_format))
 
 
 def ops():

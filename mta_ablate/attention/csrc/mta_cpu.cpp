@@ -400,13 +400,24 @@ at::Tensor softmax_grad(const at::Tensor& dp_in, const at::Tensor& p_in) {
 
 }  // namespace
 
+// Schemas here, CPU kernels below: other backends (fake tensors for memory plans) get Python implementations
+// (`kernel.py`).
 TORCH_LIBRARY(mta_ablate, m) {
-  m.def("conv(Tensor x, int x_row0, Tensor w, int out_row0, int out_rows, int left, bool flip) -> Tensor", &conv);
-  m.def("conv_kernel_grad(Tensor dy, int dy_row0, Tensor x, int x_row0, int c_q, int c_k, int left) -> Tensor",
-        &conv_kernel_grad);
-  m.def("mix(Tensor x, Tensor m, bool transpose) -> Tensor", &mix);
-  m.def("mix_(Tensor(a!) x, Tensor m, bool transpose) -> Tensor(a!)", &mix_);
-  m.def("mix_grad(Tensor dy, Tensor x, int groups) -> Tensor", &mix_grad);
-  m.def("softmax_grad(Tensor dp, Tensor p) -> Tensor", &softmax_grad);
-  m.def("causal_softmax(Tensor x, int row0) -> Tensor", &causal_softmax);
+  m.def("conv(Tensor x, int x_row0, Tensor w, int out_row0, int out_rows, int left, bool flip) -> Tensor");
+  m.def("conv_kernel_grad(Tensor dy, int dy_row0, Tensor x, int x_row0, int c_q, int c_k, int left) -> Tensor");
+  m.def("mix(Tensor x, Tensor m, bool transpose) -> Tensor");
+  m.def("mix_(Tensor(a!) x, Tensor m, bool transpose) -> Tensor(a!)");
+  m.def("mix_grad(Tensor dy, Tensor x, int groups) -> Tensor");
+  m.def("softmax_grad(Tensor dp, Tensor p) -> Tensor");
+  m.def("causal_softmax(Tensor x, int row0) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(mta_ablate, CPU, m) {
+  m.impl("conv", &conv);
+  m.impl("conv_kernel_grad", &conv_kernel_grad);
+  m.impl("mix", &mix);
+  m.impl("mix_", &mix_);
+  m.impl("mix_grad", &mix_grad);
+  m.impl("softmax_grad", &softmax_grad);
+  m.impl("causal_softmax", &causal_softmax);
 }
