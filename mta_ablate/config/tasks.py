@@ -118,8 +118,25 @@ class FindBlockConfig:
         return 1 + k * n + (k - 1) + 1 + q + (n if self.target == "all" else 1)
 
 
+class _HaystackTask:
+    """What a retrieval task in book or wiki text derives: the tokenizer's vocabulary (read from its spec, no corpus
+    loaded), its context length, and the one corpus it reads."""
+
+    @property
+    def vocab_size(self) -> int:
+        return tokenizer_vocab(self.tokenizer)
+
+    @property
+    def seq_len(self) -> int:
+        return self.context_len
+
+    @property
+    def corpora_needed(self) -> tuple[str, ...]:
+        return (self.haystack,)
+
+
 @dataclass(frozen=True, kw_only=True)
-class NeedleConfig:
+class NeedleConfig(_HaystackTask):
     name: ClassVar[str] = "needle"
 
     context_len: int = 256
@@ -157,22 +174,9 @@ class NeedleConfig:
             for d in self.depths:
                 check_float("depths", d, 0.0, 1.0)
 
-    @property
-    def vocab_size(self) -> int:
-        """The tokenizer's vocabulary, read from its spec (no corpus is loaded)."""
-        return tokenizer_vocab(self.tokenizer)
-
-    @property
-    def seq_len(self) -> int:
-        return self.context_len
-
-    @property
-    def corpora_needed(self) -> tuple[str, ...]:
-        return (self.haystack,)
-
 
 @dataclass(frozen=True, kw_only=True)
-class BabiLongConfig:
+class BabiLongConfig(_HaystackTask):
     name: ClassVar[str] = "babilong"
 
     qa: int | tuple[int, ...] = 1
@@ -210,19 +214,6 @@ class BabiLongConfig:
     def facts(self, qa: int) -> int:
         """Story length in facts of bAbI task `qa`."""
         return self.n_facts if self.n_facts is not None else BABI_FACTS[qa]
-
-    @property
-    def vocab_size(self) -> int:
-        """The tokenizer's vocabulary, read from its spec (no corpus is loaded)."""
-        return tokenizer_vocab(self.tokenizer)
-
-    @property
-    def seq_len(self) -> int:
-        return self.context_len
-
-    @property
-    def corpora_needed(self) -> tuple[str, ...]:
-        return (self.haystack,)
 
 
 @dataclass(frozen=True, kw_only=True)
