@@ -115,5 +115,5 @@ def on(x, opt: Options):
         mix_=lambda x, m: ops.mix_(x, m, False),
         mix_t_=lambda x, m: ops.mix_(x, m, True),
         mix_grad=ops.mix_grad,
-        softmax_grad=ops.softmax_grad,
+        softmax_grad=ops.softmax_grad_,  # in place: the gradient of the weights is not needed after
     )

@@ -87,8 +87,8 @@ def _register_fakes() -> None:
     fake("mta_ablate::mix")(lambda x, m, transpose: torch.empty_like(x, memory_format=torch.contiguous_format))
     fake("mta_ablate::mix_")(lambda x, m, transpose: x)
     fake("mta_ablate::mix_grad")(lambda dy, x, groups: dy.new_empty(groups, x.shape[1] // groups, x.shape[1] // groups))
-    fake("mta_ablate::softmax_grad")(lambda dp, p: torch.empty_like(dp, memory_format=torch.contiguous_format))
-    fake("mta_ablate::causal_softmax")(lambda x, row0: torch.empty_like(x, memory_format=torch.contiguous_format))
+    fake("mta_ablate::softmax_grad_")(lambda dp, p: dp)
+    fake("mta_ablate::causal_softmax_")(lambda x, row0: x)
 
 
 def ops():

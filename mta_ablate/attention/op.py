@@ -104,7 +104,7 @@ def _logits(q, k, params, blk: Block, opt: Options, saved: dict, backward: bool)
 
 def _probs(logits: torch.Tensor, blk: Block, opt: Options) -> torch.Tensor:
     if opt.fused and logits.dtype in kernel.DTYPES:
-        return kernel.ops().causal_softmax(logits, blk.p0)
+        return kernel.ops().causal_softmax_(logits, blk.p0)  # in place: the backward needs only the probabilities
     wide = torch.promote_types(logits.dtype, torch.float32)
     masked = blk.mask_(logits, blk.p0, float("-inf"))
     return torch.softmax(masked, dim=-1, dtype=wide).to(logits.dtype)

@@ -255,7 +255,7 @@ T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
 
 // One softmax row's backward: o = p * (dp - sum(p * dp)), the sum in double.
 template <typename T>
-void softmax_grad_row(const T* __restrict p, const T* __restrict dp, int64_t s, T* __restrict o) {
+void softmax_grad_row(const T* p, const T* dp, int64_t s, T* o) {  // o may be dp
   double acc = 0;
 #pragma omp simd reduction(+ : acc)
   for (int64_t v = 0; v < s; ++v) acc += double(p[v]) * double(dp[v]);
@@ -284,7 +284,7 @@ inline double exp_nonpositive(double x) { return std::exp(x); }
 
 // Softmax of one causal row over its keys [0, keys), zeros after.
 template <typename T>
-void causal_softmax_row(const T* __restrict x, int64_t keys, int64_t s, T* __restrict out) {
+void causal_softmax_row(const T* x, int64_t keys, int64_t s, T* out) {  // out may be x
   T top = -std::numeric_limits<T>::infinity();
 #pragma omp simd reduction(max : top)
   for (int64_t v = 0; v < keys; ++v) top = std::max(top, x[v]);
@@ -300,15 +300,14 @@ void causal_softmax_row(const T* __restrict x, int64_t keys, int64_t s, T* __res
   std::fill(out + keys, out + s, T(0));
 }
 
-// Causal softmax over keys of a block whose rows start at absolute row `row0`: row r sees keys [0, row0 + r].
-at::Tensor causal_softmax(const at::Tensor& x_in, int64_t row0) {
-  TORCH_CHECK(x_in.device().is_cpu() && x_in.dim() == 4, "mta_ablate::causal_softmax: CPU maps (B, H, R, S)");
-  const auto x = x_in.contiguous();
+// Causal softmax, in place, over keys of a block whose rows start at absolute row `row0`: row r sees keys
+// [0, row0 + r]; the rest of the row becomes zero.
+at::Tensor causal_softmax_(at::Tensor x, int64_t row0) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 4 && x.is_contiguous(), "mta_ablate::causal_softmax_: contiguous CPU maps");
   const int64_t rows = x.size(2), s = x.size(3), maps = x.size(0) * x.size(1);
-  auto y = at::empty_like(x);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mta_ablate::causal_softmax", [&] {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mta_ablate::causal_softmax_", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
-    scalar_t* yp = y.data_ptr<scalar_t>();
+    scalar_t* yp = x.data_ptr<scalar_t>();
     at::parallel_for(0, maps * rows, 64, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const int64_t keys = std::max<int64_t>(0, std::min(s, row0 + t % rows + 1));
@@ -316,7 +315,7 @@ at::Tensor causal_softmax(const at::Tensor& x_in, int64_t row0) {
       }
     });
   });
-  return y;
+  return x;
 }
 
 // Head mix within groups of C heads: y[b, g*C + o] = sum_i m[g, o, i] * x[b, g*C + i] (m[g, i, o] with
@@ -380,13 +379,12 @@ at::Tensor mix_grad(const at::Tensor& dy_in, const at::Tensor& x_in, int64_t gro
   return sum_batch(per);
 }
 
-// Softmax backward row by row, dl = p * (dp - sum(p * dp)), in the maps' dtype with a double row sum.
-at::Tensor softmax_grad(const at::Tensor& dp_in, const at::Tensor& p_in) {
-  TORCH_CHECK(dp_in.device().is_cpu() && p_in.device().is_cpu(), "mta_ablate::softmax_grad: CPU tensors only");
-  const auto dp = dp_in.contiguous();
+// Softmax backward row by row, in place on dp: dp <- p * (dp - sum(p * dp)), with a double row sum.
+at::Tensor softmax_grad_(at::Tensor dp, const at::Tensor& p_in) {
+  TORCH_CHECK(dp.device().is_cpu() && dp.is_contiguous(), "mta_ablate::softmax_grad_: contiguous CPU maps");
   const auto p = p_in.to(dp.scalar_type()).contiguous();
   const int64_t s = p.size(-1), rows = p.numel() / std::max<int64_t>(1, s);
-  auto dl = at::empty_like(dp);
+  auto& dl = dp;
   AT_DISPATCH_FLOATING_TYPES(dp.scalar_type(), "mta_ablate::softmax_grad", [&] {
     const scalar_t* pp = p.data_ptr<scalar_t>();
     const scalar_t* dpp = dp.data_ptr<scalar_t>();
@@ -408,8 +406,8 @@ TORCH_LIBRARY(mta_ablate, m) {
   m.def("mix(Tensor x, Tensor m, bool transpose) -> Tensor");
   m.def("mix_(Tensor(a!) x, Tensor m, bool transpose) -> Tensor(a!)");
   m.def("mix_grad(Tensor dy, Tensor x, int groups) -> Tensor");
-  m.def("softmax_grad(Tensor dp, Tensor p) -> Tensor");
-  m.def("causal_softmax(Tensor x, int row0) -> Tensor");
+  m.def("softmax_grad_(Tensor(a!) dp, Tensor p) -> Tensor(a!)");
+  m.def("causal_softmax_(Tensor(a!) x, int row0) -> Tensor(a!)");
 }
 
 TORCH_LIBRARY_IMPL(mta_ablate, CPU, m) {
@@ -418,6 +416,6 @@ TORCH_LIBRARY_IMPL(mta_ablate, CPU, m) {
   m.impl("mix", &mix);
   m.impl("mix_", &mix_);
   m.impl("mix_grad", &mix_grad);
-  m.impl("softmax_grad", &softmax_grad);
-  m.impl("causal_softmax", &causal_softmax);
+  m.impl("softmax_grad_", &softmax_grad_);
+  m.impl("causal_softmax_", &causal_softmax_);
 }
