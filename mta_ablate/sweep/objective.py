@@ -47,21 +47,27 @@ def _find_duplicate(study, trial, arm: str, seed: int):
     return None
 
 
-def close_orphaned_runs(tracking_uri: str | None, sweep: str, arm: str, seed: int, keep: str) -> None:
-    """Mark FAILED every other RUNNING MLflow run of this (arm, seed): its worker died (one live trial per slot)."""
+def close_orphaned_runs(
+    tracking_uri: str | None, sweep: str, arm: str, seed: int, keep: str, recorded: frozenset[str] = frozenset()
+) -> None:
+    """Mark FAILED every other MLflow run of this (arm, seed) that no recorded trial owns: RUNNING ones (their worker
+    died), and FINISHED ones whose worker died after MLflow closed the run and before Optuna recorded the trial
+    (`recorded`: the run ids of the study's complete and pruned trials). One finished run per finished slot."""
     client = store.client(tracking_uri)
     experiment = client.get_experiment_by_name(sweep)
     if experiment is None:
         return
     query = (
         f"tags.`{store.TAG_ARM}` = '{arm}' AND tags.`{store.TAG_SEED}` = '{seed}' "
-        f"AND tags.`{store.TAG_KIND}` = '{store.KIND_TRIAL}' AND attributes.status = 'RUNNING'"
+        f"AND tags.`{store.TAG_KIND}` = '{store.KIND_TRIAL}'"
     )
     for run in client.search_runs([experiment.experiment_id], query):
-        if run.info.run_id != keep:
-            client.set_tag(run.info.run_id, store.TAG_STATE, "failed")
-            client.set_tag(run.info.run_id, store.TAG_FAILURE, f"worker died; trial rerun as MLflow run {keep}")
-            client.set_terminated(run.info.run_id, "FAILED")
+        if run.info.run_id == keep or run.info.run_id in recorded or run.info.status not in ("RUNNING", "FINISHED"):
+            continue
+        when = "worker died" if run.info.status == "RUNNING" else "worker died before its trial was recorded"
+        client.set_tag(run.info.run_id, store.TAG_STATE, "failed")
+        client.set_tag(run.info.run_id, store.TAG_FAILURE, f"{when}; trial rerun as MLflow run {keep}")
+        client.set_terminated(run.info.run_id, "FAILED")
 
 
 def make_objective(
@@ -119,7 +125,10 @@ def _trial_tags(spec: SweepSpec, trial, arm: Arm) -> dict[str, str]:
 
 def _started(trial, tracking_uri: str | None, sweep: str, arm: str, seed: int, run_id: str) -> None:
     trial.set_user_attr("mlflow_run_id", run_id)
-    close_orphaned_runs(tracking_uri, sweep, arm, seed, keep=run_id)
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done = trial.study.get_trials(deepcopy=False, states=finished)
+    recorded = frozenset(t.user_attrs["mlflow_run_id"] for t in done if "mlflow_run_id" in t.user_attrs)
+    close_orphaned_runs(tracking_uri, sweep, arm, seed, keep=run_id, recorded=recorded)
 
 
 @contextlib.contextmanager
