@@ -68,7 +68,7 @@ def start_run(mlflow_client, config: ExperimentConfig, tags: dict[str, str], par
     if parent_run_id:
         all_tags[store.PARENT_TAG] = parent_run_id
     all_tags[store.TAG_STATE] = "running"
-    return mlflow_client.create_run(exp_id, run_name=config.run_name, tags=all_tags).info.run_id
+    return store.retried(mlflow_client.create_run, exp_id, run_name=config.run_name, tags=all_tags).info.run_id
 
 
 def log_run_inputs(mlflow_client, run_id: str, config: ExperimentConfig) -> None:
@@ -93,7 +93,7 @@ def open_run(client, config: ExperimentConfig, tags: dict[str, str], parent_run_
         return start_run(client, config, tags, parent_run_id), None
     run_id, ckpt = resumable
     client.update_run(run_id, status="RUNNING")
-    client.set_tag(run_id, store.TAG_STATE, "running")
+    store.retried(client.set_tag, run_id, store.TAG_STATE, "running")
     if store.TAG_FAILURE in client.get_run(run_id).data.tags:  # the interruption it resumes from is over
         client.delete_tag(run_id, store.TAG_FAILURE)
     return run_id, ckpt

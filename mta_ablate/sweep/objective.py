@@ -65,9 +65,9 @@ def close_orphaned_runs(
         if run.info.run_id == keep or run.info.run_id in recorded or run.info.status not in ("RUNNING", "FINISHED"):
             continue
         when = "worker died" if run.info.status == "RUNNING" else "worker died before its trial was recorded"
-        client.set_tag(run.info.run_id, store.TAG_STATE, "failed")
-        client.set_tag(run.info.run_id, store.TAG_FAILURE, f"{when}; trial rerun as MLflow run {keep}")
-        client.set_terminated(run.info.run_id, "FAILED")
+        store.retried(client.set_tag, run.info.run_id, store.TAG_STATE, "failed")
+        store.retried(client.set_tag, run.info.run_id, store.TAG_FAILURE, f"{when}; trial rerun as MLflow run {keep}")
+        store.retried(client.set_terminated, run.info.run_id, "FAILED")
 
 
 def make_objective(

@@ -11,6 +11,8 @@ import time
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from mta_ablate.tracking.mlflow_store import retried
+
 
 class MlflowRunLogger(Logger):
     """Metrics of one training run -> MLflow run `run_id` (batched; flushed every `flush_every` points)."""
@@ -64,7 +66,7 @@ class MlflowRunLogger(Logger):
     def flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[:1000], self._pending[1000:]
-            self._client.log_batch(self._run_id, metrics=batch)
+            retried(self._client.log_batch, self._run_id, metrics=batch)
 
     @rank_zero_only
     def finalize(self, status: str) -> None:

@@ -15,8 +15,10 @@ import json
 import logging
 import os
 import platform
+import random
 import sqlite3
 import subprocess
+import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -179,7 +181,7 @@ def log_params(mlflow_client, run_id: str, params: dict[str, str]) -> None:
 
     items = [Param(k, v[:6000]) for k, v in sorted(params.items())]
     for start in range(0, len(items), 100):
-        mlflow_client.log_batch(run_id, params=items[start : start + 100])
+        retried(mlflow_client.log_batch, run_id, params=items[start : start + 100])
 
 
 def environment() -> dict[str, Any]:
@@ -249,18 +251,39 @@ KIND_SWEEP, KIND_TRIAL = "sweep", "trial"
 STATES = ("running", "complete", "pruned", "failed")
 
 
+def retried(call, *args, attempts: int = 8, **kwargs):
+    """`call(*args, **kwargs)`, tried again after a growing pause while another process holds the SQLite store's
+    write lock. SQLite answers "database is locked" at once, without its busy wait, when two transactions that
+    both read first then want to write (two workers ending their runs together); the loser's write was rolled back,
+    so trying it again is safe. Any other error, or the last attempt's, propagates."""
+    for attempt in range(attempts):
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:
+            if "database is locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * 2**attempt * (1 + _jitter.random()))  # about 13 s in all before giving up
+
+
+_jitter = random.Random()  # its own generator: a retry never moves the seeded global one
+
+
 @contextlib.contextmanager
 def recorded(client, run_id: str):
     """The run ends FINISHED with state `complete` when the block completes; when it raises, the run gets a
     `mta.failure` tag and the state and status the exception names (`mta_state`, `mlflow_status`; by default
-    `failed` / FAILED, KILLED for an interruption), and the exception propagates."""
+    `failed` / FAILED, KILLED for an interruption), and the exception propagates, even when the store refuses
+    the record (the run is then left RUNNING: a rerun closes it as its worker's)."""
     try:
         yield
     except BaseException as exc:
-        client.set_tag(run_id, TAG_FAILURE, f"{type(exc).__name__}: {exc}"[:5000])
-        client.set_tag(run_id, TAG_STATE, getattr(exc, "mta_state", "failed"))
         interrupted = isinstance(exc, KeyboardInterrupt)
-        client.set_terminated(run_id, getattr(exc, "mlflow_status", "KILLED" if interrupted else "FAILED"))
+        try:
+            retried(client.set_tag, run_id, TAG_FAILURE, f"{type(exc).__name__}: {exc}"[:5000])
+            retried(client.set_tag, run_id, TAG_STATE, getattr(exc, "mta_state", "failed"))
+            retried(client.set_terminated, run_id, getattr(exc, "mlflow_status", "KILLED" if interrupted else "FAILED"))
+        except Exception as err:
+            log.warning("MLflow run %s: its failure could not be recorded (%s)", run_id, str(err).splitlines()[0])
         raise
-    client.set_tag(run_id, TAG_STATE, "complete")
-    client.set_terminated(run_id, "FINISHED")
+    retried(client.set_tag, run_id, TAG_STATE, "complete")
+    retried(client.set_terminated, run_id, "FINISHED")

@@ -230,7 +230,8 @@ def test_a_signal_to_the_sweep_alone_records_trials_as_interrupted_and_a_rerun_r
     _, err = proc.communicate(timeout=90)
     assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
     stopped = [t for t in trials("stop") if t.state == TrialState.FAIL]
-    assert stopped and all(t.user_attrs.get("mta.failure_kind") == "interrupted" for t in stopped)
+    kinds = [(t.number, t.user_attrs.get("mta.failure_kind"), t.user_attrs.get("failure")) for t in stopped]
+    assert stopped and all(kind == "interrupted" for _, kind, _ in kinds), kinds
     started = time.time()
     result = run_sweep(path, "--workers", "2")  # grace_s is 600: a rerun that waited for heartbeats would time out
     assert result.returncode == 0, result.stderr[-2000:]
