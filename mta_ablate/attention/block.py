@@ -1,6 +1,6 @@
 """One block of query rows of the MTA op and the steps that run on its maps, on the fused CPU kernel (`kernel`) or
-in pure torch (`maps`): the key-query convolution and its backward, the head mixes and the softmax gradient.
-`op` composes them block by block."""
+in pure torch (`maps`): the key-query convolution and its backward, the softmax stage (the head mixes around the
+causal softmax) and its backward, and a lone head mix. `op` composes them block by block."""
 
 from __future__ import annotations
 
@@ -99,21 +99,61 @@ def conv_step_backward(dy, dy_row0, x_row0, kernel_HQK, opt: Options, blk: Block
     return blk.mask_(dx, x_row0, 0.0), dk
 
 
-_TORCH = SimpleNamespace(
-    mix=mix_heads, mix_=mix_heads, mix_t_=mix_transposed, mix_grad=mix_grad, softmax_grad=softmax_grad
-)
+def _mix_backward(dy, x, m):
+    """Gradients of a head mix y = mix(x, m): (dx, dm)."""
+    return mix_transposed(dy, m), mix_grad(dy, x, m.shape[0])
+
+
+_TORCH = SimpleNamespace(mix=mix_heads, mix_=mix_heads, mix_backward_=_mix_backward)
 
 
 def on(x, opt: Options):
-    """The head mixes and softmax gradient for maps like x: the fused kernel's or the pure-torch ones. `mix_` and
-    `mix_t_` (the transposed mix) may overwrite their input (the kernel's do: no new map to allocate and fault in)."""
+    """A head mix on its own (the post mix after a post convolution) for maps like x: the fused kernel's or the
+    pure-torch one. `mix_` and `mix_backward_` may overwrite their first argument (the kernel's do: no new map to
+    allocate and fault in)."""
     if not (opt.fused and x.dtype in kernel.DTYPES):
         return _TORCH
     ops = kernel.ops()
     return SimpleNamespace(
         mix=lambda x, m: ops.mix(x, m, False),
         mix_=lambda x, m: ops.mix_(x, m, False),
-        mix_t_=lambda x, m: ops.mix_(x, m, True),
-        mix_grad=ops.mix_grad,
-        softmax_grad=ops.softmax_grad_,  # in place: the gradient of the weights is not needed after
+        mix_backward_=lambda dy, x, m: (dy, ops.mix_backward_(dy, x, m)),  # one pass: dm, and dx over dy
     )
+
+
+def softmax_stage(logits, pre_mix, post_mix, opt: Options, blk: Block, saved: dict, backward: bool):
+    """Probabilities and weights of rows [p0, i1) from their logits (future not yet masked): the pre mix, the
+    causal softmax, the post mix (`None`: no mix there; weights are then the probabilities). With `backward` the
+    maps the backward needs are kept (the pre mix's input as `pre_mix_in`); without, the logits may be overwritten.
+    The fused kernel reads and writes each map once; the two mixes must then share one grouping."""
+    if opt.fused and logits.dtype in kernel.DTYPES:
+        ops = kernel.ops()
+        if not backward or (pre_mix is None and post_mix is None):
+            weights = ops.mixed_softmax_(logits, pre_mix, post_mix, blk.p0)
+            return weights, weights
+        saved["pre_mix_in"] = logits
+        probs, weights = ops.mixed_softmax(logits, pre_mix, post_mix, blk.p0)
+        return probs, weights if post_mix is not None else probs
+    if pre_mix is not None:
+        saved["pre_mix_in"] = logits
+        logits = mix_heads(logits, pre_mix)
+    wide = torch.promote_types(logits.dtype, torch.float32)
+    masked = blk.mask_(logits, blk.p0, float("-inf"))
+    probs = torch.softmax(masked, dim=-1, dtype=wide).to(logits.dtype)
+    return probs, mix_heads(probs, post_mix) if post_mix is not None else probs
+
+
+def softmax_stage_backward(dw, probs, pre_mix, post_mix, opt: Options, blk: Block, saved: dict):
+    """The gradients of `softmax_stage`: (logits, pre mix, post mix), from that of the weights (which the fused
+    kernel overwrites)."""
+    if opt.fused and dw.dtype in kernel.DTYPES:
+        pre_in = saved.get("pre_mix_in")
+        d_pre, d_post = kernel.ops().mixed_softmax_backward_(dw, probs, post_mix, pre_in, pre_mix, blk.p0)
+        return dw, d_pre if pre_mix is not None else None, d_post if post_mix is not None else None
+    d_pre = d_post = None
+    if post_mix is not None:
+        dw, d_post = _mix_backward(dw, probs, post_mix)
+    dlogits = softmax_grad(dw, probs)
+    if pre_mix is not None:
+        dlogits, d_pre = _mix_backward(dlogits, saved["pre_mix_in"], pre_mix)
+    return dlogits, d_pre, d_post

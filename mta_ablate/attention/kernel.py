@@ -86,9 +86,14 @@ def _register_fakes() -> None:
     )
     fake("mta_ablate::mix")(lambda x, m, transpose: torch.empty_like(x, memory_format=torch.contiguous_format))
     fake("mta_ablate::mix_")(lambda x, m, transpose: x)
-    fake("mta_ablate::mix_grad")(lambda dy, x, groups: dy.new_empty(groups, x.shape[1] // groups, x.shape[1] // groups))
-    fake("mta_ablate::softmax_grad_")(lambda dp, p: dp)
-    fake("mta_ablate::causal_softmax_")(lambda x, row0: x)
+    fake("mta_ablate::mix_backward_")(lambda dy, x, m: m.new_empty(m.shape, dtype=dy.dtype))
+    fake("mta_ablate::mixed_softmax")(
+        lambda x, pre, post, row0: [torch.empty_like(x), torch.empty_like(x) if post is not None else x.new_empty(0)]
+    )
+    fake("mta_ablate::mixed_softmax_")(lambda x, pre, post, row0: x)
+    fake("mta_ablate::mixed_softmax_backward_")(
+        lambda dw, p, post, x, pre, row0: [dw.new_empty(0 if m is None else m.shape) for m in (pre, post)]
+    )
 
 
 def ops():

@@ -35,7 +35,16 @@ import contextlib
 import torch
 
 from mta_ablate.attention import kernel
-from mta_ablate.attention.block import Block, Options, blocks, conv_step, conv_step_backward, on
+from mta_ablate.attention.block import (
+    Block,
+    Options,
+    blocks,
+    conv_step,
+    conv_step_backward,
+    on,
+    softmax_stage,
+    softmax_stage_backward,
+)
 
 BLOCK_ELEMENTS = 2**19
 """Default size of one block's maps in elements (B * H * rows * S): 2 MiB in fp32. Measured on a 2-core CPU: at
@@ -86,37 +95,35 @@ def tiled_as(device_type: str):
         _tiling.pop()
 
 
-def _logits(q, k, params, blk: Block, opt: Options, saved: dict, backward: bool) -> torch.Tensor:
-    """Pre-softmax logits of rows [p0, i1) over keys [0, i1), future not yet masked."""
-    pre_kernel, _, pre_mix, _ = params
-    d = q.shape[-1]
-    logits = torch.matmul(q[:, :, blk.r0 : blk.i1] * d**-0.5, k[:, :, : blk.i1].transpose(-2, -1))  # scale D, not S
+def _logits(q, k, pre_kernel, blk: Block, opt: Options, saved: dict) -> torch.Tensor:
+    """Pre-softmax logits of rows [p0, i1) over keys [0, i1), before the pre mix, future not yet masked (q is
+    already scaled by D**-0.5)."""
+    logits = torch.matmul(q[:, :, blk.r0 : blk.i1], k[:, :, : blk.i1].transpose(-2, -1))
     if pre_kernel is not None:
         logits = conv_step(logits, blk.r0, pre_kernel, blk.p0, blk.i1 - blk.p0, opt, blk, saved, "pre_in")
-    if pre_mix is not None:
-        if backward:
-            saved["pre_mix_in"] = logits
-            logits = on(logits, opt).mix(logits, pre_mix)
-        else:
-            logits = on(logits, opt).mix_(logits, pre_mix)
     return logits
 
 
-def _probs(logits: torch.Tensor, blk: Block, opt: Options) -> torch.Tensor:
-    if opt.fused and logits.dtype in kernel.DTYPES:
-        return kernel.ops().causal_softmax_(logits, blk.p0)  # in place: the backward needs only the probabilities
-    wide = torch.promote_types(logits.dtype, torch.float32)
-    masked = blk.mask_(logits, blk.p0, float("-inf"))
-    return torch.softmax(masked, dim=-1, dtype=wide).to(logits.dtype)
+def _inner_post_mix(params):
+    """The post mix when the softmax stage runs it: no post convolution between them, and (for the fused kernel's
+    one pass) the same grouping as the pre mix. Otherwise the post mix runs on its own, after the convolution."""
+    _, post_kernel, pre_mix, post_mix = params
+    if post_mix is None or post_kernel is not None or (pre_mix is not None and pre_mix.shape != post_mix.shape):
+        return None
+    return post_mix
 
 
-def _weights(probs, params, blk: Block, opt: Options, saved: dict, backward: bool) -> torch.Tensor:
-    """Attention weights of rows [i0, i1) from the probabilities of rows [p0, i1)."""
-    _, post_kernel, _, post_mix = params
-    weights = probs
+def _maps(q, k, params, blk: Block, opt: Options, backward: bool = True):
+    """One block's probabilities and weights of rows [i0, i1), and the intermediate maps their backward needs
+    (`backward`; without it the maps are overwritten in place along the way)."""
+    pre_kernel, post_kernel, pre_mix, post_mix = params
+    saved: dict = {}
+    inner = _inner_post_mix(params)
+    logits = _logits(q, k, pre_kernel, blk, opt, saved)
+    probs, weights = softmax_stage(logits, pre_mix, inner, opt, blk, saved, backward)
     if post_kernel is not None:
         weights = conv_step(probs, blk.p0, post_kernel, blk.i0, blk.i1 - blk.i0, opt, blk, saved, "post_in")
-    if post_mix is not None:
+    if post_mix is not None and inner is None:
         if backward:
             saved["post_mix_in"] = weights
             weights = on(weights, opt).mix(weights, post_mix)
@@ -127,43 +134,37 @@ def _weights(probs, params, blk: Block, opt: Options, saved: dict, backward: boo
         keep = torch.rand(weights.shape, generator=generator, device=probs.device) >= opt.dropout_p
         saved["keep"] = keep
         weights = weights * keep / (1.0 - opt.dropout_p)
-    return weights
+    return saved, probs, weights
 
 
 def _backward_block(grad_out, q, k, v, params, blk: Block, opt: Options, grads, maps=None):
     """Add one block's contributions to `grads` (dq, dk, dv, then the parameters), from its maps as the forward
-    kept them (`maps`: its saved dict, probabilities and weights) or, by default, recomputed."""
+    kept them (`maps`: its saved dict, probabilities and weights) or, by default, recomputed. q is already scaled
+    by D**-0.5, and so is the dq it gets."""
     pre_kernel, post_kernel, pre_mix, post_mix = params
     dq, dk, dv, d_pre, d_post, d_pre_mix, d_post_mix = grads
     saved, probs, weights = maps or _maps(q, k, params, blk, opt)
-    d = q.shape[-1]
+    inner = _inner_post_mix(params)
     dv[:, :, : blk.i1] += torch.matmul(weights.transpose(-2, -1), grad_out)
     dw = torch.matmul(grad_out, v[:, :, : blk.i1].transpose(-2, -1))  # d(weights)
     if opt.dropout_p > 0.0:
         dw = dw * saved["keep"] / (1.0 - opt.dropout_p)
-    if post_mix is not None:
-        d_post_mix += on(dw, opt).mix_grad(dw, saved["post_mix_in"], post_mix.shape[0])
-        dw = on(dw, opt).mix_t_(dw, post_mix)
+    if post_mix is not None and inner is None:
+        dw, dm = on(dw, opt).mix_backward_(dw, saved["post_mix_in"], post_mix)
+        d_post_mix += dm
     if post_kernel is not None:
         dw, dk_post = conv_step_backward(dw, blk.i0, blk.p0, post_kernel, opt, blk, saved, "post_in")
         d_post += dk_post
-    dlogits = on(dw, opt).softmax_grad(dw, probs)
-    if pre_mix is not None:
-        d_pre_mix += on(dlogits, opt).mix_grad(dlogits, saved["pre_mix_in"], pre_mix.shape[0])
-        dlogits = on(dlogits, opt).mix_t_(dlogits, pre_mix)
+    dlogits, dm_pre, dm_post = softmax_stage_backward(dw, probs, pre_mix, inner, opt, blk, saved)
+    if dm_pre is not None:
+        d_pre_mix += dm_pre
+    if dm_post is not None:
+        d_post_mix += dm_post
     if pre_kernel is not None:
         dlogits, dk_pre = conv_step_backward(dlogits, blk.p0, blk.r0, pre_kernel, opt, blk, saved, "pre_in")
         d_pre += dk_pre
-    dq[:, :, blk.r0 : blk.i1] += torch.matmul(dlogits, k[:, :, : blk.i1]).mul_(d**-0.5)
-    dk[:, :, : blk.i1] += torch.matmul(dlogits.transpose(-2, -1), q[:, :, blk.r0 : blk.i1] * d**-0.5)
-
-
-def _maps(q, k, params, blk: Block, opt: Options, backward: bool = True):
-    """One block's probabilities and weights, and the intermediate maps their backward needs (`backward`; without
-    it the head mixes may run in place)."""
-    saved: dict = {}
-    probs = _probs(_logits(q, k, params, blk, opt, saved, backward), blk, opt)
-    return saved, probs, _weights(probs, params, blk, opt, saved, backward)
+    dq[:, :, blk.r0 : blk.i1] += torch.matmul(dlogits, k[:, :, : blk.i1])
+    dk[:, :, : blk.i1] += torch.matmul(dlogits.transpose(-2, -1), q[:, :, blk.r0 : blk.i1])
 
 
 def _flatten(kept: list) -> tuple[list, list]:
@@ -264,4 +265,5 @@ def mta_attention(
     fused = tiling == "cpu" and kernel.usable(q)
     rows = rows or (max(min(t, FUSED_MIN_ROWS), block_rows(b, h, t)) if fused else block_rows(b, h, t, tiling))
     opt = Options(pad_key, p, seed, rows, fused)
+    q = q * q.shape[-1] ** -0.5  # scale D, not S: once here, not in every block's logits and gradients
     return _BlockedMTA.apply(q, k, v, pre_kernel, post_kernel, pre_head_mix, post_head_mix, opt)

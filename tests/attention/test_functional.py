@@ -166,7 +166,7 @@ def test_rejects_unequal_query_and_key_lengths():
 
 SPEC_AXES = [
     # (pre kernel, post kernel, pre mix group, post mix group, pad_key): every axis on and off, odd and even c_k,
-    # c_q = 1, grouped and full head mixes
+    # c_q = 1, grouped and full head mixes, one grouping or two
     ((6, 11), (6, 11), 4, 4, "both"),
     ((1, 5), None, None, None, "both"),
     (None, (3, 1), None, 2, "both"),
@@ -175,6 +175,8 @@ SPEC_AXES = [
     (None, None, 4, 4, "both"),
     (None, None, None, 2, "both"),
     ((4, 7), (1, 3), None, None, "both"),
+    (None, None, 2, None, "both"),
+    (None, None, 2, 4, "both"),  # two groupings: the post mix runs on its own
 ]
 
 

@@ -52,15 +52,18 @@ def test_the_fused_path_runs_every_kernel_and_the_torch_path_none(counted):
     path, counter = counted
     qkv, params = _layer()
     mta_attention(*qkv, rows=16, **params).sum().backward()
+    frozen = {name: p.detach() for name, p in params.items()}  # no backward to come: the maps are updated in place
+    mta_attention(*(x.detach() for x in qkv), rows=16, **frozen)
     if path == "fused":
         assert set(counter.calls) == {
             "conv",
             "conv_kernel_grad",
             "mix",
             "mix_",
-            "mix_grad",
-            "softmax_grad_",
-            "causal_softmax_",
+            "mix_backward_",
+            "mixed_softmax",
+            "mixed_softmax_",
+            "mixed_softmax_backward_",
         }, counter.calls
     else:
         assert counter.calls == {}
@@ -80,14 +83,18 @@ def _kernel_outputs():
     g = torch.Generator().manual_seed(1)
     x, dy = torch.randn(3, 4, 70, 90, generator=g), torch.randn(3, 4, 64, 90, generator=g)
     w, m = torch.randn(4, 6, 11, generator=g), torch.randn(1, 4, 4, generator=g)
+    dx, dy2 = x.clone(), x.clone()  # the backward ops write the input gradient over the output gradient
     return [
+        dx,
         ops.conv(x, 20, w, 26, 64, 5, False),
         ops.conv(dy, 26, w, 20, 70, 5, True),
         ops.conv_kernel_grad(dy, 26, x, 20, 6, 11, 5),
         ops.mix(x, m, False),
-        ops.mix_grad(x, x * 2, 1),
-        ops.softmax_grad_(x.clone(), x.softmax(-1)),
-        ops.causal_softmax_(x.clone(), 20),
+        ops.mix_backward_(dx, x * 2, m),
+        *ops.mixed_softmax(x, m, m * 2, 20),
+        ops.mixed_softmax_(x.clone(), m, None, 20),
+        *ops.mixed_softmax_backward_(dy2, x.softmax(-1), m, x * 3, m * 2, 20),
+        dy2,
     ]
 
 

@@ -130,10 +130,25 @@ void kernel_grad(const T* dpad, const T* pad, const Geometry& g, int64_t c_q, in
   }
 }
 
-// Sum (B, K) per-map partial sums over the batch, in order: (K,).
-at::Tensor sum_batch(const at::Tensor& per) {
-  auto out = per.select(0, 0).clone();
-  for (int64_t b = 1; b < per.size(0); ++b) out.add_(per.select(0, b));
+// Partial sums (B, G, N, K) -> (G, K): over the N parts of each (batch, group) in order, then over the batch in
+// order, so the result does not depend on how the parts were spread over threads.
+at::Tensor sum_parts(const at::Tensor& per) {
+  const int64_t b = per.size(0), groups = per.size(1), parts = per.size(2), k = per.size(3);
+  auto out = at::empty({groups, k}, per.options());
+  AT_DISPATCH_FLOATING_TYPES(per.scalar_type(), "mta_ablate::sum_parts", [&] {
+    const scalar_t* pp = per.data_ptr<scalar_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t j = 0; j < k; ++j) {
+        scalar_t total = 0;
+        for (int64_t n = 0; n < b; ++n) {
+          scalar_t part = 0;
+          for (int64_t c = 0; c < parts; ++c) part += pp[((n * groups + g) * parts + c) * k + j];
+          total += part;
+        }
+        op[g * k + j] = total;
+      }
+  });
   return out;
 }
 
@@ -227,7 +242,7 @@ at::Tensor conv_kernel_grad(const at::Tensor& dy_in, int64_t dy_row0, const at::
       }
     });
   });
-  return sum_batch(per_map);
+  return sum_parts(per_map.view({b, 1, 1, h * c_q * c_k})).view({h, c_q, c_k});
 }
 
 // out[v] = sum_i w[i] * in[i * stride + v] over `len` positions (one output head of a mix).
@@ -300,24 +315,6 @@ void causal_softmax_row(const T* x, int64_t keys, int64_t s, T* out) {  // out m
   std::fill(out + keys, out + s, T(0));
 }
 
-// Causal softmax, in place, over keys of a block whose rows start at absolute row `row0`: row r sees keys
-// [0, row0 + r]; the rest of the row becomes zero.
-at::Tensor causal_softmax_(at::Tensor x, int64_t row0) {
-  TORCH_CHECK(x.device().is_cpu() && x.dim() == 4 && x.is_contiguous(), "mta_ablate::causal_softmax_: contiguous CPU maps");
-  const int64_t rows = x.size(2), s = x.size(3), maps = x.size(0) * x.size(1);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mta_ablate::causal_softmax_", [&] {
-    const scalar_t* xp = x.data_ptr<scalar_t>();
-    scalar_t* yp = x.data_ptr<scalar_t>();
-    at::parallel_for(0, maps * rows, 64, [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t) {
-        const int64_t keys = std::max<int64_t>(0, std::min(s, row0 + t % rows + 1));
-        causal_softmax_row(xp + t * s, keys, s, yp + t * s);
-      }
-    });
-  });
-  return x;
-}
-
 // Head mix within groups of C heads: y[b, g*C + o] = sum_i m[g, o, i] * x[b, g*C + i] (m[g, i, o] with
 // `transpose`), position by position over the (R, S) maps, in chunks that stay in L1; parallel over batch, group
 // and chunk. `y` may be `x` (in place: each chunk's outputs go to a small buffer first).
@@ -359,41 +356,227 @@ at::Tensor mix_(at::Tensor x, const at::Tensor& m, bool transpose) {
   return x;
 }
 
-// Gradient of a head mix's (G, C, C) matrix: sum over batch and positions of dy[g*C + o] * x[g*C + i], summed
-// over the batch in order.
-at::Tensor mix_grad(const at::Tensor& dy_in, const at::Tensor& x_in, int64_t groups) {
-  TORCH_CHECK(dy_in.device().is_cpu() && x_in.device().is_cpu(), "mta_ablate::mix_grad: CPU tensors only");
-  const auto dy = dy_in.contiguous();
+// Backward of a head mix in one pass over its maps, position chunk by chunk (each in L1): the gradient of its
+// (G, C, C) matrix, sum over batch and positions of dy[g*C + o] * x[g*C + i], and, in place on dy, the gradient of
+// its input, dx[g*C + i] = sum_o m[g, o, i] * dy[g*C + o]. Per-chunk partial sums are added in order (chunks, then
+// the batch), so the result does not depend on the thread count.
+at::Tensor mix_backward_(at::Tensor dy, const at::Tensor& x_in, const at::Tensor& m_in) {
+  TORCH_CHECK(dy.device().is_cpu() && dy.dim() == 4 && dy.is_contiguous() && m_in.dim() == 3,
+              "mta_ablate::mix_backward_: contiguous CPU maps (B, H, R, S)");
   const auto x = x_in.to(dy.scalar_type()).contiguous();
-  const int64_t b = x.size(0), h = x.size(1), n = x.size(2) * x.size(3), c = h / groups;
-  auto per = at::zeros({b, groups, c, c}, dy.options());
-  AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "mta_ablate::mix_grad", [&] {
+  const auto mt = m_in.transpose(1, 2).to(dy.scalar_type()).contiguous();  // mt[g, i, o] = m[g, o, i]
+  const int64_t b = dy.size(0), h = dy.size(1), n = dy.size(2) * dy.size(3), groups = mt.size(0), c = mt.size(1);
+  TORCH_CHECK(groups * c == h && x.sizes() == dy.sizes(), "mta_ablate::mix_backward_: maps and mix do not match");
+  constexpr int64_t CH = 512;
+  const int64_t chunks = (n + CH - 1) / CH;
+  auto per = at::empty({b * groups, chunks, c, c}, dy.options());
+  AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "mta_ablate::mix_backward_", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
-    const scalar_t* dp = dy.data_ptr<scalar_t>();
-    scalar_t* gp = per.data_ptr<scalar_t>();
-    at::parallel_for(0, b * groups * c, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t)  // output head o = t % c of one (batch, group) t / c
-        for (int64_t i = 0; i < c; ++i) gp[t * c + i] = dot(dp + t * n, xp + ((t / c) * c + i) * n, n);
+    const scalar_t* mp = mt.data_ptr<scalar_t>();
+    scalar_t* dp = dy.data_ptr<scalar_t>();
+    scalar_t* pp = per.data_ptr<scalar_t>();
+    at::parallel_for(0, b * groups * chunks, 1, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> buf(c * CH);
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t bg = t / chunks, k0 = (t % chunks) * CH, len = std::min(CH, n - k0);
+        scalar_t* dyc = dp + bg * c * n + k0;
+        const scalar_t* xc = xp + bg * c * n + k0;
+        for (int64_t o = 0; o < c; ++o)
+          for (int64_t i = 0; i < c; ++i) pp[(t * c + o) * c + i] = dot(dyc + o * n, xc + i * n, len);
+        for (int64_t i = 0; i < c; ++i)
+          mix_positions(dyc, n, mp + ((bg % groups) * c + i) * c, c, len, buf.data() + i * CH);
+        for (int64_t i = 0; i < c; ++i) std::copy(buf.data() + i * CH, buf.data() + i * CH + len, dyc + i * n);
+      }
     });
   });
-  return sum_batch(per);
+  return sum_parts(per.view({b, groups, chunks, c * c})).view({groups, c, c});
 }
 
-// Softmax backward row by row, in place on dp: dp <- p * (dp - sum(p * dp)), with a double row sum.
-at::Tensor softmax_grad_(at::Tensor dp, const at::Tensor& p_in) {
-  TORCH_CHECK(dp.device().is_cpu() && dp.is_contiguous(), "mta_ablate::softmax_grad_: contiguous CPU maps");
-  const auto p = p_in.to(dp.scalar_type()).contiguous();
-  const int64_t s = p.size(-1), rows = p.numel() / std::max<int64_t>(1, s);
-  auto& dl = dp;
-  AT_DISPATCH_FLOATING_TYPES(dp.scalar_type(), "mta_ablate::softmax_grad", [&] {
-    const scalar_t* pp = p.data_ptr<scalar_t>();
-    const scalar_t* dpp = dp.data_ptr<scalar_t>();
-    scalar_t* out = dl.data_ptr<scalar_t>();
-    at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) softmax_grad_row(pp + r * s, dpp + r * s, s, out + r * s);
+// Write a row of n computed values, then zeros up to key s.
+template <typename T>
+void put_row(const T* a, int64_t n, int64_t s, T* out) {
+  std::copy(a, a + n, out);
+  std::fill(out + n, out + s, T(0));
+}
+
+// The softmax stage of one block for one (batch, group of C heads), row by row: the pre-softmax head mix, the causal
+// softmax over each row's keys [0, row0 + r], the post-softmax head mix (either mix may be absent). Only each row's
+// past keys are computed; its future becomes zero. The C heads' row is held in a small buffer, so every map is read
+// once and written once. Maps point at head 0 of the group; heads are `rows * s` apart.
+template <typename T>
+struct Stage {
+  const T *pre, *post, *pre_t, *post_t;  // this group's (C, C) matrices m[o, i] and their transposes, or null
+  int64_t c, rows, s, row0;
+
+  int64_t keys(int64_t r) const { return std::max<int64_t>(0, std::min(s, row0 + r + 1)); }
+
+  // Rows [r0, r1): probs (may be null) and weights (null when probs is all that is wanted; may be x).
+  void forward(const T* x, T* probs, T* weights, int64_t r0, int64_t r1, T* buf) const {
+    const int64_t head = rows * s;
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t n = keys(r), at = r * s;
+      for (int64_t o = 0; o < c; ++o) {
+        T* a = buf + o * s;
+        if (pre)
+          mix_positions(x + at, head, pre + o * c, c, n, a);
+        else
+          std::copy(x + at + o * head, x + at + o * head + n, a);
+        causal_softmax_row(a, n, n, a);
+      }
+      for (int64_t o = 0; o < c && probs; ++o) put_row(buf + o * s, n, s, probs + at + o * head);
+      for (int64_t o = 0; o < c && weights; ++o) {
+        if (post) {
+          mix_positions(buf, s, post + o * c, c, n, weights + at + o * head);
+          std::fill(weights + at + o * head + n, weights + at + o * head + s, T(0));
+        } else {
+          put_row(buf + o * s, n, s, weights + at + o * head);
+        }
+      }
+    }
+  }
+
+  // Rows [r0, r1), in place on dw: the gradient of the weights becomes that of the logits; the mixes' gradients
+  // (C x C, m[o, i] = sum dy[o] x[i]) are added to d_pre and d_post. x: the pre mix's input; p: the probabilities.
+  void backward(T* dw, const T* p, const T* x, int64_t r0, int64_t r1, T* d_pre, T* d_post, T* buf) const {
+    const int64_t head = rows * s;
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t n = keys(r), at = r * s;
+      for (int64_t i = 0; i < c; ++i) {  // buf row i: the gradient of probability head i
+        T* d = buf + i * s;
+        if (post) {
+          for (int64_t o = 0; o < c; ++o) d_post[o * c + i] += dot(dw + at + o * head, p + at + i * head, n);
+          mix_positions(dw + at, head, post_t + i * c, c, n, d);
+        } else {
+          std::copy(dw + at + i * head, dw + at + i * head + n, d);
+        }
+        softmax_grad_row(p + at + i * head, d, n, d);  // now the gradient of the pre mix's output
+      }
+      for (int64_t o = 0; o < c; ++o) {  // o: a head of the pre mix's input
+        T* out = dw + at + o * head;
+        if (pre) {
+          for (int64_t i = 0; i < c; ++i) d_pre[i * c + o] += dot(buf + i * s, x + at + o * head, n);
+          mix_positions(buf, s, pre_t + o * c, c, n, out);
+          std::fill(out + n, out + s, T(0));
+        } else {
+          put_row(buf + o * s, n, s, out);
+        }
+      }
+    }
+  }
+};
+
+constexpr int64_t STAGE_ROWS = 8;  // rows per task of the softmax stage
+
+struct Mixes {
+  at::Tensor pre, post, pre_t, post_t;  // contiguous, in the maps' dtype; undefined where absent
+  int64_t groups, c;
+};
+
+Mixes mixes(const at::Tensor& x, const std::optional<at::Tensor>& pre, const std::optional<at::Tensor>& post) {
+  Mixes m;
+  const int64_t h = x.size(1);
+  auto prep = [&](const std::optional<at::Tensor>& w, at::Tensor& out, at::Tensor& out_t) {
+    if (!w.has_value() || !w->defined()) return;
+    TORCH_CHECK(w->dim() == 3 && w->size(1) == w->size(2) && w->size(0) * w->size(1) == h,
+                "mta_ablate: a head mix must be (G, C, C) with G * C = heads");
+    out = w->to(x.scalar_type()).contiguous();
+    out_t = out.transpose(1, 2).contiguous();
+  };
+  prep(pre, m.pre, m.pre_t);
+  prep(post, m.post, m.post_t);
+  TORCH_CHECK(!(m.pre.defined() && m.post.defined()) || m.pre.sizes() == m.post.sizes(),
+              "mta_ablate: the softmax stage fuses two head mixes of the same grouping only");
+  m.c = m.pre.defined() ? m.pre.size(1) : m.post.defined() ? m.post.size(1) : 1;
+  m.groups = h / m.c;
+  return m;
+}
+
+template <typename T>
+Stage<T> stage_of(const Mixes& m, int64_t g, int64_t rows, int64_t s, int64_t row0) {
+  auto at_group = [&](const at::Tensor& w) { return w.defined() ? w.data_ptr<T>() + g * m.c * m.c : nullptr; };
+  return Stage<T>{at_group(m.pre), at_group(m.post), at_group(m.pre_t), at_group(m.post_t), m.c, rows, s, row0};
+}
+
+void stage_forward(const at::Tensor& x, const Mixes& m, int64_t row0, const at::Tensor& probs, const at::Tensor& weights) {
+  const int64_t b = x.size(0), rows = x.size(2), s = x.size(3), parts = (rows + STAGE_ROWS - 1) / STAGE_ROWS;
+  const int64_t group = m.c * rows * s;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mta_ablate::mixed_softmax", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    scalar_t* pp = probs.defined() ? probs.data_ptr<scalar_t>() : nullptr;
+    scalar_t* wp = weights.defined() ? weights.data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, b * m.groups * parts, 1, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> buf(m.c * s);
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t bg = t / parts, r0 = (t % parts) * STAGE_ROWS, r1 = std::min(rows, r0 + STAGE_ROWS);
+        const auto st = stage_of<scalar_t>(m, bg % m.groups, rows, s, row0);
+        st.forward(xp + bg * group, pp ? pp + bg * group : nullptr, wp ? wp + bg * group : nullptr, r0, r1, buf.data());
+      }
     });
   });
-  return dl;
+}
+
+void check_maps(const at::Tensor& x, const char* what) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 4, what, ": CPU maps (B, H, R, S)");
+}
+
+// The softmax stage with its intermediate maps kept for a backward: (probabilities, weights); weights is empty
+// without a post mix (they are the probabilities).
+std::vector<at::Tensor> mixed_softmax(const at::Tensor& x_in, const std::optional<at::Tensor>& pre,
+                                      const std::optional<at::Tensor>& post, int64_t row0) {
+  check_maps(x_in, "mta_ablate::mixed_softmax");
+  const auto x = x_in.contiguous();
+  const Mixes m = mixes(x, pre, post);
+  auto probs = at::empty_like(x);
+  auto weights = m.post.defined() ? at::empty_like(x) : at::empty({0}, x.options());
+  stage_forward(x, m, row0, probs, m.post.defined() ? weights : at::Tensor());
+  return {probs, weights};
+}
+
+// The softmax stage in place: the logits become the weights.
+at::Tensor mixed_softmax_(at::Tensor x, const std::optional<at::Tensor>& pre, const std::optional<at::Tensor>& post,
+                          int64_t row0) {
+  check_maps(x, "mta_ablate::mixed_softmax_");
+  TORCH_CHECK(x.is_contiguous(), "mta_ablate::mixed_softmax_: contiguous maps");
+  stage_forward(x, mixes(x, pre, post), row0, at::Tensor(), x);
+  return x;
+}
+
+// The softmax stage's backward, in place on dw (the weights' gradient becomes the logits'): returns the gradients
+// of the pre and post mixes (empty where absent), summed over rows and batch in a fixed order.
+std::vector<at::Tensor> mixed_softmax_backward_(at::Tensor dw, const at::Tensor& p_in,
+                                                const std::optional<at::Tensor>& post,
+                                                const std::optional<at::Tensor>& x_in,
+                                                const std::optional<at::Tensor>& pre, int64_t row0) {
+  check_maps(dw, "mta_ablate::mixed_softmax_backward_");
+  TORCH_CHECK(dw.is_contiguous(), "mta_ablate::mixed_softmax_backward_: contiguous maps");
+  const auto p = p_in.to(dw.scalar_type()).contiguous();
+  const Mixes m = mixes(dw, pre, post);
+  TORCH_CHECK(!m.pre.defined() || (x_in.has_value() && x_in->sizes() == dw.sizes()),
+              "mta_ablate::mixed_softmax_backward_: the pre mix needs its input");
+  const auto x = m.pre.defined() ? x_in->to(dw.scalar_type()).contiguous() : at::Tensor();
+  const int64_t b = dw.size(0), rows = dw.size(2), s = dw.size(3), parts = (rows + STAGE_ROWS - 1) / STAGE_ROWS;
+  const int64_t group = m.c * rows * s, cc = m.c * m.c;
+  auto per = at::zeros({b, m.groups, parts, 2 * cc}, dw.options());
+  AT_DISPATCH_FLOATING_TYPES(dw.scalar_type(), "mta_ablate::mixed_softmax_backward_", [&] {
+    scalar_t* dp = dw.data_ptr<scalar_t>();
+    const scalar_t* pp = p.data_ptr<scalar_t>();
+    const scalar_t* xp = x.defined() ? x.data_ptr<scalar_t>() : nullptr;
+    scalar_t* sums = per.data_ptr<scalar_t>();
+    at::parallel_for(0, b * m.groups * parts, 1, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> buf(m.c * s);
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t bg = t / parts, r0 = (t % parts) * STAGE_ROWS, r1 = std::min(rows, r0 + STAGE_ROWS);
+        const auto st = stage_of<scalar_t>(m, bg % m.groups, rows, s, row0);
+        st.backward(dp + bg * group, pp + bg * group, xp ? xp + bg * group : nullptr, r0, r1, sums + t * 2 * cc,
+                    sums + t * 2 * cc + cc, buf.data());
+      }
+    });
+  });
+  const auto total = sum_parts(per);  // (G, 2 C C)
+  auto part = [&](int64_t k, bool present) {
+    return present ? total.narrow(1, k * cc, cc).reshape({m.groups, m.c, m.c}) : at::empty({0}, dw.options());
+  };
+  return {part(0, m.pre.defined()), part(1, m.post.defined())};
 }
 
 }  // namespace
@@ -405,9 +588,10 @@ TORCH_LIBRARY(mta_ablate, m) {
   m.def("conv_kernel_grad(Tensor dy, int dy_row0, Tensor x, int x_row0, int c_q, int c_k, int left) -> Tensor");
   m.def("mix(Tensor x, Tensor m, bool transpose) -> Tensor");
   m.def("mix_(Tensor(a!) x, Tensor m, bool transpose) -> Tensor(a!)");
-  m.def("mix_grad(Tensor dy, Tensor x, int groups) -> Tensor");
-  m.def("softmax_grad_(Tensor(a!) dp, Tensor p) -> Tensor(a!)");
-  m.def("causal_softmax_(Tensor(a!) x, int row0) -> Tensor(a!)");
+  m.def("mix_backward_(Tensor(a!) dy, Tensor x, Tensor m) -> Tensor");
+  m.def("mixed_softmax(Tensor x, Tensor? pre, Tensor? post, int row0) -> Tensor[]");
+  m.def("mixed_softmax_(Tensor(a!) x, Tensor? pre, Tensor? post, int row0) -> Tensor(a!)");
+  m.def("mixed_softmax_backward_(Tensor(a!) dw, Tensor p, Tensor? post, Tensor? x, Tensor? pre, int row0) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(mta_ablate, CPU, m) {
@@ -415,7 +599,8 @@ TORCH_LIBRARY_IMPL(mta_ablate, CPU, m) {
   m.impl("conv_kernel_grad", &conv_kernel_grad);
   m.impl("mix", &mix);
   m.impl("mix_", &mix_);
-  m.impl("mix_grad", &mix_grad);
-  m.impl("softmax_grad_", &softmax_grad_);
-  m.impl("causal_softmax_", &causal_softmax_);
+  m.impl("mix_backward_", &mix_backward_);
+  m.impl("mixed_softmax", &mixed_softmax);
+  m.impl("mixed_softmax_", &mixed_softmax_);
+  m.impl("mixed_softmax_backward_", &mixed_softmax_backward_);
 }
