@@ -315,6 +315,91 @@ void causal_softmax_row(const T* x, int64_t keys, int64_t s, T* out) {  // out m
   std::fill(out + keys, out + s, T(0));
 }
 
+// out[o][v] = sum_i w[o, i] in[i][v] for v in [0, n): C inputs `istride` apart, C outputs `ostride` apart (never
+// overlapping the inputs). With C known at compile time, the C x C weights stay in registers and each chunk of keys
+// of the C inputs is loaded once for all C outputs; C = 0: any group size `c`, one output at a time.
+template <typename T, int C>
+void mix_rows(const T* in, int64_t istride, const T* w, int64_t c, int64_t n, T* out, int64_t ostride) {
+  if constexpr (C == 0) {
+    for (int64_t o = 0; o < c; ++o) mix_positions(in, istride, w + o * c, c, n, out + o * ostride);
+  } else {
+    using L = Lanes<T>;
+    using V = typename L::V;
+    T wl[C * C];
+    std::copy(w, w + C * C, wl);
+    int64_t v = 0;
+    for (; v + L::N <= n; v += L::N) {
+      V x[C];
+      for (int i = 0; i < C; ++i) x[i] = L::load(in + i * istride + v);
+      for (int o = 0; o < C; ++o) {
+        V acc = wl[o * C] * x[0];
+        for (int i = 1; i < C; ++i) acc += wl[o * C + i] * x[i];
+        L::store(out + o * ostride + v, acc);
+      }
+    }
+    for (; v < n; ++v)
+      for (int o = 0; o < C; ++o) {
+        T acc = 0;
+        for (int i = 0; i < C; ++i) acc += wl[o * C + i] * in[i * istride + v];
+        out[o * ostride + v] = acc;
+      }
+  }
+}
+
+// sums[a * C + b] += sum_v x[a][v] y[b][v] over v in [0, n), for C rows of x and C rows of y. With C known at compile
+// time the C x C sums are vectors `acc` held over many calls (`finish` adds them into `sums`); C = 0: one dot at a
+// time, straight into `sums`.
+template <typename T, int C>
+struct Dots {
+  using L = Lanes<T>;
+  using V = typename L::V;
+  V acc[C > 0 ? C * C : 1] = {};
+
+  void add(const T* x, int64_t xs, const T* y, int64_t ys, int64_t c, int64_t n, T* sums) {
+    if constexpr (C == 0) {
+      for (int64_t a = 0; a < c; ++a)
+        for (int64_t b = 0; b < c; ++b) sums[a * c + b] += dot(x + a * xs, y + b * ys, n);
+    } else {
+      int64_t v = 0;
+      for (; v + L::N <= n; v += L::N) {
+        V yv[C];
+        for (int b = 0; b < C; ++b) yv[b] = L::load(y + b * ys + v);
+        for (int a = 0; a < C; ++a) {
+          const V xv = L::load(x + a * xs + v);
+          for (int b = 0; b < C; ++b) acc[a * C + b] += xv * yv[b];
+        }
+      }
+      for (; v < n; ++v)
+        for (int a = 0; a < C; ++a)
+          for (int b = 0; b < C; ++b) sums[a * C + b] += x[a * xs + v] * y[b * ys + v];
+    }
+  }
+
+  void finish(T* sums) const {
+    if constexpr (C > 0)
+      for (int k = 0; k < C * C; ++k) {
+        T total = 0;
+        for (int64_t v = 0; v < L::N; ++v) total += acc[k][v];
+        sums[k] += total;
+      }
+  }
+};
+
+// f(std::integral_constant<int, C>) with the group size compiled in where it is one of the common ones, else C = 0.
+template <typename F>
+void with_group(int64_t c, F&& f) {
+  switch (c) {
+    case 2:
+      return f(std::integral_constant<int, 2>{});
+    case 4:
+      return f(std::integral_constant<int, 4>{});
+    case 8:
+      return f(std::integral_constant<int, 8>{});
+    default:
+      return f(std::integral_constant<int, 0>{});
+  }
+}
+
 // Head mix within groups of C heads: y[b, g*C + o] = sum_i m[g, o, i] * x[b, g*C + i] (m[g, i, o] with
 // `transpose`), position by position over the (R, S) maps, in chunks that stay in L1; parallel over batch, group
 // and chunk. `y` may be `x` (in place: each chunk's outputs go to a small buffer first).
@@ -332,8 +417,10 @@ void mix_into(const at::Tensor& x, const at::Tensor& m_in, bool transpose, at::T
       std::vector<scalar_t> buf(c * CH);
       for (int64_t t = begin; t < end; ++t) {
         const int64_t bg = t / chunks, k0 = (t % chunks) * CH, len = std::min(CH, n - k0);
-        for (int64_t o = 0; o < c; ++o)
-          mix_positions(xp + bg * c * n + k0, n, mp + ((bg % groups) * c + o) * c, c, len, buf.data() + o * CH);
+        with_group(c, [&](auto cc) {
+          mix_rows<scalar_t, decltype(cc)::value>(xp + bg * c * n + k0, n, mp + (bg % groups) * c * c, c, len,
+                                                  buf.data(), CH);
+        });
         for (int64_t o = 0; o < c; ++o)
           std::copy(buf.data() + o * CH, buf.data() + o * CH + len, yp + (bg * c + o) * n + k0);
       }
@@ -381,10 +468,14 @@ at::Tensor mix_backward_(at::Tensor dy, const at::Tensor& x_in, const at::Tensor
         const int64_t bg = t / chunks, k0 = (t % chunks) * CH, len = std::min(CH, n - k0);
         scalar_t* dyc = dp + bg * c * n + k0;
         const scalar_t* xc = xp + bg * c * n + k0;
-        for (int64_t o = 0; o < c; ++o)
-          for (int64_t i = 0; i < c; ++i) pp[(t * c + o) * c + i] = dot(dyc + o * n, xc + i * n, len);
-        for (int64_t i = 0; i < c; ++i)
-          mix_positions(dyc, n, mp + ((bg % groups) * c + i) * c, c, len, buf.data() + i * CH);
+        with_group(c, [&](auto cc) {
+          constexpr int C = decltype(cc)::value;
+          Dots<scalar_t, C> dots;
+          std::fill(pp + t * c * c, pp + (t + 1) * c * c, scalar_t(0));
+          dots.add(dyc, n, xc, n, c, len, pp + t * c * c);
+          dots.finish(pp + t * c * c);
+          mix_rows<scalar_t, C>(dyc, n, mp + (bg % groups) * c * c, c, len, buf.data(), CH);
+        });
         for (int64_t i = 0; i < c; ++i) std::copy(buf.data() + i * CH, buf.data() + i * CH + len, dyc + i * n);
       }
     });
@@ -402,8 +493,9 @@ void put_row(const T* a, int64_t n, int64_t s, T* out) {
 // The softmax stage of one block for one (batch, group of C heads), row by row: the pre-softmax head mix, the causal
 // softmax over each row's keys [0, row0 + r], the post-softmax head mix (either mix may be absent). Only each row's
 // past keys are computed; its future becomes zero. The C heads' row is held in a small buffer, so every map is read
-// once and written once. Maps point at head 0 of the group; heads are `rows * s` apart.
-template <typename T>
+// once and written once. Maps point at head 0 of the group; heads are `rows * s` apart. C: the group size when it
+// is compiled in (2, 4, 8), else 0.
+template <typename T, int C>
 struct Stage {
   const T *pre, *post, *pre_t, *post_t;  // this group's (C, C) matrices m[o, i] and their transposes, or null
   int64_t c, rows, s, row0;
@@ -415,22 +507,17 @@ struct Stage {
     const int64_t head = rows * s;
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t n = keys(r), at = r * s;
-      for (int64_t o = 0; o < c; ++o) {
-        T* a = buf + o * s;
-        if (pre)
-          mix_positions(x + at, head, pre + o * c, c, n, a);
-        else
-          std::copy(x + at + o * head, x + at + o * head + n, a);
-        causal_softmax_row(a, n, n, a);
-      }
+      if (pre)
+        mix_rows<T, C>(x + at, head, pre, c, n, buf, s);
+      else
+        for (int64_t o = 0; o < c; ++o) std::copy(x + at + o * head, x + at + o * head + n, buf + o * s);
+      for (int64_t o = 0; o < c; ++o) causal_softmax_row(buf + o * s, n, n, buf + o * s);
       for (int64_t o = 0; o < c && probs; ++o) put_row(buf + o * s, n, s, probs + at + o * head);
-      for (int64_t o = 0; o < c && weights; ++o) {
-        if (post) {
-          mix_positions(buf, s, post + o * c, c, n, weights + at + o * head);
-          std::fill(weights + at + o * head + n, weights + at + o * head + s, T(0));
-        } else {
-          put_row(buf + o * s, n, s, weights + at + o * head);
-        }
+      if (weights && post) {
+        mix_rows<T, C>(buf, s, post, c, n, weights + at, head);
+        for (int64_t o = 0; o < c; ++o) std::fill(weights + at + o * head + n, weights + at + o * head + s, T(0));
+      } else if (weights) {
+        for (int64_t o = 0; o < c; ++o) put_row(buf + o * s, n, s, weights + at + o * head);
       }
     }
   }
@@ -439,31 +526,30 @@ struct Stage {
   // (C x C, m[o, i] = sum dy[o] x[i]) are added to d_pre and d_post. x: the pre mix's input; p: the probabilities.
   void backward(T* dw, const T* p, const T* x, int64_t r0, int64_t r1, T* d_pre, T* d_post, T* buf) const {
     const int64_t head = rows * s;
+    Dots<T, C> dots_pre, dots_post;
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t n = keys(r), at = r * s;
-      for (int64_t i = 0; i < c; ++i) {  // buf row i: the gradient of probability head i
-        T* d = buf + i * s;
-        if (post) {
-          for (int64_t o = 0; o < c; ++o) d_post[o * c + i] += dot(dw + at + o * head, p + at + i * head, n);
-          mix_positions(dw + at, head, post_t + i * c, c, n, d);
-        } else {
-          std::copy(dw + at + i * head, dw + at + i * head + n, d);
-        }
-        softmax_grad_row(p + at + i * head, d, n, d);  // now the gradient of the pre mix's output
+      if (post) {  // buf: the gradient of the probabilities
+        dots_post.add(dw + at, head, p + at, head, c, n, d_post);
+        mix_rows<T, C>(dw + at, head, post_t, c, n, buf, s);
+      } else {
+        for (int64_t i = 0; i < c; ++i) std::copy(dw + at + i * head, dw + at + i * head + n, buf + i * s);
       }
-      for (int64_t o = 0; o < c; ++o) {  // o: a head of the pre mix's input
-        T* out = dw + at + o * head;
-        if (pre) {
-          for (int64_t i = 0; i < c; ++i) d_pre[i * c + o] += dot(buf + i * s, x + at + o * head, n);
-          mix_positions(buf, s, pre_t + o * c, c, n, out);
-          std::fill(out + n, out + s, T(0));
-        } else {
-          put_row(buf + o * s, n, s, out);
-        }
+      for (int64_t i = 0; i < c; ++i)  // now the gradient of the pre mix's output
+        softmax_grad_row(p + at + i * head, buf + i * s, n, buf + i * s);
+      if (pre) {
+        dots_pre.add(buf, s, x + at, head, c, n, d_pre);
+        mix_rows<T, C>(buf, s, pre_t, c, n, dw + at, head);
+        for (int64_t o = 0; o < c; ++o) std::fill(dw + at + o * head + n, dw + at + o * head + s, T(0));
+      } else {
+        for (int64_t o = 0; o < c; ++o) put_row(buf + o * s, n, s, dw + at + o * head);
       }
     }
+    dots_pre.finish(d_pre);
+    dots_post.finish(d_post);
   }
 };
+
 
 constexpr int64_t STAGE_ROWS = 8;  // rows per task of the softmax stage
 
@@ -491,10 +577,10 @@ Mixes mixes(const at::Tensor& x, const std::optional<at::Tensor>& pre, const std
   return m;
 }
 
-template <typename T>
-Stage<T> stage_of(const Mixes& m, int64_t g, int64_t rows, int64_t s, int64_t row0) {
+template <typename T, int C>
+Stage<T, C> stage_of(const Mixes& m, int64_t g, int64_t rows, int64_t s, int64_t row0) {
   auto at_group = [&](const at::Tensor& w) { return w.defined() ? w.data_ptr<T>() + g * m.c * m.c : nullptr; };
-  return Stage<T>{at_group(m.pre), at_group(m.post), at_group(m.pre_t), at_group(m.post_t), m.c, rows, s, row0};
+  return Stage<T, C>{at_group(m.pre), at_group(m.post), at_group(m.pre_t), at_group(m.post_t), m.c, rows, s, row0};
 }
 
 void stage_forward(const at::Tensor& x, const Mixes& m, int64_t row0, const at::Tensor& probs, const at::Tensor& weights) {
@@ -508,8 +594,11 @@ void stage_forward(const at::Tensor& x, const Mixes& m, int64_t row0, const at::
       std::vector<scalar_t> buf(m.c * s);
       for (int64_t t = begin; t < end; ++t) {
         const int64_t bg = t / parts, r0 = (t % parts) * STAGE_ROWS, r1 = std::min(rows, r0 + STAGE_ROWS);
-        const auto st = stage_of<scalar_t>(m, bg % m.groups, rows, s, row0);
-        st.forward(xp + bg * group, pp ? pp + bg * group : nullptr, wp ? wp + bg * group : nullptr, r0, r1, buf.data());
+        with_group(m.c, [&](auto c) {
+          const auto st = stage_of<scalar_t, decltype(c)::value>(m, bg % m.groups, rows, s, row0);
+          st.forward(xp + bg * group, pp ? pp + bg * group : nullptr, wp ? wp + bg * group : nullptr, r0, r1,
+                     buf.data());
+        });
       }
     });
   });
@@ -566,9 +655,11 @@ std::vector<at::Tensor> mixed_softmax_backward_(at::Tensor dw, const at::Tensor&
       std::vector<scalar_t> buf(m.c * s);
       for (int64_t t = begin; t < end; ++t) {
         const int64_t bg = t / parts, r0 = (t % parts) * STAGE_ROWS, r1 = std::min(rows, r0 + STAGE_ROWS);
-        const auto st = stage_of<scalar_t>(m, bg % m.groups, rows, s, row0);
-        st.backward(dp + bg * group, pp + bg * group, xp ? xp + bg * group : nullptr, r0, r1, sums + t * 2 * cc,
-                    sums + t * 2 * cc + cc, buf.data());
+        with_group(m.c, [&](auto c) {
+          const auto st = stage_of<scalar_t, decltype(c)::value>(m, bg % m.groups, rows, s, row0);
+          st.backward(dp + bg * group, pp + bg * group, xp ? xp + bg * group : nullptr, r0, r1, sums + t * 2 * cc,
+                      sums + t * 2 * cc + cc, buf.data());
+        });
       }
     });
   });
