@@ -19,8 +19,9 @@ maps (at most `KEEP_ELEMENTS` elements, as in the toy model) are saved by the fo
 recomputation costs more than the memory it saves, at most a few MiB per layer.
 
 Two paths compute each block's maps (`block`). On CPU tensors in fp32 or fp64 the fused kernel (`kernel`, C++
-built by `make install`) runs the key-query convolutions, their input and kernel gradients, the head mixes and the
-causal softmax over each row's past keys only, straight on row-major maps. Everywhere else (CUDA, bf16, a machine
+built by `make install`) runs the key-query convolutions, their input and kernel gradients, and the softmax stage
+(pre mix, causal softmax, post mix, and its backward, each in one pass over the maps) over each row's past keys only,
+straight on row-major maps. Everywhere else (CUDA, bf16, a machine
 without the build) the pure-torch path runs: head mixes as a matmul over the head axis of contiguous maps (G
 matrices of C x C applied to B * T * S columns), the key-query convolutions channels-last (oneDNN's depthwise path
 on CPU, cuDNN's on GPU). Both compute the same function (tests hold them to 1e-5 relative in fp32). Dropout on the
