@@ -1,12 +1,14 @@
-// Causal depthwise key-query convolution of MTA on the CPU: forward, input gradient and kernel gradient.
+// MTA's maps on the CPU: the causal depthwise key-query convolution (forward, input gradient, kernel gradient), the
+// softmax stage (pre-softmax head mix, causal softmax, post-softmax head mix) and its backward, and a lone head mix.
 //
 // Maps are (B, H, R, S) row-major blocks of a causal (T, S) map whose rows start at an absolute row `row0`.
 // A block holds zeros in the future of every row (key s > row), and so do its outputs: those entries are
-// neither read nor computed. Each (batch, head) map is padded once into a small buffer that stays in cache
-// (zeros above row 0, beyond the map's rows, left and right of the keys and in the future), and every output
-// row is then computed in chunks of VW keys held in registers while all c_q * c_k taps stream through them.
-// Work is split over the B * H maps with at::parallel_for, so the op uses torch.get_num_threads() cores;
-// kernel gradients are summed over the batch in a fixed order, so results do not depend on the thread count.
+// neither read nor computed. For the convolution each (batch, head) map is padded once into a small buffer that
+// stays in cache (zeros above row 0, beyond the map's rows, left and right of the keys and in the future), and every
+// output row is then computed in chunks of VW keys held in registers while all c_q * c_k taps stream through them.
+// The softmax stage works row by row on the C heads of a group at once, so each map is read and written once.
+// Work is split with at::parallel_for, so the ops use torch.get_num_threads() cores; kernel and mix gradients are
+// summed from fixed partial sums in a fixed order, so results do not depend on the thread count.
 
 #include <torch/library.h>
 #include <ATen/ATen.h>
