@@ -585,23 +585,32 @@ Stage<T, C> stage_of(const Mixes& m, int64_t g, int64_t rows, int64_t s, int64_t
   return Stage<T, C>{at_group(m.pre), at_group(m.post), at_group(m.pre_t), at_group(m.post_t), m.c, rows, s, row0};
 }
 
+// f(stage, task, batch * groups + group, first row, end row, buffer) for every task of the softmax stage: STAGE_ROWS
+// rows of one (batch, group), spread over torch's threads. Tasks are fixed by the shape, not by the thread count.
+template <typename T, typename F>
+void stage_tasks(const Mixes& m, int64_t b, int64_t rows, int64_t s, int64_t row0, F&& f) {
+  const int64_t parts = (rows + STAGE_ROWS - 1) / STAGE_ROWS;
+  at::parallel_for(0, b * m.groups * parts, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> buf(m.c * s);
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t bg = t / parts, r0 = (t % parts) * STAGE_ROWS, r1 = std::min(rows, r0 + STAGE_ROWS);
+      with_group(m.c, [&](auto c) {
+        f(stage_of<T, decltype(c)::value>(m, bg % m.groups, rows, s, row0), t, bg, r0, r1, buf.data());
+      });
+    }
+  });
+}
+
 void stage_forward(const at::Tensor& x, const Mixes& m, int64_t row0, const at::Tensor& probs, const at::Tensor& weights) {
-  const int64_t b = x.size(0), rows = x.size(2), s = x.size(3), parts = (rows + STAGE_ROWS - 1) / STAGE_ROWS;
+  const int64_t b = x.size(0), rows = x.size(2), s = x.size(3);
   const int64_t group = m.c * rows * s;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mta_ablate::mixed_softmax", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
     scalar_t* pp = probs.defined() ? probs.data_ptr<scalar_t>() : nullptr;
     scalar_t* wp = weights.defined() ? weights.data_ptr<scalar_t>() : nullptr;
-    at::parallel_for(0, b * m.groups * parts, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> buf(m.c * s);
-      for (int64_t t = begin; t < end; ++t) {
-        const int64_t bg = t / parts, r0 = (t % parts) * STAGE_ROWS, r1 = std::min(rows, r0 + STAGE_ROWS);
-        with_group(m.c, [&](auto c) {
-          const auto st = stage_of<scalar_t, decltype(c)::value>(m, bg % m.groups, rows, s, row0);
-          st.forward(xp + bg * group, pp ? pp + bg * group : nullptr, wp ? wp + bg * group : nullptr, r0, r1,
-                     buf.data());
-        });
-      }
+    stage_tasks<scalar_t>(m, b, rows, s, row0, [&](const auto& st, int64_t, int64_t bg, int64_t r0, int64_t r1,
+                                                    scalar_t* buf) {
+      st.forward(xp + bg * group, pp ? pp + bg * group : nullptr, wp ? wp + bg * group : nullptr, r0, r1, buf);
     });
   });
 }
@@ -653,16 +662,10 @@ std::vector<at::Tensor> mixed_softmax_backward_(at::Tensor dw, const at::Tensor&
     const scalar_t* pp = p.data_ptr<scalar_t>();
     const scalar_t* xp = x.defined() ? x.data_ptr<scalar_t>() : nullptr;
     scalar_t* sums = per.data_ptr<scalar_t>();
-    at::parallel_for(0, b * m.groups * parts, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> buf(m.c * s);
-      for (int64_t t = begin; t < end; ++t) {
-        const int64_t bg = t / parts, r0 = (t % parts) * STAGE_ROWS, r1 = std::min(rows, r0 + STAGE_ROWS);
-        with_group(m.c, [&](auto c) {
-          const auto st = stage_of<scalar_t, decltype(c)::value>(m, bg % m.groups, rows, s, row0);
-          st.backward(dp + bg * group, pp + bg * group, xp ? xp + bg * group : nullptr, r0, r1, sums + t * 2 * cc,
-                      sums + t * 2 * cc + cc, buf.data());
-        });
-      }
+    stage_tasks<scalar_t>(m, b, rows, s, row0, [&](const auto& st, int64_t t, int64_t bg, int64_t r0, int64_t r1,
+                                                    scalar_t* buf) {
+      st.backward(dp + bg * group, pp + bg * group, xp ? xp + bg * group : nullptr, r0, r1, sums + t * 2 * cc,
+                  sums + t * 2 * cc + cc, buf);
     });
   });
   const auto total = sum_parts(per);  // (G, 2 C C)
