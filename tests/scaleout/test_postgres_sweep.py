@@ -185,7 +185,10 @@ def test_the_compose_allowed_hosts_let_compose_names_in_and_keep_others_out(shar
 
 def test_a_killed_worker_trial_goes_stale_and_another_worker_reruns_it(workspace, tmp_path, postgres, shared_mlflow):
     storage = postgres.url(postgres.create("optuna"))
-    create_sweep(tmp_path, "pgkill", storage, shared_mlflow.url, **{"train.max_steps": 20, "train.val_every": 5})
+    two_arms = {"kind": "arms", "arms": [SIX_ARMS["arms"][0], SIX_ARMS["arms"][2]]}  # 4 trials for 3 workers
+    slots = sorted((a["name"], seed) for a in two_arms["arms"] for seed in (0, 1))
+    steps = {"train.max_steps": 20, "train.val_every": 5}
+    create_sweep(tmp_path, "pgkill", storage, shared_mlflow.url, design=two_arms, **steps)
     procs = {f"w{i}": worker("pgkill", storage, f"w{i}", tmp_path / f"w{i}.log") for i in range(3)}
     victim = None
     deadline = time.time() + 120
@@ -200,7 +203,7 @@ def test_a_killed_worker_trial_goes_stale_and_another_worker_reruns_it(workspace
     survivors = [p for w, p in procs.items() if w != victim.user_attrs["worker"]]
     assert wait_all(survivors, 180) == [0, 0], logs(tmp_path)
 
-    assert complete_slots("pgkill", storage) == SLOTS, logs(tmp_path)
+    assert complete_slots("pgkill", storage) == slots, logs(tmp_path)
     after = {t.number: t for t in trials("pgkill", storage)}
     assert after[victim.number].state == TrialState.FAIL  # the heartbeat stopped: failed as stale
     slot = (victim.user_attrs["arm"], victim.user_attrs["seed"])
@@ -211,10 +214,11 @@ def test_a_killed_worker_trial_goes_stale_and_another_worker_reruns_it(workspace
     ]
     assert rerun.number > victim.number and rerun.user_attrs["worker"] != victim.user_attrs["worker"]
     _, kids = runs("pgkill", shared_mlflow.url)
-    assert finished_slots(kids) == SLOTS
+    assert finished_slots(kids) == slots
     assert all(r.info.status in ("FINISHED", "FAILED") for r in kids), "the dead worker's run was left RUNNING"
 
 
+@pytest.mark.slow  # the suite's longest test (about a minute): with the short-outage test below, in `make test-all`
 def test_mlflow_outage_fails_trials_clearly_keeps_what_was_logged_and_the_sweep_completes_after(
     workspace, tmp_path, postgres, mlflow_server, monkeypatch
 ):
