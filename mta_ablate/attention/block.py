@@ -131,7 +131,8 @@ def softmax_stage(logits, pre_mix, post_mix, opt: Options, blk: Block, saved: di
         if not backward or (pre_mix is None and post_mix is None):
             weights = ops.mixed_softmax_(logits, pre_mix, post_mix, blk.p0)
             return weights, weights
-        saved["pre_mix_in"] = logits
+        if pre_mix is not None:
+            saved["pre_mix_in"] = logits
         probs, weights = ops.mixed_softmax(logits, pre_mix, post_mix, blk.p0)
         return probs, weights if post_mix is not None else probs
     if pre_mix is not None:

@@ -170,3 +170,17 @@ def test_a_build_that_does_not_fit_is_not_loaded(fresh_state, stamp, why):
 def test_path_names_are_checked():
     with pytest.raises(ValueError, match="allowed values are 'torch', 'fused'"), kernel.path("fast"):
         pass
+
+
+@pytest.mark.parametrize("mixes", ["pre", "post", "pre+post"])
+def test_kept_maps_are_the_same_on_both_paths(fused_kernel, mixes):
+    """Small maps are saved for the backward: the fused softmax stage keeps no map the torch path does not."""
+    from mta_ablate.bench.attention import saved_bytes
+
+    (q, k, v), params = _layer(t=24)
+    chosen = {f"{side}_head_mix": params[f"{side}_head_mix"].new_ones(1, 4, 4) for side in mixes.split("+")}
+    sizes = {}
+    for path in ("fused", "torch"):
+        with kernel.path(path):
+            sizes[path] = saved_bytes(lambda: mta_attention(q, k, v, **chosen))  # noqa: B023
+    assert sizes["fused"] == sizes["torch"], sizes
