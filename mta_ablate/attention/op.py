@@ -226,7 +226,7 @@ class _BlockedMTA(torch.autograd.Function):
         acc = torch.promote_types(q.dtype, torch.float32)
         tensors = (q, k, v, *params)
         grads = [None if x is None else torch.zeros(x.shape, dtype=acc, device=x.device) for x in tensors]
-        grad_out = grad_out.to(q.dtype)
+        grad_out = grad_out.to(q.dtype).contiguous()  # an expanded gradient (of a sum) sends bmm down a slow path
         for i, blk in enumerate(blocks(q.shape[2], ctx.opt.rows, params[0], params[1], q.device)):
             maps = kept[i] if kept else None
             _backward_block(grad_out[:, :, blk.i0 : blk.i1], q, k, v, params, blk, ctx.opt, grads, maps)
@@ -266,5 +266,8 @@ def mta_attention(
     fused = tiling == "cpu" and kernel.usable(q)
     rows = rows or (max(min(t, FUSED_MIN_ROWS), block_rows(b, h, t)) if fused else block_rows(b, h, t, tiling))
     opt = Options(pad_key, p, seed, rows, fused)
-    q = q * q.shape[-1] ** -0.5  # scale D, not S: once here, not in every block's logits and gradients
-    return _BlockedMTA.apply(q, k, v, pre_kernel, post_kernel, pre_head_mix, post_head_mix, opt)
+    q = q.contiguous() * q.shape[-1] ** -0.5  # scale D, not S: once here, not in every block's logits and gradients
+    # q, k, v contiguous once: a model's (B, T, H, D) views would otherwise be copied by every block's matmuls
+    return _BlockedMTA.apply(
+        q, k.contiguous(), v.contiguous(), pre_kernel, post_kernel, pre_head_mix, post_head_mix, opt
+    )

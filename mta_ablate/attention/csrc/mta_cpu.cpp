@@ -17,12 +17,13 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <cstring>
 #include <vector>
 
 namespace {
 
-constexpr int64_t VW = 32;  // output keys per register chunk
+constexpr int64_t VW = 32;  // output keys per register chunk  // output keys per register chunk
 
 struct Geometry {
   int64_t rows;     // padded rows: out_rows + c_q - 1
@@ -57,39 +58,57 @@ struct Lanes {
   static void store(T* p, const V& v) { std::memcpy(p, &v, sizeof(V)); }
 };
 
-// y[r, c] = sum_{i, j} w[i, j] * pad[r + i, c + j] for keys c <= out_row0 + r; zero after. ROWS output rows at a
-// time in chunks of VW keys held in registers: padded row p serves tap row p - k of output row r + k for every k,
-// so one load feeds up to ROWS multiply-adds.
-template <typename T, int CK>
-void correlate_rows(const T* pad, const Geometry& g, const T* w, int64_t c_q, int64_t ck_rt, int64_t out_rows,
+// acc[k] (k < n_rows) = sum_{i, j} w[i, j] * pad[r + k + i, c0 + j + (VW keys)]: padded row p serves tap row p - k
+// of output row r + k for every k, so one load feeds up to ROWS multiply-adds. With CQ (c_q) known at compile time
+// and all ROWS rows present, both loops unroll and no tap is tested.
+template <typename T, int CK, int CQ, int ROWS>
+inline void correlate_chunk(const T* pad, int64_t width, const T* w, int64_t c_q, int64_t c_k, int64_t n_rows,
+                            typename Lanes<T>::V (&acc)[ROWS][VW / Lanes<T>::N]) {
+  using L = Lanes<T>;
+  using V = typename L::V;
+  constexpr int NV = VW / L::N;
+  auto tap_row = [&](int64_t p, int64_t k_lo, int64_t k_hi, auto all) {
+    const T* row = pad + p * width;
+    for (int64_t j = 0; j < (CK > 0 ? CK : c_k); ++j) {
+      V x[NV];
+      for (int v = 0; v < NV; ++v) x[v] = L::load(row + j + v * L::N);
+#pragma GCC unroll 16
+      for (int k = 0; k < ROWS; ++k) {
+        if (!decltype(all)::value && (k < k_lo || k > k_hi)) continue;
+        if (decltype(all)::value && (p - k < 0 || p - k >= CQ)) continue;  // resolved at compile time
+        const T wv = w[(p - k) * c_k + j];
+        for (int v = 0; v < NV; ++v) acc[k][v] += wv * x[v];
+      }
+    }
+  };
+  if constexpr (CQ > 0) {
+    if (n_rows == ROWS) {
+#pragma GCC unroll 16
+      for (int p = 0; p < CQ + ROWS - 1; ++p) tap_row(p, 0, 0, std::true_type{});
+      return;
+    }
+  }
+  for (int64_t p = 0; p < c_q + n_rows - 1; ++p)
+    tap_row(p, std::max<int64_t>(0, p - c_q + 1), std::min<int64_t>(n_rows - 1, p), std::false_type{});
+}
+
+// y[r, c] = sum_{i, j} w[i, j] * pad[r + i, c + j] for keys c <= out_row0 + r; zero after: ROWS output rows at a
+// time in chunks of VW keys held in registers.
+template <typename T, int CK, int CQ>
+void correlate_rows(const T* pad, const Geometry& g, const T* w, int64_t c_q, int64_t c_k, int64_t out_rows,
                     int64_t s, int64_t out_row0, T* y) {
   using L = Lanes<T>;
   using V = typename L::V;
-  constexpr int ROWS = 4;
-  constexpr int NV = VW / L::N;  // vectors per chunk
-  const int64_t c_k = CK > 0 ? CK : ck_rt;
+  constexpr int ROWS = 6;  // measured against 4 and 8 (AVX-512, 6x11 and 2x9 kernels)
+  constexpr int NV = VW / L::N;
   auto limit = [&](int64_t r) { return std::max<int64_t>(0, std::min(s, out_row0 + r + 1)); };
   for (int64_t r = 0; r < out_rows; r += ROWS) {
     const int64_t n_rows = std::min<int64_t>(ROWS, out_rows - r);
     int64_t keys[ROWS] = {};
     for (int k = 0; k < n_rows; ++k) keys[k] = limit(r + k);
-    const int64_t widest = keys[n_rows - 1];
-    for (int64_t c0 = 0; c0 < widest; c0 += VW) {
+    for (int64_t c0 = 0; c0 < keys[n_rows - 1]; c0 += VW) {
       V acc[ROWS][NV] = {};
-      for (int64_t p = 0; p < c_q + n_rows - 1; ++p) {  // padded row r + p
-        const T* row = pad + (r + p) * g.width + c0;
-        const int k_lo = int(std::max<int64_t>(0, p - c_q + 1)), k_hi = int(std::min<int64_t>(n_rows - 1, p));
-        for (int64_t j = 0; j < c_k; ++j) {
-          V x[NV];
-          for (int v = 0; v < NV; ++v) x[v] = L::load(row + j + v * L::N);
-#pragma GCC unroll 4
-          for (int k = 0; k < ROWS; ++k) {
-            if (k < k_lo || k > k_hi) continue;
-            const T wv = w[(p - k) * c_k + j];
-            for (int v = 0; v < NV; ++v) acc[k][v] += wv * x[v];
-          }
-        }
-      }
+      correlate_chunk<T, CK, CQ, ROWS>(pad + r * g.width + c0, g.width, w, c_q, c_k, n_rows, acc);
       for (int k = 0; k < n_rows; ++k) {
         if (c0 >= keys[k]) continue;
         alignas(64) T out[VW];
@@ -101,33 +120,43 @@ void correlate_rows(const T* pad, const Geometry& g, const T* w, int64_t c_q, in
   }
 }
 
-// dw[i, j] += sum_r sum_c dy[r, c] * pad[r + i, c + j]; dy is `dpad`, a copy of the output gradient with zeros
-// in the future and VW keys of slack (rows of width g.width). For each tap row i, the c_k sums are vectors held in
-// registers over the whole map; one load of dy serves c_k multiply-adds.
-template <typename T, int CK>
+// dw[i, j] += sum_r sum_c dy[r, c] * pad[r + i, c + j]. dy is `dpad`: the output gradient with zeros in the future,
+// VW keys of slack and c_q - 1 zero rows above and below (row r of dy is dpad row r + c_q - 1). Padded row p of the
+// input serves tap row i with dy row p - i for every i, so for JC taps at a time the CQ x JC sums are vectors in
+// registers, and each chunk of a padded row (JC loads) and of the c_q dy rows it meets (c_q loads) feeds c_q * JC
+// multiply-adds. CQ = 0: c_q at run time, one tap row at a time.
+template <typename T, int CK, int CQ>
 void kernel_grad(const T* dpad, const T* pad, const Geometry& g, int64_t c_q, int64_t ck_rt, int64_t out_rows,
                  int64_t s, int64_t out_row0, T* dw) {
   using L = Lanes<T>;
   using V = typename L::V;
-  constexpr int64_t NCK = CK > 0 ? CK : 1;
+  constexpr int NQ = CQ > 0 ? CQ : 1;
+  constexpr int JC = std::max(1, std::min(CK > 0 ? CK : 1, 24 / NQ));  // taps per pass: at most 24 sums in registers
   const int64_t c_k = CK > 0 ? CK : ck_rt;
-  for (int64_t i = 0; i < c_q; ++i) {
-    for (int64_t j0 = 0; j0 < c_k; j0 += NCK) {  // CK > 0: one pass over all taps; otherwise one tap at a time
-      V acc[NCK] = {};
-      for (int64_t r = 0; r < out_rows; ++r) {
-        const int64_t keys = std::max<int64_t>(0, std::min(s, out_row0 + r + 1));
-        const T* d = dpad + r * g.width;
-        const T* row = pad + (r + i) * g.width + j0;
+  const T* dy0 = dpad + (c_q - 1) * g.width;  // dy row 0
+  for (int64_t i0 = 0; i0 < c_q; i0 += NQ) {
+    for (int64_t j0 = 0; j0 < c_k; j0 += JC) {
+      const int64_t nj = std::min<int64_t>(JC, c_k - j0);
+      V acc[NQ][JC] = {};
+      for (int64_t p = i0; p < out_rows + c_q - 1; ++p) {  // padded input row; dy rows p - i0 - i, some of them zero
+        const int64_t keys = std::max<int64_t>(0, std::min(s, out_row0 + p - i0 + 1));  // widest of those dy rows
+        const T* row = pad + p * g.width + j0;
         for (int64_t c0 = 0; c0 < keys; c0 += L::N) {
-          const V dv = L::load(d + c0);
-          for (int64_t j = 0; j < NCK; ++j) acc[j] += dv * L::load(row + c0 + j);
+          V d[NQ];
+          for (int i = 0; i < NQ; ++i) d[i] = L::load(dy0 + (p - i0 - i) * g.width + c0);
+          for (int j = 0; j < JC; ++j) {
+            if (j >= nj) break;
+            const V x = L::load(row + c0 + j);
+            for (int i = 0; i < NQ; ++i) acc[i][j] += d[i] * x;
+          }
         }
       }
-      for (int64_t j = 0; j < NCK; ++j) {
-        T sum = 0;
-        for (int64_t v = 0; v < L::N; ++v) sum += acc[j][v];
-        dw[i * c_k + j0 + j] += sum;
-      }
+      for (int i = 0; i < NQ; ++i)
+        for (int64_t j = 0; j < nj; ++j) {
+          T sum = 0;
+          for (int64_t v = 0; v < L::N; ++v) sum += acc[i][j][v];
+          dw[(i0 + i) * c_k + j0 + j] += sum;
+        }
     }
   }
 }
@@ -154,28 +183,46 @@ at::Tensor sum_parts(const at::Tensor& per) {
   return out;
 }
 
-// Copy the output gradient rows into rows of width g.width with zeros in the future and the slack.
+// Copy the output gradient rows into rows of width g.width with zeros in the future and the slack, below c_q - 1
+// zero rows, and c_q - 1 zero rows after them.
 template <typename T>
-void pad_grad(const T* dy, int64_t out_rows, int64_t s, int64_t out_row0, const Geometry& g, T* dpad) {
-  std::fill(dpad, dpad + out_rows * g.width, T(0));
+void pad_grad(const T* dy, int64_t out_rows, int64_t s, int64_t out_row0, int64_t c_q, const Geometry& g, T* dpad) {
+  std::fill(dpad, dpad + (out_rows + 2 * (c_q - 1)) * g.width, T(0));
   for (int64_t r = 0; r < out_rows; ++r) {
     const int64_t keys = std::max<int64_t>(0, std::min(s, out_row0 + r + 1));
-    std::copy(dy + r * s, dy + r * s + keys, dpad + r * g.width);
+    std::copy(dy + r * s, dy + r * s + keys, dpad + (r + c_q - 1) * g.width);
   }
 }
 
-template <typename F>
-void with_ck(int64_t c_k, F&& f) {
+// f(integral_constant<int, c_k>, integral_constant<int, c_q>): for fp32 maps the kernel's size compiled in where it
+// is one in use (c_k up to 16; c_q 1, 2, 3 or 6), else 0 for either (sizes read at run time; fp64, kept for
+// gradient checks, always takes that path, which keeps the build short).
+template <typename T, typename F>
+void with_kernel(int64_t c_k, int64_t c_q, F&& f) {
+  auto with_cq = [&](auto ck) {
+    switch (c_q) {
+#define MTA_CQ(n) \
+  case n:         \
+    return f(ck, std::integral_constant<int, n>{});
+      MTA_CQ(1) MTA_CQ(2) MTA_CQ(3) MTA_CQ(6)
+#undef MTA_CQ
+      default:
+        return f(ck, std::integral_constant<int, 0>{});
+    }
+  };
+  if constexpr (!std::is_same_v<T, float>) {
+    f(std::integral_constant<int, 0>{}, std::integral_constant<int, 0>{});
+  } else {
   switch (c_k) {
 #define MTA_CK(n) \
   case n:         \
-    f(std::integral_constant<int, n>{}); \
-    return;
+    return with_cq(std::integral_constant<int, n>{});
     MTA_CK(1) MTA_CK(2) MTA_CK(3) MTA_CK(4) MTA_CK(5) MTA_CK(6) MTA_CK(7) MTA_CK(8) MTA_CK(9) MTA_CK(10)
     MTA_CK(11) MTA_CK(12) MTA_CK(13) MTA_CK(14) MTA_CK(15) MTA_CK(16)
 #undef MTA_CK
     default:
-      f(std::integral_constant<int, 0>{});
+      return f(std::integral_constant<int, 0>{}, std::integral_constant<int, 0>{});
+  }
   }
 }
 
@@ -208,9 +255,9 @@ at::Tensor conv(const at::Tensor& x_in, int64_t x_row0, const at::Tensor& w_in, 
       for (int64_t n = begin; n < end; ++n) {
         pad_map(xp + n * x_rows * s, x_rows, s, x_row0, out_row0, row_shift, left, g, pad.data());
         const scalar_t* wn = wp + (n % h) * c_q * c_k;
-        with_ck(c_k, [&](auto ck) {
-          correlate_rows<scalar_t, decltype(ck)::value>(pad.data(), g, wn, c_q, c_k, out_rows, s, out_row0,
-                                                         yp + n * out_rows * s);
+        with_kernel<scalar_t>(c_k, c_q, [&](auto ck, auto cq) {
+          correlate_rows<scalar_t, decltype(ck)::value, decltype(cq)::value>(pad.data(), g, wn, c_q, c_k, out_rows, s,
+                                                                              out_row0, yp + n * out_rows * s);
         });
       }
     });
@@ -233,13 +280,13 @@ at::Tensor conv_kernel_grad(const at::Tensor& dy_in, int64_t dy_row0, const at::
     const scalar_t* dyp = dy.data_ptr<scalar_t>();
     scalar_t* dwp = per_map.data_ptr<scalar_t>();
     at::parallel_for(0, b * h, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> pad(g.rows * g.width), dpad(out_rows * g.width);
+      std::vector<scalar_t> pad(g.rows * g.width), dpad((out_rows + 2 * (c_q - 1)) * g.width);
       for (int64_t n = begin; n < end; ++n) {
         pad_map(xp + n * x_rows * s, x_rows, s, x_row0, dy_row0, -(c_q - 1), left, g, pad.data());
-        pad_grad(dyp + n * out_rows * s, out_rows, s, dy_row0, g, dpad.data());
-        with_ck(c_k, [&](auto ck) {
-          kernel_grad<scalar_t, decltype(ck)::value>(dpad.data(), pad.data(), g, c_q, c_k, out_rows, s, dy_row0,
-                                                      dwp + n * c_q * c_k);
+        pad_grad(dyp + n * out_rows * s, out_rows, s, dy_row0, c_q, g, dpad.data());
+        with_kernel<scalar_t>(c_k, c_q, [&](auto ck, auto cq) {
+          kernel_grad<scalar_t, decltype(ck)::value, decltype(cq)::value>(dpad.data(), pad.data(), g, c_q, c_k,
+                                                                          out_rows, s, dy_row0, dwp + n * c_q * c_k);
         });
       }
     });
