@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from mta_ablate.console import err_console
 from mta_ablate.errors import ConfigError
+from mta_ablate.machine import keep_freed_memory
 
 COMMANDS = ("train", "plan", "sweep", "worker", "status", "sweeps", "report", "compare", "delete", "ui", "bench")
 COMMANDS += ("data",)
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # progress bars in logs are noise
+    keep_freed_memory()  # training steps reuse their maps' memory instead of faulting in fresh pages
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and hasattr(args, "overrides") and not any(x.startswith("-") for x in extra):

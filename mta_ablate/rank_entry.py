@@ -11,6 +11,7 @@ import sys
 from mta_ablate.cluster import Cluster, handoff_store
 from mta_ablate.config.schema import experiment_from_dict
 from mta_ablate.logsetup import setup_logging
+from mta_ablate.machine import keep_freed_memory
 from mta_ablate.ranks import Plan, close_process_group
 from mta_ablate.trial import train_rank
 
@@ -48,6 +49,7 @@ def follow(cluster: Cluster) -> int:
 def main() -> int:
     """A child rank: read the trial from stdin, train this rank's share, exit 0 when training ends."""
     setup_logging()
+    keep_freed_memory()
     payload = json.loads(sys.stdin.read())
     config = experiment_from_dict(payload["config"], payload["arm"])
     plan = Plan(**payload["plan"])
