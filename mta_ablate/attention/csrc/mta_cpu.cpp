@@ -317,50 +317,83 @@ T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
   return acc;
 }
 
-// One softmax row's backward: o = p * (dp - sum(p * dp)), the sum in double.
+// One softmax row's backward: o = p * (dp - sum(p * dp)), the sum in double (fp32: eight products at a time).
 template <typename T>
 void softmax_grad_row(const T* p, const T* dp, int64_t s, T* o) {  // o may be dp
   double acc = 0;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t v = 0; v < s; ++v) acc += double(p[v]) * double(dp[v]);
+  int64_t v = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    typedef float VH __attribute__((vector_size(32)));
+    typedef double VD __attribute__((vector_size(64)));
+    VD sums = VD{};
+    for (; v + 8 <= s; v += 8) {
+      VH a, b;
+      std::memcpy(&a, p + v, sizeof(a));
+      std::memcpy(&b, dp + v, sizeof(b));
+      sums += __builtin_convertvector(a, VD) * __builtin_convertvector(b, VD);
+    }
+    for (int i = 0; i < 8; ++i) acc += sums[i];
+  }
+  for (; v < s; ++v) acc += double(p[v]) * double(dp[v]);
   const T sub = T(acc);
 #pragma omp simd
-  for (int64_t v = 0; v < s; ++v) o[v] = p[v] * (dp[v] - sub);
+  for (int64_t w = 0; w < s; ++w) o[w] = p[w] * (dp[w] - sub);
 }
 
-// e^x for x <= 0 in the map's dtype: exp(n ln 2 + r) = 2^n e^r, e^r by its Taylor series to r^7 on |r| <= ln2 / 2
-// (relative error under 2e-7); written so that GCC vectorises it. Below -87 (e^-87 ~ 1.6e-38) it returns 0.
-inline float exp_nonpositive(float x) {
-  const float n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round to nearest (|n| < 2^22)
-  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
-  float p = 1.f / 5040;
-  p = p * r + 1.f / 720;
+// e^x for x <= 0, a vector of fp32 at a time: exp(n ln 2 + r) = 2^n e^r, e^r by its Taylor series to r^7 on
+// |r| <= ln2 / 2 (relative error under 2e-7). Below -87 (e^-87 ~ 1.6e-38) it returns 0.
+inline Lanes<float>::V exp_nonpositive(Lanes<float>::V x) {
+  typedef int32_t VI __attribute__((vector_size(64)));
+  using V = Lanes<float>::V;
+  const V n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round to nearest (|n| < 2^22)
+  const V r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  V p = r * (1.f / 5040) + 1.f / 720;
   p = p * r + 1.f / 120;
   p = p * r + 1.f / 24;
   p = p * r + 1.f / 6;
   p = p * r + 0.5f;
   p = p * r + 1.f;
   p = p * r + 1.f;
-  const float scale = __builtin_bit_cast(float, (int32_t(n) + 127) << 23);
-  return x < -87.f ? 0.f : p * scale;
+  const V scale = (V)((__builtin_convertvector(n, VI) + 127) << 23);  // 2^n, built in the exponent bits
+  return x < -87.f ? V{} : p * scale;
 }
-inline double exp_nonpositive(double x) { return std::exp(x); }
 
-// Softmax of one causal row over its keys [0, keys), zeros after.
+// Softmax of one causal row over its keys [0, keys), zeros after. fp32: whole vectors (the tail as one vector
+// padded with e^-100); fp64 (gradient checks): plain loops and std::exp.
 template <typename T>
 void causal_softmax_row(const T* x, int64_t keys, int64_t s, T* out) {  // out may be x
-  T top = -std::numeric_limits<T>::infinity();
-#pragma omp simd reduction(max : top)
-  for (int64_t v = 0; v < keys; ++v) top = std::max(top, x[v]);
-  T total = 0;
-#pragma omp simd reduction(+ : total)
-  for (int64_t v = 0; v < keys; ++v) {
-    out[v] = exp_nonpositive(x[v] - top);
-    total += out[v];
+  T top = -std::numeric_limits<T>::infinity(), total = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    using L = Lanes<float>;
+    using V = L::V;
+    V m = V{} - std::numeric_limits<float>::infinity(), sums = V{};
+    int64_t v = 0;
+    for (; v + L::N <= keys; v += L::N) {
+      const V a = L::load(x + v);
+      m = a > m ? a : m;
+    }
+    for (int64_t i = 0; i < L::N; ++i) top = std::max(top, m[i]);
+    for (; v < keys; ++v) top = std::max(top, x[v]);
+    for (v = 0; v + L::N <= keys; v += L::N) {
+      const V e = exp_nonpositive(L::load(x + v) - top);
+      L::store(out + v, e);
+      sums += e;
+    }
+    for (int64_t i = 0; i < L::N; ++i) total += sums[i];
+    if (v < keys) {
+      alignas(64) float tail[L::N];
+      for (int64_t i = 0; i < L::N; ++i) tail[i] = v + i < keys ? x[v + i] - top : -100.f;
+      const V e = exp_nonpositive(L::load(tail));
+      for (int64_t i = 0; v + i < keys; ++i) total += (out[v + i] = e[i]);
+    }
+    const float inv = 1.f / total;
+    for (v = 0; v + L::N <= keys; v += L::N) L::store(out + v, L::load(out + v) * inv);
+    for (; v < keys; ++v) out[v] *= inv;
+  } else {
+    for (int64_t v = 0; v < keys; ++v) top = std::max(top, x[v]);
+    for (int64_t v = 0; v < keys; ++v) total += (out[v] = std::exp(x[v] - top));
+    for (int64_t v = 0; v < keys; ++v) out[v] /= total;
   }
-  const T inv = T(1) / total;
-#pragma omp simd
-  for (int64_t v = 0; v < keys; ++v) out[v] *= inv;
   std::fill(out + keys, out + s, T(0));
 }
 
