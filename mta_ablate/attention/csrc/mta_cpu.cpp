@@ -36,12 +36,17 @@ struct Geometry {
 template <typename T>
 void pad_map(const T* src, int64_t src_rows, int64_t s, int64_t src_row0, int64_t out_row0, int64_t row_shift,
              int64_t col_shift, const Geometry& g, T* pad) {
-  std::fill(pad, pad + g.rows * g.width, T(0));
   for (int64_t p = 0; p < g.rows; ++p) {
     const int64_t row = out_row0 + p + row_shift;  // absolute row
-    if (row < src_row0 || row >= src_row0 + src_rows || row < 0) continue;
+    T* out = pad + p * g.width;
+    if (row < src_row0 || row >= src_row0 + src_rows || row < 0) {
+      std::fill(out, out + g.width, T(0));
+      continue;
+    }
     const int64_t keys = std::min(s, row + 1);
-    std::copy(src + (row - src_row0) * s, src + (row - src_row0) * s + keys, pad + p * g.width + col_shift);
+    std::fill(out, out + col_shift, T(0));
+    std::copy(src + (row - src_row0) * s, src + (row - src_row0) * s + keys, out + col_shift);
+    std::fill(out + col_shift + keys, out + g.width, T(0));
   }
 }
 
@@ -111,9 +116,14 @@ void correlate_rows(const T* pad, const Geometry& g, const T* w, int64_t c_q, in
       correlate_chunk<T, CK, CQ, ROWS>(pad + r * g.width + c0, g.width, w, c_q, c_k, n_rows, acc);
       for (int k = 0; k < n_rows; ++k) {
         if (c0 >= keys[k]) continue;
+        T* dst = y + (r + k) * s + c0;
+        if (c0 + VW <= keys[k]) {  // a whole chunk: straight to the map
+          for (int v = 0; v < NV; ++v) L::store(dst + v * L::N, acc[k][v]);
+          continue;
+        }
         alignas(64) T out[VW];
         for (int v = 0; v < NV; ++v) L::store(out + v * L::N, acc[k][v]);
-        std::copy(out, out + std::min(VW, keys[k] - c0), y + (r + k) * s + c0);
+        std::copy(out, out + (keys[k] - c0), dst);
       }
     }
     for (int k = 0; k < n_rows; ++k) std::fill(y + (r + k) * s + keys[k], y + (r + k + 1) * s, T(0));
