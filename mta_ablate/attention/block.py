@@ -4,6 +4,7 @@ causal softmax) and its backward, and a lone head mix. `op` composes them block 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -40,7 +41,12 @@ class Block:
     i1: int
     r0: int
     p0: int
-    future: torch.Tensor  # (i1 - r0, i1) bool, key j in the future of row r0 + i
+    device: torch.device
+
+    @functools.cached_property
+    def future(self) -> torch.Tensor:
+        """(i1 - r0, i1) bool, key j in the future of row r0 + i (the pure-torch path's mask; the kernel needs none)."""
+        return torch.ones(self.i1 - self.r0, self.i1, dtype=torch.bool, device=self.device).triu_(1 + self.r0)
 
     def mask_(self, x_BHRS: torch.Tensor, first_row: int, value: float) -> torch.Tensor:
         """Fill, in place, the future of a map whose rows start at `first_row`; keys up to that row are never in the
@@ -53,7 +59,7 @@ class Block:
     def make(cls, i0, i1, halo_pre, halo_post, device):
         p0 = max(0, i0 - halo_post)
         r0 = max(0, p0 - halo_pre)
-        return cls(i0, i1, r0, p0, torch.ones(i1 - r0, i1, dtype=torch.bool, device=device).triu_(1 + r0))
+        return cls(i0, i1, r0, p0, device)
 
 
 def blocks(t, rows, pre_kernel, post_kernel, device):

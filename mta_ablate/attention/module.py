@@ -135,7 +135,7 @@ class MultiTokenAttention(nn.Module):
         if self.mta_norm_weight is not None:  # statistics in fp32 under bf16, as the reference computes them
             wide = torch.promote_types(out.dtype, torch.float32)
             normed = F.rms_norm(out.to(wide), (self.out_dim,), self.mta_norm_weight.to(wide), eps=1e-5)
-            out = (normed * self.norm_scale).to(out.dtype)
+            out = (normed * self.norm_scale if self.norm_scale != 1.0 else normed).to(out.dtype)  # x 1.0: a pass saved
         if self.mta_gate is not None:
             out = out * torch.sigmoid(self.mta_gate(out))  # (B, T, H, 1 or D)
         return self.wo(out.reshape(b, t, h * d))  # (B, T, E)

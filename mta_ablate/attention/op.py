@@ -200,7 +200,8 @@ class _BlockedMTA(torch.autograd.Function):
     def forward(ctx, q, k, v, pre_kernel, post_kernel, pre_mix, post_mix, opt):
         params = (pre_kernel, post_kernel, pre_mix, post_mix)
         keep = any(ctx.needs_input_grad) and q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] <= KEEP_ELEMENTS
-        out, kept = q.new_empty(q.shape[:3] + v.shape[3:]), []
+        # (B, T, H, D) in memory, as SDPA returns it: the model's transpose back to (B, T, H, D) is then free
+        out, kept = q.new_empty(q.shape[0], q.shape[2], q.shape[1], v.shape[3]).transpose(1, 2), []
         for blk in blocks(q.shape[2], opt.rows, pre_kernel, post_kernel, q.device):
             maps = _maps(q, k, params, blk, opt, backward=keep)
             out[:, :, blk.i0 : blk.i1] = torch.matmul(maps[2], v[:, :, : blk.i1])
