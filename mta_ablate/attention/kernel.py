@@ -91,6 +91,21 @@ def _register_fakes() -> None:
         lambda x, pre, post, row0: [torch.empty_like(x), torch.empty_like(x) if post is not None else x.new_empty(0)]
     )
     fake("mta_ablate::mixed_softmax_")(lambda x, pre, post, row0: x)
+    fake("mta_ablate::head_norm")(
+        lambda x, w, g, b, scale, eps: [
+            torch.empty_like(x, memory_format=torch.contiguous_format),
+            x.new_empty(x.numel() // x.shape[-1]),
+            x.new_empty(x.numel() // x.shape[-1] if g is not None else 0),
+        ]
+    )
+    fake("mta_ablate::head_norm_backward")(
+        lambda dy, x, w, g, r, sg, scale: [
+            torch.empty_like(x, memory_format=torch.contiguous_format),
+            w.new_empty(w.shape, dtype=x.dtype),
+            x.new_empty(g.shape if g is not None else 0),
+            x.new_empty(1 if g is not None else 0),
+        ]
+    )
     fake("mta_ablate::mixed_softmax_backward_")(
         lambda dw, p, post, x, pre, row0: [dw.new_empty(0 if m is None else m.shape) for m in (pre, post)]
     )

@@ -11,6 +11,7 @@ from torch import nn
 
 from mta_ablate.attention.functional import key_padding
 from mta_ablate.attention.init import GeneratorFor, normal, trunc_normal, uniform
+from mta_ablate.attention.norm import head_norm
 from mta_ablate.attention.op import mta_attention
 from mta_ablate.attention.spec import AttentionSpec, LayerPlan, depth_scale, lambda_init
 
@@ -132,12 +133,8 @@ class MultiTokenAttention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
         out = out.transpose(1, 2)  # (B, H, T, D) -> (B, T, H, D); differential: (B, T, H/2, 2D)
-        if self.mta_norm_weight is not None:  # statistics in fp32 under bf16, as the reference computes them
-            wide = torch.promote_types(out.dtype, torch.float32)
-            normed = F.rms_norm(out.to(wide), (self.out_dim,), self.mta_norm_weight.to(wide), eps=1e-5)
-            out = (normed * self.norm_scale if self.norm_scale != 1.0 else normed).to(out.dtype)  # x 1.0: a pass saved
-        if self.mta_gate is not None:
-            out = out * torch.sigmoid(self.mta_gate(out))  # (B, T, H, 1 or D)
+        if self.mta_norm_weight is not None:  # with the gate, if any: (B, T, H, 1 or D)
+            out = head_norm(out, self.mta_norm_weight, self.mta_gate, self.norm_scale)
         return self.wo(out.reshape(b, t, h * d))  # (B, T, E)
 
     def _differential(self, q_BHTD, k_BHTD, v_BHTD, dropout: float) -> torch.Tensor:

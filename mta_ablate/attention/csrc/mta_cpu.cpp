@@ -765,6 +765,115 @@ std::vector<at::Tensor> mixed_softmax_backward_(at::Tensor dw, const at::Tensor&
   return {part(0, m.pre.defined()), part(1, m.post.defined())};
 }
 
+// The head norm of an MTA layer, one row (one token's head, D values) at a time: n = x / rms(x) * w * scale, then
+// with a scalar gate y = n * sigmoid(n . g + b), else y = n. Sums in the row's dtype, as torch's rms_norm on CPU.
+// Returns (y, r, sg): r = 1 / rms per row, sg the gate per row (empty without a gate), for the backward.
+constexpr int64_t NORM_ROWS = 64;  // rows per task: parameter-gradient partial sums are per task, summed in order
+
+std::vector<at::Tensor> head_norm(const at::Tensor& x_in, const at::Tensor& w_in, const std::optional<at::Tensor>& g_in,
+                                  const std::optional<at::Tensor>& b_in, double scale, double eps) {
+  TORCH_CHECK(x_in.device().is_cpu() && w_in.dim() == 1 && x_in.size(-1) == w_in.size(0),
+              "mta_ablate::head_norm: CPU rows (..., D) and a weight (D)");
+  const auto x = x_in.contiguous();
+  const auto w = w_in.to(x.scalar_type()).contiguous();
+  const bool gated = g_in.has_value() && g_in->defined();
+  const int64_t d = x.size(-1), rows = x.numel() / std::max<int64_t>(1, d);
+  const auto g = gated ? g_in->to(x.scalar_type()).contiguous().view({d}) : at::Tensor();
+  const double bias = gated && b_in.has_value() ? b_in->item<double>() : 0.0;
+  auto y = at::empty_like(x);
+  auto r = at::empty({rows}, x.options());
+  auto sg = gated ? at::empty({rows}, x.options()) : at::empty({0}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mta_ablate::head_norm", [&] {
+    const scalar_t *xp = x.data_ptr<scalar_t>(), *wp = w.data_ptr<scalar_t>();
+    const scalar_t* gp = gated ? g.data_ptr<scalar_t>() : nullptr;
+    scalar_t *yp = y.data_ptr<scalar_t>(), *rp = r.data_ptr<scalar_t>(), *sp = gated ? sg.data_ptr<scalar_t>() : nullptr;
+    at::parallel_for(0, rows, NORM_ROWS, [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        const scalar_t* xr = xp + row * d;
+        scalar_t* yr = yp + row * d;
+        scalar_t ss = 0;
+_Pragma("omp simd reduction(+ : ss)")
+        for (int64_t i = 0; i < d; ++i) ss += xr[i] * xr[i];
+        const scalar_t inv = scalar_t(1) / std::sqrt(ss / scalar_t(d) + scalar_t(eps));
+        rp[row] = inv;
+        const scalar_t k = inv * scalar_t(scale);
+_Pragma("omp simd")
+        for (int64_t i = 0; i < d; ++i) yr[i] = xr[i] * k * wp[i];
+        if (!gated) continue;
+        scalar_t gdot = 0;
+_Pragma("omp simd reduction(+ : gdot)")
+        for (int64_t i = 0; i < d; ++i) gdot += yr[i] * gp[i];
+        const scalar_t gate = scalar_t(1) / (scalar_t(1) + std::exp(-(gdot + scalar_t(bias))));
+        sp[row] = gate;
+_Pragma("omp simd")
+        for (int64_t i = 0; i < d; ++i) yr[i] *= gate;
+      }
+    });
+  });
+  return {y, r, sg};
+}
+
+// Backward of `head_norm`: (dx, dw, dg, db); dg and db empty without a gate. Parameter gradients are summed per task
+// of NORM_ROWS rows, then over the tasks in order, so they do not depend on the thread count.
+std::vector<at::Tensor> head_norm_backward(const at::Tensor& dy_in, const at::Tensor& x_in, const at::Tensor& w_in,
+                                           const std::optional<at::Tensor>& g_in, const at::Tensor& r,
+                                           const at::Tensor& sg, double scale) {
+  const auto dy = dy_in.to(x_in.scalar_type()).contiguous();
+  const auto x = x_in.contiguous();
+  const auto w = w_in.to(x.scalar_type()).contiguous();
+  const bool gated = g_in.has_value() && g_in->defined();
+  const int64_t d = x.size(-1), rows = x.numel() / std::max<int64_t>(1, d);
+  const auto g = gated ? g_in->to(x.scalar_type()).contiguous().view({d}) : at::Tensor();
+  const int64_t tasks = (rows + NORM_ROWS - 1) / NORM_ROWS, width = 2 * d + 1;  // per task: dw, dg, db
+  auto dx = at::empty_like(x);
+  auto per = at::zeros({1, 1, tasks, width}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mta_ablate::head_norm_backward", [&] {
+    const scalar_t *xp = x.data_ptr<scalar_t>(), *wp = w.data_ptr<scalar_t>(), *dyp = dy.data_ptr<scalar_t>();
+    const scalar_t *gp = gated ? g.data_ptr<scalar_t>() : nullptr, *rp = r.data_ptr<scalar_t>();
+    const scalar_t* sp = gated ? sg.data_ptr<scalar_t>() : nullptr;
+    scalar_t *dxp = dx.data_ptr<scalar_t>(), *pp = per.data_ptr<scalar_t>();
+    at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+      std::vector<scalar_t> dn(d);
+      for (int64_t t = t0; t < t1; ++t) {
+        scalar_t* dw = pp + t * width;
+        scalar_t *dg = dw + d, *db = dw + 2 * d;
+        for (int64_t row = t * NORM_ROWS; row < std::min(rows, (t + 1) * NORM_ROWS); ++row) {
+          const scalar_t *xr = xp + row * d, *dyr = dyp + row * d;
+          const scalar_t inv = rp[row], k = inv * scalar_t(scale);
+          if (gated) {  // y = n * s: dn = dy * s + (dy . n) s (1 - s) g
+            const scalar_t s = sp[row];
+            scalar_t gdot = 0;
+_Pragma("omp simd reduction(+ : gdot)")
+            for (int64_t i = 0; i < d; ++i) gdot += dyr[i] * xr[i] * k * wp[i];
+            const scalar_t ds = gdot * s * (1 - s);
+_Pragma("omp simd")
+            for (int64_t i = 0; i < d; ++i) {
+              dn[i] = dyr[i] * s + ds * gp[i];
+              dg[i] += ds * xr[i] * k * wp[i];
+            }
+            *db += ds;
+          } else {
+            std::copy(dyr, dyr + d, dn.begin());
+          }
+          scalar_t ux = 0;  // u = dn * w * scale; dx = inv * (u - x inv^2 mean(u x))
+_Pragma("omp simd reduction(+ : ux)")
+          for (int64_t i = 0; i < d; ++i) {
+            dw[i] += dn[i] * xr[i] * k;
+            ux += dn[i] * wp[i] * scalar_t(scale) * xr[i];
+          }
+          const scalar_t m = ux / scalar_t(d) * inv * inv;
+_Pragma("omp simd")
+          for (int64_t i = 0; i < d; ++i) dxp[row * d + i] = inv * (dn[i] * wp[i] * scalar_t(scale) - xr[i] * m);
+        }
+      }
+    });
+  });
+  const auto total = sum_parts(per).view({width});
+  const auto none = at::empty({0}, x.options());
+  return {dx, total.narrow(0, 0, d).clone(), gated ? total.narrow(0, d, d).view(g_in->sizes()).clone() : none,
+          gated ? total.narrow(0, 2 * d, 1).clone() : none};
+}
+
 }  // namespace
 
 // Schemas here, CPU kernels below: other backends (fake tensors for memory plans) get Python implementations
@@ -777,6 +886,8 @@ TORCH_LIBRARY(mta_ablate, m) {
   m.def("mix_backward_(Tensor(a!) dy, Tensor x, Tensor m) -> Tensor");
   m.def("mixed_softmax(Tensor x, Tensor? pre, Tensor? post, int row0) -> Tensor[]");
   m.def("mixed_softmax_(Tensor(a!) x, Tensor? pre, Tensor? post, int row0) -> Tensor(a!)");
+  m.def("head_norm(Tensor x, Tensor w, Tensor? g, Tensor? b, float scale, float eps) -> Tensor[]");
+  m.def("head_norm_backward(Tensor dy, Tensor x, Tensor w, Tensor? g, Tensor r, Tensor sg, float scale) -> Tensor[]");
   m.def("mixed_softmax_backward_(Tensor(a!) dw, Tensor p, Tensor? post, Tensor? x, Tensor? pre, int row0) -> Tensor[]");
 }
 
@@ -789,4 +900,6 @@ TORCH_LIBRARY_IMPL(mta_ablate, CPU, m) {
   m.impl("mixed_softmax", &mixed_softmax);
   m.impl("mixed_softmax_", &mixed_softmax_);
   m.impl("mixed_softmax_backward_", &mixed_softmax_backward_);
+  m.impl("head_norm", &head_norm);
+  m.impl("head_norm_backward", &head_norm_backward);
 }
