@@ -368,43 +368,65 @@ inline Lanes<float>::V exp_nonpositive(Lanes<float>::V x) {
   return x < -87.f ? V{} : p * scale;
 }
 
-// Softmax of one causal row over its keys [0, keys), zeros after. fp32: whole vectors (the tail as one vector
-// padded with e^-100); fp64 (gradient checks): plain loops and std::exp.
+// Softmax of one causal row over its keys [0, keys), zeros after, up to s. fp32: whole vectors; when the row has room
+// (s reaches the vector after the last key) the last partial vector too, its lanes past the keys masked; else that
+// tail as one vector padded with e^-100. fp64 (gradient checks): plain loops and std::exp.
 template <typename T>
 void causal_softmax_row(const T* x, int64_t keys, int64_t s, T* out) {  // out may be x
   T top = -std::numeric_limits<T>::infinity(), total = 0;
+  int64_t done = keys;  // keys [0, done) hold the result; zeros from there
   if constexpr (std::is_same_v<T, float>) {
     using L = Lanes<float>;
     using V = L::V;
-    V m = V{} - std::numeric_limits<float>::infinity(), sums = V{};
-    int64_t v = 0;
-    for (; v + L::N <= keys; v += L::N) {
+    const float inf = std::numeric_limits<float>::infinity();
+    const int64_t full = keys / L::N * L::N;
+    const bool padded = full < keys && full + L::N <= s;
+    V lane;
+    for (int64_t i = 0; i < L::N; ++i) lane[i] = float(i);
+    auto last = [&] {  // the partial vector, lanes past the keys at -inf
+      const V a = L::load(x + full);
+      return lane < float(keys - full) ? a : V{} - inf;
+    };
+    V m = V{} - inf, sums = V{};
+    for (int64_t v = 0; v < full; v += L::N) {
       const V a = L::load(x + v);
       m = a > m ? a : m;
     }
+    if (padded) {
+      const V a = last();
+      m = a > m ? a : m;
+    }
     for (int64_t i = 0; i < L::N; ++i) top = std::max(top, m[i]);
-    for (; v < keys; ++v) top = std::max(top, x[v]);
-    for (v = 0; v + L::N <= keys; v += L::N) {
+    for (int64_t v = full; v < keys && !padded; ++v) top = std::max(top, x[v]);
+    const V tail = padded ? last() : V{};  // read before the stores below overwrite x
+    for (int64_t v = 0; v < full; v += L::N) {
       const V e = exp_nonpositive(L::load(x + v) - top);
       L::store(out + v, e);
       sums += e;
     }
+    if (padded) {
+      const V e = exp_nonpositive(tail - top);  // -inf lanes give 0
+      L::store(out + full, e);
+      sums += e;
+      done = full + L::N;
+    }
     for (int64_t i = 0; i < L::N; ++i) total += sums[i];
-    if (v < keys) {
-      alignas(64) float tail[L::N];
-      for (int64_t i = 0; i < L::N; ++i) tail[i] = v + i < keys ? x[v + i] - top : -100.f;
-      const V e = exp_nonpositive(L::load(tail));
-      for (int64_t i = 0; v + i < keys; ++i) total += (out[v + i] = e[i]);
+    if (!padded && full < keys) {
+      alignas(64) float rest[L::N];
+      for (int64_t i = 0; i < L::N; ++i) rest[i] = full + i < keys ? x[full + i] - top : -100.f;
+      const V e = exp_nonpositive(L::load(rest));
+      for (int64_t i = 0; full + i < keys; ++i) total += (out[full + i] = e[i]);
     }
     const float inv = 1.f / total;
-    for (v = 0; v + L::N <= keys; v += L::N) L::store(out + v, L::load(out + v) * inv);
-    for (; v < keys; ++v) out[v] *= inv;
+    int64_t v = 0;
+    for (; v + L::N <= done; v += L::N) L::store(out + v, L::load(out + v) * inv);
+    for (; v < done; ++v) out[v] *= inv;
   } else {
     for (int64_t v = 0; v < keys; ++v) top = std::max(top, x[v]);
     for (int64_t v = 0; v < keys; ++v) total += (out[v] = std::exp(x[v] - top));
     for (int64_t v = 0; v < keys; ++v) out[v] /= total;
   }
-  std::fill(out + keys, out + s, T(0));
+  std::fill(out + done, out + s, T(0));
 }
 
 // out[o][v] = sum_i w[o, i] in[i][v] for v in [0, n): C inputs `istride` apart, C outputs `ostride` apart (never
@@ -593,21 +615,24 @@ struct Stage {
   int64_t c, rows, s, row0;
 
   int64_t keys(int64_t r) const { return std::max<int64_t>(0, std::min(s, row0 + r + 1)); }
+  // Keys computed for a row of n keys: up to the end of its last vector where the row has room. The extra keys are
+  // in the row's future: zero in the probabilities, so they add nothing to any sum, and written as zeros.
+  int64_t wide(int64_t n) const { return std::min(s, (n + Lanes<T>::N - 1) / Lanes<T>::N * Lanes<T>::N); }
 
   // Rows [r0, r1): probs (may be null) and weights (null when probs is all that is wanted; may be x).
   void forward(const T* x, T* probs, T* weights, int64_t r0, int64_t r1, T* buf) const {
     const int64_t head = rows * s;
     for (int64_t r = r0; r < r1; ++r) {
-      const int64_t n = keys(r), at = r * s;
+      const int64_t n = keys(r), nw = wide(n), at = r * s;
       if (pre)
-        mix_rows<T, C>(x + at, head, pre, c, n, buf, s);
+        mix_rows<T, C>(x + at, head, pre, c, nw, buf, s);
       else
         for (int64_t o = 0; o < c; ++o) std::copy(x + at + o * head, x + at + o * head + n, buf + o * s);
-      for (int64_t o = 0; o < c; ++o) causal_softmax_row(buf + o * s, n, n, buf + o * s);
+      for (int64_t o = 0; o < c; ++o) causal_softmax_row(buf + o * s, n, nw, buf + o * s);
       for (int64_t o = 0; o < c && probs; ++o) put_row(buf + o * s, n, s, probs + at + o * head);
       if (weights && post) {
-        mix_rows<T, C>(buf, s, post, c, n, weights + at, head);
-        for (int64_t o = 0; o < c; ++o) std::fill(weights + at + o * head + n, weights + at + o * head + s, T(0));
+        mix_rows<T, C>(buf, s, post, c, nw, weights + at, head);
+        for (int64_t o = 0; o < c; ++o) std::fill(weights + at + o * head + nw, weights + at + o * head + s, T(0));
       } else if (weights) {
         for (int64_t o = 0; o < c; ++o) put_row(buf + o * s, n, s, weights + at + o * head);
       }
@@ -620,19 +645,19 @@ struct Stage {
     const int64_t head = rows * s;
     Dots<T, C> dots_pre, dots_post;
     for (int64_t r = r0; r < r1; ++r) {
-      const int64_t n = keys(r), at = r * s;
+      const int64_t n = keys(r), nw = wide(n), at = r * s;  // past n the probabilities are 0, so all is 0
       if (post) {  // buf: the gradient of the probabilities
-        dots_post.add(dw + at, head, p + at, head, c, n, d_post);
-        mix_rows<T, C>(dw + at, head, post_t, c, n, buf, s);
+        dots_post.add(dw + at, head, p + at, head, c, nw, d_post);
+        mix_rows<T, C>(dw + at, head, post_t, c, nw, buf, s);
       } else {
-        for (int64_t i = 0; i < c; ++i) std::copy(dw + at + i * head, dw + at + i * head + n, buf + i * s);
+        for (int64_t i = 0; i < c; ++i) std::copy(dw + at + i * head, dw + at + i * head + nw, buf + i * s);
       }
       for (int64_t i = 0; i < c; ++i)  // now the gradient of the pre mix's output
-        softmax_grad_row(p + at + i * head, buf + i * s, n, buf + i * s);
+        softmax_grad_row(p + at + i * head, buf + i * s, nw, buf + i * s);
       if (pre) {
-        dots_pre.add(buf, s, x + at, head, c, n, d_pre);
-        mix_rows<T, C>(buf, s, pre_t, c, n, dw + at, head);
-        for (int64_t o = 0; o < c; ++o) std::fill(dw + at + o * head + n, dw + at + o * head + s, T(0));
+        dots_pre.add(buf, s, x + at, head, c, nw, d_pre);
+        mix_rows<T, C>(buf, s, pre_t, c, nw, dw + at, head);
+        for (int64_t o = 0; o < c; ++o) std::fill(dw + at + o * head + nw, dw + at + o * head + s, T(0));
       } else {
         for (int64_t o = 0; o < c; ++o) put_row(buf + o * s, n, s, dw + at + o * head);
       }
