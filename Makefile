@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# The fused CPU kernel of the MTA op, compiled for this machine into the venv (about 15 s with gcc). When it cannot
+# The fused CPU kernel of the MTA op, compiled for this machine into the venv (about 30 s with gcc). When it cannot
 # build, MTA runs on the pure-torch path (same results, slower on CPU) and the build says why.
 KERNEL_STAMP := $(VENV)/.kernel
 $(KERNEL_STAMP): mta_ablate/attention/csrc/mta_cpu.cpp mta_ablate/attention/kernel.py $(STAMP)

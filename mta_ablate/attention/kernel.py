@@ -1,8 +1,10 @@
-"""The fused CPU kernels of the MTA op (`csrc/mta_cpu.cpp`): the key-query convolution, its input gradient and its
-kernel gradient over the causal half of a block, vectorised for the CPU it was built on.
+"""The fused CPU kernels of the MTA layer (`csrc/mta_cpu.cpp`): the key-query convolution, its input gradient and
+its kernel gradient over the causal half of a block, the softmax stage with its head mixes and its backward, and the
+head norm, vectorised for the CPU they were built on.
 
 `make install` builds them into the virtual environment (`python -m mta_ablate.attention.kernel build`, about
-15 s with gcc; `-march=native`, so AVX2 or AVX-512 as the machine has). `mta_attention` uses them for CPU
+30 s with gcc: the convolutions are compiled once per kernel size in use; `-march=native`, so AVX2 or AVX-512 as
+the machine has). `mta_attention` uses them for CPU
 tensors in fp32 and fp64; everything else (CUDA, bf16, a machine where the build failed or whose CPU lacks what
 the build used) takes the pure-torch path, which computes the same function, and the first such fallback on a CPU
 says why, once. `path("torch")` forces the pure-torch path (tests compare the two; `bench attention` times both).
