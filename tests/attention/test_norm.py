@@ -65,3 +65,18 @@ def test_kernel_parameter_gradients_are_the_same_bits_on_1_and_3_threads(fused_k
     assert torch.equal(out1, out3)
     for a, b in zip(grads1, grads3, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("gate_out", [None, 1], ids=str)
+def test_the_kernel_path_runs_on_fake_tensors(gate_out, fused_kernel):
+    """The memory plan runs models on fake CPU tensors: the kernel ops' fake registrations give every shape."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    _, weight, gate = _inputs(torch.float32, gate_out)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        x = torch.randn(2, 5, 4, 16, requires_grad=True)
+        out = head_norm(x, weight, gate, 1.0)
+        out.sum().backward()
+        assert out.shape == x.shape and x.grad.shape == x.shape and weight.grad.shape == weight.shape
+        if gate is not None:
+            assert gate.weight.grad.shape == gate.weight.shape and gate.bias.grad.shape == gate.bias.shape
