@@ -793,7 +793,60 @@ std::vector<at::Tensor> mixed_softmax_backward_(at::Tensor dw, const at::Tensor&
 // The head norm of an MTA layer, one row (one token's head, D values) at a time: n = x / rms(x) * w * scale, then
 // with a scalar gate y = n * sigmoid(n . g + b), else y = n. Sums in the row's dtype, as torch's rms_norm on CPU.
 // Returns (y, r, sg): r = 1 / rms per row, sg the gate per row (empty without a gate), for the backward.
+// Rows are short (D = 16 to 128), so each step runs over a tile of NORM_ROWS rows before the next: a row's chain of
+// reductions, square root and exponential would otherwise leave the core waiting on each result in turn.
 constexpr int64_t NORM_ROWS = 64;  // rows per task: parameter-gradient partial sums are per task, summed in order
+
+// out[r] = sigmoid(z[r] + bias) for n rows: fp32 a vector at a time (e^-|z| by `exp_nonpositive`), else std::exp.
+template <typename T>
+void sigmoid_rows(const T* z, T bias, int64_t n, T* out) {
+  for (int64_t r = 0; r < n; ++r) out[r] = T(1) / (T(1) + std::exp(-(z[r] + bias)));
+}
+
+template <>
+void sigmoid_rows<float>(const float* z, float bias, int64_t n, float* out) {
+  using L = Lanes<float>;
+  using V = L::V;
+  for (int64_t r = 0; r < n; r += L::N) {
+    alignas(64) float in[L::N] = {};
+    std::copy(z + r, z + std::min(n, r + L::N), in);
+    const V x = L::load(in) + bias;
+    const V e = exp_nonpositive(x < 0 ? x : -x);  // e^-|x|
+    const V a = 1.f / (1.f + e);
+    const V s = x < 0 ? e * a : a;  // x >= 0: 1 / (1 + e^-x); x < 0: e^x / (1 + e^x)
+    alignas(64) float res[L::N];
+    L::store(res, s);
+    std::copy(res, res + std::min(L::N, n - r), out + r);
+  }
+}
+
+// sum_i a[i] b[i] (c[i]) over a short row (c may be null). fp32 rows of whole vectors: one vector of sums, added up
+// as a tree (a reduction loop would be summed lane by lane, a 16-add chain per row); else a plain loop.
+template <typename T>
+T row_dot(const T* a, const T* b, const T* c, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    using L = Lanes<float>;
+    if (n % L::N == 0) {
+      typedef float V8 __attribute__((vector_size(32)));
+      typedef float V4 __attribute__((vector_size(16)));
+      L::V acc{};
+      for (int64_t i = 0; i < n; i += L::N) acc += c ? L::load(a + i) * L::load(b + i) * L::load(c + i)
+                                                     : L::load(a + i) * L::load(b + i);
+      V8 lo, hi;
+      std::memcpy(&lo, &acc, sizeof(V8));
+      std::memcpy(&hi, reinterpret_cast<const char*>(&acc) + sizeof(V8), sizeof(V8));
+      const V8 s8 = lo + hi;
+      V4 l4, h4;
+      std::memcpy(&l4, &s8, sizeof(V4));
+      std::memcpy(&h4, reinterpret_cast<const char*>(&s8) + sizeof(V4), sizeof(V4));
+      const V4 s4 = l4 + h4;
+      return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+    }
+  }
+  T acc = 0;
+  for (int64_t i = 0; i < n; ++i) acc += c ? a[i] * b[i] * c[i] : a[i] * b[i];
+  return acc;
+}
 
 std::vector<at::Tensor> head_norm(const at::Tensor& x_in, const at::Tensor& w_in, const std::optional<at::Tensor>& g_in,
                                   const std::optional<at::Tensor>& b_in, double scale, double eps) {
@@ -813,25 +866,31 @@ std::vector<at::Tensor> head_norm(const at::Tensor& x_in, const at::Tensor& w_in
     const scalar_t* gp = gated ? g.data_ptr<scalar_t>() : nullptr;
     scalar_t *yp = y.data_ptr<scalar_t>(), *rp = r.data_ptr<scalar_t>(), *sp = gated ? sg.data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, rows, NORM_ROWS, [&](int64_t begin, int64_t end) {
-      for (int64_t row = begin; row < end; ++row) {
-        const scalar_t* xr = xp + row * d;
-        scalar_t* yr = yp + row * d;
-        scalar_t ss = 0;
-_Pragma("omp simd reduction(+ : ss)")
-        for (int64_t i = 0; i < d; ++i) ss += xr[i] * xr[i];
-        const scalar_t inv = scalar_t(1) / std::sqrt(ss / scalar_t(d) + scalar_t(eps));
-        rp[row] = inv;
-        const scalar_t k = inv * scalar_t(scale);
+      scalar_t ss[NORM_ROWS], gdot[NORM_ROWS];
+      for (int64_t r0 = begin; r0 < end; r0 += NORM_ROWS) {
+        const int64_t n = std::min(NORM_ROWS, end - r0);
+        for (int64_t t = 0; t < n; ++t) {
+          const scalar_t* xr = xp + (r0 + t) * d;
+          ss[t] = row_dot<scalar_t>(xr, xr, nullptr, d);
+        }
 _Pragma("omp simd")
-        for (int64_t i = 0; i < d; ++i) yr[i] = xr[i] * k * wp[i];
+        for (int64_t t = 0; t < n; ++t) rp[r0 + t] = scalar_t(1) / std::sqrt(ss[t] / scalar_t(d) + scalar_t(eps));
+        for (int64_t t = 0; t < n; ++t) {
+          const scalar_t* xr = xp + (r0 + t) * d;
+          scalar_t* yr = yp + (r0 + t) * d;
+          const scalar_t k = rp[r0 + t] * scalar_t(scale);
+_Pragma("omp simd")
+          for (int64_t i = 0; i < d; ++i) yr[i] = xr[i] * k * wp[i];
+          if (gated) gdot[t] = row_dot<scalar_t>(yr, gp, nullptr, d);
+        }
         if (!gated) continue;
-        scalar_t gdot = 0;
-_Pragma("omp simd reduction(+ : gdot)")
-        for (int64_t i = 0; i < d; ++i) gdot += yr[i] * gp[i];
-        const scalar_t gate = scalar_t(1) / (scalar_t(1) + std::exp(-(gdot + scalar_t(bias))));
-        sp[row] = gate;
+        sigmoid_rows<scalar_t>(gdot, scalar_t(bias), n, sp + r0);
+        for (int64_t t = 0; t < n; ++t) {
+          scalar_t* yr = yp + (r0 + t) * d;
+          const scalar_t gate = sp[r0 + t];
 _Pragma("omp simd")
-        for (int64_t i = 0; i < d; ++i) yr[i] *= gate;
+          for (int64_t i = 0; i < d; ++i) yr[i] *= gate;
+        }
       }
     });
   });
@@ -858,37 +917,47 @@ std::vector<at::Tensor> head_norm_backward(const at::Tensor& dy_in, const at::Te
     const scalar_t* sp = gated ? sg.data_ptr<scalar_t>() : nullptr;
     scalar_t *dxp = dx.data_ptr<scalar_t>(), *pp = per.data_ptr<scalar_t>();
     at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
-      std::vector<scalar_t> dn(d);
-      for (int64_t t = t0; t < t1; ++t) {
-        scalar_t* dw = pp + t * width;
+      std::vector<scalar_t> dn_tile(NORM_ROWS * d);
+      scalar_t ds[NORM_ROWS], ux[NORM_ROWS];
+      for (int64_t task = t0; task < t1; ++task) {
+        scalar_t* dw = pp + task * width;
         scalar_t *dg = dw + d, *db = dw + 2 * d;
-        for (int64_t row = t * NORM_ROWS; row < std::min(rows, (t + 1) * NORM_ROWS); ++row) {
-          const scalar_t *xr = xp + row * d, *dyr = dyp + row * d;
-          const scalar_t inv = rp[row], k = inv * scalar_t(scale);
-          if (gated) {  // y = n * s: dn = dy * s + (dy . n) s (1 - s) g
-            const scalar_t s = sp[row];
-            scalar_t gdot = 0;
-_Pragma("omp simd reduction(+ : gdot)")
-            for (int64_t i = 0; i < d; ++i) gdot += dyr[i] * xr[i] * k * wp[i];
-            const scalar_t ds = gdot * s * (1 - s);
+        const int64_t r0 = task * NORM_ROWS, n = std::min(rows, r0 + NORM_ROWS) - r0;
+        if (gated) {  // y = n * s: dn = dy * s + (dy . n) s (1 - s) g
+          for (int64_t t = 0; t < n; ++t) {
+            const scalar_t *xr = xp + (r0 + t) * d, *dyr = dyp + (r0 + t) * d;
+            const scalar_t k = rp[r0 + t] * scalar_t(scale);
+            const scalar_t s = sp[r0 + t];
+            ds[t] = row_dot<scalar_t>(dyr, xr, wp, d) * k * s * (1 - s);
+          }
+          for (int64_t t = 0; t < n; ++t) {
+            const scalar_t *xr = xp + (r0 + t) * d, *dyr = dyp + (r0 + t) * d;
+            const scalar_t k = rp[r0 + t] * scalar_t(scale), s = sp[r0 + t], dst = ds[t];
+            scalar_t* dn = dn_tile.data() + t * d;
 _Pragma("omp simd")
             for (int64_t i = 0; i < d; ++i) {
-              dn[i] = dyr[i] * s + ds * gp[i];
-              dg[i] += ds * xr[i] * k * wp[i];
+              dn[i] = dyr[i] * s + dst * gp[i];
+              dg[i] += dst * xr[i] * k * wp[i];
             }
-            *db += ds;
-          } else {
-            std::copy(dyr, dyr + d, dn.begin());
+            *db += dst;
           }
-          scalar_t ux = 0;  // u = dn * w * scale; dx = inv * (u - x inv^2 mean(u x))
-_Pragma("omp simd reduction(+ : ux)")
-          for (int64_t i = 0; i < d; ++i) {
-            dw[i] += dn[i] * xr[i] * k;
-            ux += dn[i] * wp[i] * scalar_t(scale) * xr[i];
-          }
-          const scalar_t m = ux / scalar_t(d) * inv * inv;
+        } else {
+          std::copy(dyp + r0 * d, dyp + (r0 + n) * d, dn_tile.begin());
+        }
+        for (int64_t t = 0; t < n; ++t) {  // u = dn * w * scale; dx = inv * (u - x inv^2 mean(u x))
+          const scalar_t* xr = xp + (r0 + t) * d;
+          const scalar_t* dn = dn_tile.data() + t * d;
+          const scalar_t k = rp[r0 + t] * scalar_t(scale);
 _Pragma("omp simd")
-          for (int64_t i = 0; i < d; ++i) dxp[row * d + i] = inv * (dn[i] * wp[i] * scalar_t(scale) - xr[i] * m);
+          for (int64_t i = 0; i < d; ++i) dw[i] += dn[i] * xr[i] * k;
+          ux[t] = row_dot<scalar_t>(dn, wp, xr, d) * scalar_t(scale);
+        }
+        for (int64_t t = 0; t < n; ++t) {
+          const scalar_t* xr = xp + (r0 + t) * d;
+          const scalar_t* dn = dn_tile.data() + t * d;
+          const scalar_t inv = rp[r0 + t], m = ux[t] / scalar_t(d) * inv * inv;
+_Pragma("omp simd")
+          for (int64_t i = 0; i < d; ++i) dxp[(r0 + t) * d + i] = inv * (dn[i] * wp[i] * scalar_t(scale) - xr[i] * m);
         }
       }
     });
