@@ -63,6 +63,28 @@ struct Lanes {
   static void store(T* p, const V& v) { std::memcpy(p, &v, sizeof(V)); }
 };
 
+// The sum of a vector's lanes as a tree of half-vector steps, a chain of log2(lanes) additions: a loop over the lanes
+// would be a chain of one per lane, which a short row's work cannot hide.
+template <typename V, typename Op>
+auto reduce_lanes(const V& v, Op op) {
+  constexpr int n = sizeof(V) / sizeof(v[0]);
+  if constexpr (n == 1) {
+    return v[0];
+  } else {
+    typedef std::remove_cv_t<std::remove_reference_t<decltype(v[0])>> T;
+    typedef T H __attribute__((vector_size(sizeof(V) / 2)));
+    H lo, hi;
+    std::memcpy(&lo, &v, sizeof(H));
+    std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(H), sizeof(H));
+    return reduce_lanes(op(lo, hi), op);
+  }
+}
+
+template <typename V>
+auto sum_lanes(const V& v) {
+  return reduce_lanes(v, [](auto a, auto b) { return a + b; });
+}
+
 // acc[k] (k < n_rows) = sum_{i, j} w[i, j] * pad[r + k + i, c0 + j + (VW keys)]: padded row p serves tap row p - k
 // of output row r + k for every k, so one load feeds up to ROWS multiply-adds. With CQ (c_q) known at compile time
 // and all ROWS rows present, both loops unroll and no tap is tested.
@@ -821,26 +843,16 @@ void sigmoid_rows<float>(const float* z, float bias, int64_t n, float* out) {
 }
 
 // sum_i a[i] b[i] (c[i]) over a short row (c may be null). fp32 rows of whole vectors: one vector of sums, added up
-// as a tree (a reduction loop would be summed lane by lane, a 16-add chain per row); else a plain loop.
+// as a tree (`sum_lanes`; a reduction loop is summed lane by lane); else a plain loop.
 template <typename T>
 T row_dot(const T* a, const T* b, const T* c, int64_t n) {
   if constexpr (std::is_same_v<T, float>) {
     using L = Lanes<float>;
     if (n % L::N == 0) {
-      typedef float V8 __attribute__((vector_size(32)));
-      typedef float V4 __attribute__((vector_size(16)));
       L::V acc{};
       for (int64_t i = 0; i < n; i += L::N) acc += c ? L::load(a + i) * L::load(b + i) * L::load(c + i)
                                                      : L::load(a + i) * L::load(b + i);
-      V8 lo, hi;
-      std::memcpy(&lo, &acc, sizeof(V8));
-      std::memcpy(&hi, reinterpret_cast<const char*>(&acc) + sizeof(V8), sizeof(V8));
-      const V8 s8 = lo + hi;
-      V4 l4, h4;
-      std::memcpy(&l4, &s8, sizeof(V4));
-      std::memcpy(&h4, reinterpret_cast<const char*>(&s8) + sizeof(V4), sizeof(V4));
-      const V4 s4 = l4 + h4;
-      return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+      return sum_lanes(acc);
     }
   }
   T acc = 0;
