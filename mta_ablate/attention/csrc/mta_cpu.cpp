@@ -85,15 +85,14 @@ auto sum_lanes(const V& v) {
   return reduce_lanes(v, [](auto a, auto b) { return a + b; });
 }
 
-// acc[k] (k < n_rows) = sum_{i, j} w[i, j] * pad[r + k + i, c0 + j + (VW keys)]: padded row p serves tap row p - k
+// acc[k] (k < n_rows) = sum_{i, j} w[i, j] * pad[r + k + i, c0 + j + (NV vectors of keys)]: padded row p serves tap row p - k
 // of output row r + k for every k, so one load feeds up to ROWS multiply-adds. With CQ (c_q) known at compile time
 // and all ROWS rows present, both loops unroll and no tap is tested.
-template <typename T, int CK, int CQ, int ROWS>
+template <typename T, int CK, int CQ, int ROWS, int NV>
 inline void correlate_chunk(const T* pad, int64_t width, const T* w, int64_t c_q, int64_t c_k, int64_t n_rows,
-                            typename Lanes<T>::V (&acc)[ROWS][VW / Lanes<T>::N]) {
+                            typename Lanes<T>::V (&acc)[ROWS][NV]) {
   using L = Lanes<T>;
   using V = typename L::V;
-  constexpr int NV = VW / L::N;
   auto tap_row = [&](int64_t p, int64_t k_lo, int64_t k_hi, auto all) {
     const T* row = pad + p * width;
     for (int64_t j = 0; j < (CK > 0 ? CK : c_k); ++j) {
@@ -120,7 +119,8 @@ inline void correlate_chunk(const T* pad, int64_t width, const T* w, int64_t c_q
 }
 
 // y[r, c] = sum_{i, j} w[i, j] * pad[r + i, c + j] for keys c <= out_row0 + r; zero after: ROWS output rows at a
-// time in chunks of VW keys held in registers.
+// time in chunks of VW keys held in registers; a row block's last chunk is one vector wide when that covers its keys
+// (less work computed past the diagonal).
 template <typename T, int CK, int CQ>
 void correlate_rows(const T* pad, const Geometry& g, const T* w, int64_t c_q, int64_t c_k, int64_t out_rows,
                     int64_t s, int64_t out_row0, T* y) {
@@ -133,20 +133,32 @@ void correlate_rows(const T* pad, const Geometry& g, const T* w, int64_t c_q, in
     const int64_t n_rows = std::min<int64_t>(ROWS, out_rows - r);
     int64_t keys[ROWS] = {};
     for (int k = 0; k < n_rows; ++k) keys[k] = limit(r + k);
-    for (int64_t c0 = 0; c0 < keys[n_rows - 1]; c0 += VW) {
-      V acc[ROWS][NV] = {};
-      correlate_chunk<T, CK, CQ, ROWS>(pad + r * g.width + c0, g.width, w, c_q, c_k, n_rows, acc);
+    auto emit = [&](int64_t c0, auto& acc) {  // the chunk's keys of each row, up to its last
+      constexpr int nv = std::extent_v<std::remove_reference_t<decltype(acc[0])>>;
+      constexpr int64_t width = nv * L::N;
       for (int k = 0; k < n_rows; ++k) {
         if (c0 >= keys[k]) continue;
         T* dst = y + (r + k) * s + c0;
-        if (c0 + VW <= keys[k]) {  // a whole chunk: straight to the map
-          for (int v = 0; v < NV; ++v) L::store(dst + v * L::N, acc[k][v]);
+        if (c0 + width <= keys[k]) {  // a whole chunk: straight to the map
+          for (int v = 0; v < nv; ++v) L::store(dst + v * L::N, acc[k][v]);
           continue;
         }
         alignas(64) T out[VW];
-        for (int v = 0; v < NV; ++v) L::store(out + v * L::N, acc[k][v]);
+        for (int v = 0; v < nv; ++v) L::store(out + v * L::N, acc[k][v]);
         std::copy(out, out + (keys[k] - c0), dst);
       }
+    };
+    const T* rows = pad + r * g.width;
+    int64_t c0 = 0;
+    for (; c0 + L::N < keys[n_rows - 1]; c0 += VW) {
+      V acc[ROWS][NV] = {};
+      correlate_chunk<T, CK, CQ, ROWS, NV>(rows + c0, g.width, w, c_q, c_k, n_rows, acc);
+      emit(c0, acc);
+    }
+    if (c0 < keys[n_rows - 1]) {  // at most one vector of keys left
+      V acc[ROWS][1] = {};
+      correlate_chunk<T, CK, CQ, ROWS, 1>(rows + c0, g.width, w, c_q, c_k, n_rows, acc);
+      emit(c0, acc);
     }
     for (int k = 0; k < n_rows; ++k) std::fill(y + (r + k) * s + keys[k], y + (r + k + 1) * s, T(0));
   }
