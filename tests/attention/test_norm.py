@@ -43,6 +43,29 @@ def test_the_kernel_path_equals_the_torch_path(gate_out, scale, dtype, fused_ker
         torch.testing.assert_close(got, want, rtol=tol, atol=tol * want.abs().max().item())
 
 
+@pytest.mark.parametrize("d", [16, 20], ids=["whole vectors", "a partial vector"])
+def test_saturated_gates_and_odd_row_lengths_match_the_torch_path(d, fused_kernel):
+    """The gate's sigmoid runs a vector of rows at a time on fp32 (e^-|z|, flushed to 0 below -87): gates from far
+    below 0 to far above 1 in logit, over row counts that leave a partial vector, and rows whose length is not a
+    whole vector (their sums take the plain loop)."""
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(2, 21, 3, d, generator=g) * 3).requires_grad_()
+    weight = (1 + 0.3 * torch.randn(d, generator=g)).requires_grad_()
+    gate = nn.Linear(d, 1)
+    with torch.no_grad():
+        gate.weight.copy_(torch.randn(gate.weight.shape, generator=g) * 20)
+        gate.bias.fill_(-1.0)
+    upstream = torch.randn(x.shape, generator=g)
+    with kernel.path("torch"):
+        ref, ref_grads = _run(x, weight, gate, 1.0, upstream)
+    logits = gate(torch.nn.functional.rms_norm(x, (d,), weight, eps=1e-5))  # the gate's input: the normed row
+    assert logits.min() < -90 and logits.max() > 90  # both saturated ends are exercised
+    out, grads = _run(x, weight, gate, 1.0, upstream)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
 def test_the_kernel_passes_gradcheck_in_fp64(fused_kernel):
     x, weight, gate = _inputs(torch.float64, 1)
     x = x[:1, :5].detach().requires_grad_()
