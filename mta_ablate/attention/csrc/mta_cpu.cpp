@@ -63,10 +63,10 @@ struct Lanes {
   static void store(T* p, const V& v) { std::memcpy(p, &v, sizeof(V)); }
 };
 
-// The sum of a vector's lanes as a tree of half-vector steps, a chain of log2(lanes) additions: a loop over the lanes
-// would be a chain of one per lane, which a short row's work cannot hide.
-template <typename V, typename Op>
-auto reduce_lanes(const V& v, Op op) {
+// The sum of a vector's lanes as a tree of half-vector additions, a chain of log2(lanes) of them: a loop over the
+// lanes would be a chain of one per lane, which a short row's work cannot hide.
+template <typename V>
+auto sum_lanes(const V& v) {
   constexpr int n = sizeof(V) / sizeof(v[0]);
   if constexpr (n == 1) {
     return v[0];
@@ -76,18 +76,13 @@ auto reduce_lanes(const V& v, Op op) {
     H lo, hi;
     std::memcpy(&lo, &v, sizeof(H));
     std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(H), sizeof(H));
-    return reduce_lanes(op(lo, hi), op);
+    return sum_lanes(lo + hi);
   }
 }
 
-template <typename V>
-auto sum_lanes(const V& v) {
-  return reduce_lanes(v, [](auto a, auto b) { return a + b; });
-}
-
-// acc[k] (k < n_rows) = sum_{i, j} w[i, j] * pad[r + k + i, c0 + j + (NV vectors of keys)]: padded row p serves tap row p - k
-// of output row r + k for every k, so one load feeds up to ROWS multiply-adds. With CQ (c_q) known at compile time
-// and all ROWS rows present, both loops unroll and no tap is tested.
+// acc[k] (k < n_rows) = sum_{i, j} w[i, j] * pad[r + k + i, c0 + j + (NV vectors of keys)]: padded row p serves tap
+// row p - k of output row r + k for every k, so one load feeds up to ROWS multiply-adds. With CQ (c_q) known at
+// compile time and all ROWS rows present, both loops unroll and no tap is tested.
 template <typename T, int CK, int CQ, int ROWS, int NV>
 inline void correlate_chunk(const T* pad, int64_t width, const T* w, int64_t c_q, int64_t c_k, int64_t n_rows,
                             typename Lanes<T>::V (&acc)[ROWS][NV]) {
@@ -824,7 +819,7 @@ std::vector<at::Tensor> mixed_softmax_backward_(at::Tensor dw, const at::Tensor&
   return {part(0, m.pre.defined()), part(1, m.post.defined())};
 }
 
-// The head norm of an MTA layer, one row (one token's head, D values) at a time: n = x / rms(x) * w * scale, then
+// The head norm of an MTA layer, per row (one token's head, D values): n = x / rms(x) * w * scale, then
 // with a scalar gate y = n * sigmoid(n . g + b), else y = n. Sums in the row's dtype, as torch's rms_norm on CPU.
 // Returns (y, r, sg): r = 1 / rms per row, sg the gate per row (empty without a gate), for the backward.
 // Rows are short (D = 16 to 128), so each step runs over a tile of NORM_ROWS rows before the next: a row's chain of
