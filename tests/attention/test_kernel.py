@@ -130,6 +130,51 @@ def test_the_kernel_runs_on_torch_s_threads(threads, fused_kernel):
     assert int(out.stdout.strip()) == threads - 1
 
 
+AVX2 = """
+import pathlib, sys, torch
+from mta_ablate.attention import kernel, mta_attention
+from mta_ablate.attention.norm import head_norm
+kernel.FLAGS = ["-O3", "-march=haswell", "-fopenmp"]  # AVX2 and FMA, no AVX-512
+kernel.build_dir = lambda: pathlib.Path(sys.argv[1])
+kernel.build()
+assert kernel.ops() is not None, kernel.why_not()
+g = torch.Generator().manual_seed(0)
+b, h, t, d = 2, 4, 150, 16
+q, k, v = (torch.randn(b, h, t, d, generator=g).requires_grad_() for _ in range(3))
+params = dict(
+    pre_kernel=(torch.randn(h, 6, 11, generator=g) * 0.3).requires_grad_(),
+    post_kernel=(torch.randn(h, 2, 3, generator=g) * 0.3).requires_grad_(),
+    pre_head_mix=(torch.randn(1, h, h, generator=g) * 0.5).requires_grad_(),
+    post_head_mix=(torch.randn(2, 2, 2, generator=g) * 0.5).requires_grad_(),
+)
+w = (1 + 0.3 * torch.randn(d, generator=g)).requires_grad_()
+gate = torch.nn.Linear(d, 1)
+leaves = [q, k, v, *params.values(), w, *gate.parameters()]
+def run():
+    out = head_norm(mta_attention(q, k, v, rows=32, **params).transpose(1, 2), w, gate, 0.9)
+    return out, torch.autograd.grad((out * torch.linspace(-1, 1, d)).sum(), leaves)
+out, grads = run()
+with kernel.path("torch"):
+    ref, ref_grads = run()
+torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+for got, want in zip(grads, ref_grads):
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+print("same")
+"""
+
+
+def test_an_avx2_build_computes_what_the_torch_path_computes(fused_kernel, tmp_path):
+    """CPUs without AVX-512 get a build with half-width vectors and smaller register blocks: built here for AVX2 (a
+    CPU with AVX-512 runs it too), its convolutions, softmax stage and head norm, forward and backward, against the
+    pure-torch path. In a child process: one process loads one build of the kernel."""
+    from mta_ablate.machine import cpu_flags
+
+    if not {"avx2", "fma"} <= cpu_flags():
+        pytest.skip("this CPU has no AVX2")
+    out = subprocess.run([sys.executable, "-c", AVX2, str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "same", out.stderr[-3000:]
+
+
 @pytest.fixture
 def fresh_state(monkeypatch, tmp_path):
     monkeypatch.setattr(kernel, "_state", {})

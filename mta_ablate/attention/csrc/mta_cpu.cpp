@@ -23,7 +23,20 @@
 
 namespace {
 
-constexpr int64_t VW = 32;  // output keys per register chunk  // output keys per register chunk
+// The vector registers the build targets (`-march=native`): AVX-512 (32 of 64 bytes) or AVX2 (16 of 32 bytes). Every
+// vector below is one register, so on AVX2 GCC never splits one into pieces (which it may do lane by lane), and the
+// register blocks are sized to fit the register file.
+#ifdef __AVX512F__
+constexpr int VBYTES = 64;
+constexpr int64_t VW = 32;    // output keys per register chunk of the convolution (2 vectors of fp32)
+constexpr int CONV_ROWS = 8;  // output rows per register block: 16 sums (measured against 4 and 6, a 6x11 kernel)
+constexpr int GRAD_SUMS = 24;  // kernel-gradient sums held in registers per pass
+#else
+constexpr int VBYTES = 32;
+constexpr int64_t VW = 16;
+constexpr int CONV_ROWS = 6;  // 12 sums of the 16 registers
+constexpr int GRAD_SUMS = 6;  // with c_q = 6 rows of the output gradient, one tap per pass (measured against 12, 18)
+#endif
 
 struct Geometry {
   int64_t rows;     // padded rows: out_rows + c_q - 1
@@ -50,11 +63,11 @@ void pad_map(const T* src, int64_t src_rows, int64_t s, int64_t src_row0, int64_
   }
 }
 
-// A 64-byte vector of T (GCC vector extensions: one AVX-512 register, two AVX2 ones), loaded from any address.
+// One vector register of T (GCC vector extensions), loaded from any address.
 template <typename T>
 struct Lanes {
-  typedef T V __attribute__((vector_size(64)));
-  static constexpr int64_t N = 64 / sizeof(T);
+  typedef T V __attribute__((vector_size(VBYTES)));
+  static constexpr int64_t N = VBYTES / sizeof(T);
   static V load(const T* p) {
     V v;
     std::memcpy(&v, p, sizeof(V));
@@ -121,7 +134,7 @@ void correlate_rows(const T* pad, const Geometry& g, const T* w, int64_t c_q, in
                     int64_t s, int64_t out_row0, T* y) {
   using L = Lanes<T>;
   using V = typename L::V;
-  constexpr int ROWS = 8;  // measured against 4 and 6 (AVX-512, a 6x11 kernel)
+  constexpr int ROWS = CONV_ROWS;
   constexpr int NV = VW / L::N;
   auto limit = [&](int64_t r) { return std::max<int64_t>(0, std::min(s, out_row0 + r + 1)); };
   for (int64_t r = 0; r < out_rows; r += ROWS) {
@@ -170,7 +183,7 @@ void kernel_grad(const T* dpad, const T* pad, const Geometry& g, int64_t c_q, in
   using L = Lanes<T>;
   using V = typename L::V;
   constexpr int NQ = CQ > 0 ? CQ : 1;
-  constexpr int JC = std::max(1, std::min(CK > 0 ? CK : 1, 24 / NQ));  // taps per pass: at most 24 sums in registers
+  constexpr int JC = std::max(1, std::min(CK > 0 ? CK : 1, GRAD_SUMS / NQ));  // taps per pass, their sums in registers
   const int64_t c_k = CK > 0 ? CK : ck_rt;
   const T* dy0 = dpad + (c_q - 1) * g.width;  // dy row 0
   for (int64_t i0 = 0; i0 < c_q; i0 += NQ) {
@@ -356,22 +369,23 @@ T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
   return acc;
 }
 
-// One softmax row's backward: o = p * (dp - sum(p * dp)), the sum in double (fp32: eight products at a time).
+// One softmax row's backward: o = p * (dp - sum(p * dp)), the sum in double (fp32: a vector of doubles at a time).
 template <typename T>
 void softmax_grad_row(const T* p, const T* dp, int64_t s, T* o) {  // o may be dp
   double acc = 0;
   int64_t v = 0;
   if constexpr (std::is_same_v<T, float>) {
-    typedef float VH __attribute__((vector_size(32)));
-    typedef double VD __attribute__((vector_size(64)));
+    constexpr int n = VBYTES / sizeof(double);
+    typedef float VH __attribute__((vector_size(VBYTES / 2)));
+    typedef double VD __attribute__((vector_size(VBYTES)));
     VD sums = VD{};
-    for (; v + 8 <= s; v += 8) {
+    for (; v + n <= s; v += n) {
       VH a, b;
       std::memcpy(&a, p + v, sizeof(a));
       std::memcpy(&b, dp + v, sizeof(b));
       sums += __builtin_convertvector(a, VD) * __builtin_convertvector(b, VD);
     }
-    for (int i = 0; i < 8; ++i) acc += sums[i];
+    for (int i = 0; i < n; ++i) acc += sums[i];
   }
   for (; v < s; ++v) acc += double(p[v]) * double(dp[v]);
   const T sub = T(acc);
@@ -382,7 +396,7 @@ void softmax_grad_row(const T* p, const T* dp, int64_t s, T* o) {  // o may be d
 // e^x for x <= 0, a vector of fp32 at a time: exp(n ln 2 + r) = 2^n e^r, e^r by its Taylor series to r^7 on
 // |r| <= ln2 / 2 (relative error under 2e-7). Below -87 (e^-87 ~ 1.6e-38) it returns 0.
 inline Lanes<float>::V exp_nonpositive(Lanes<float>::V x) {
-  typedef int32_t VI __attribute__((vector_size(64)));
+  typedef int32_t VI __attribute__((vector_size(VBYTES)));
   using V = Lanes<float>::V;
   const V n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;  // round to nearest (|n| < 2^22)
   const V r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
