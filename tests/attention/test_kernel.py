@@ -6,6 +6,7 @@ import json
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,11 +14,11 @@ import torch
 from mta_ablate.attention import kernel, mta_attention
 
 
-def _layer(seed=0, b=2, h=4, t=40, d=8):
+def _layer(seed=0, b=2, h=4, t=40, d=8, pre=(3, 5)):
     g = torch.Generator().manual_seed(seed)
     q, k, v = (torch.randn(b, h, t, d, generator=g).requires_grad_() for _ in range(3))
     params = dict(
-        pre_kernel=(torch.randn(h, 3, 5, generator=g) * 0.3).requires_grad_(),
+        pre_kernel=(torch.randn(h, *pre, generator=g) * 0.3).requires_grad_(),
         post_kernel=(torch.randn(h, 2, 3, generator=g) * 0.3).requires_grad_(),
         pre_head_mix=(torch.randn(1, h, h, generator=g) * 0.5).requires_grad_(),
         post_head_mix=(torch.randn(2, 2, 2, generator=g) * 0.5).requires_grad_(),
@@ -134,20 +135,14 @@ AVX2 = """
 import pathlib, sys, torch
 from mta_ablate.attention import kernel, mta_attention
 from mta_ablate.attention.norm import head_norm
+from tests.attention.test_kernel import _layer
 kernel.FLAGS = ["-O3", "-march=haswell", "-fopenmp"]  # AVX2 and FMA, no AVX-512
 kernel.build_dir = lambda: pathlib.Path(sys.argv[1])
 kernel.build()
 assert kernel.ops() is not None, kernel.why_not()
-g = torch.Generator().manual_seed(0)
-b, h, t, d = 2, 4, 150, 16
-q, k, v = (torch.randn(b, h, t, d, generator=g).requires_grad_() for _ in range(3))
-params = dict(
-    pre_kernel=(torch.randn(h, 6, 11, generator=g) * 0.3).requires_grad_(),
-    post_kernel=(torch.randn(h, 2, 3, generator=g) * 0.3).requires_grad_(),
-    pre_head_mix=(torch.randn(1, h, h, generator=g) * 0.5).requires_grad_(),
-    post_head_mix=(torch.randn(2, 2, 2, generator=g) * 0.5).requires_grad_(),
-)
-w = (1 + 0.3 * torch.randn(d, generator=g)).requires_grad_()
+d = 16
+(q, k, v), params = _layer(t=150, d=d, pre=(6, 11))  # the paper's 6x11 before softmax
+w = (1 + 0.3 * torch.linspace(-1, 1, d)).requires_grad_()
 gate = torch.nn.Linear(d, 1)
 leaves = [q, k, v, *params.values(), w, *gate.parameters()]
 def run():
@@ -171,7 +166,8 @@ def test_an_avx2_build_computes_what_the_torch_path_computes(fused_kernel, tmp_p
 
     if not {"avx2", "fma"} <= cpu_flags():
         pytest.skip("this CPU has no AVX2")
-    out = subprocess.run([sys.executable, "-c", AVX2, str(tmp_path)], capture_output=True, text=True)
+    root = Path(__file__).parents[2]  # the child imports this module's `_layer`
+    out = subprocess.run([sys.executable, "-c", AVX2, str(tmp_path)], capture_output=True, text=True, cwd=root)
     assert out.returncode == 0 and out.stdout.strip() == "same", out.stderr[-3000:]
 
 
