@@ -19,6 +19,7 @@
 #include <limits>
 #include <type_traits>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 namespace {
@@ -38,6 +39,58 @@ constexpr int CONV_ROWS = 6;  // 12 sums of the 16 registers
 constexpr int GRAD_SUMS = 6;  // with c_q = 6 rows of the output gradient, one tap per pass (measured against 12, 18)
 #endif
 
+// One vector register of T (GCC vector extensions), loaded from any address.
+template <typename T>
+struct Lanes {
+  typedef T V __attribute__((vector_size(VBYTES)));
+  static constexpr int64_t N = VBYTES / sizeof(T);
+  static V load(const T* p) {
+    V v;
+    std::memcpy(&v, p, sizeof(V));
+    return v;
+  }
+  static void store(T* p, const V& v) { std::memcpy(p, &v, sizeof(V)); }
+};
+
+// The vector {0, 1, 2, ...}, for masks by lane.
+template <typename T>
+inline typename Lanes<T>::V lane_index() {
+  typename Lanes<T>::V v;
+  for (int64_t i = 0; i < Lanes<T>::N; ++i) v[i] = T(i);
+  return v;
+}
+
+// dst[0, n) = src[0, n) and dst[0, n) = 0 in whole vectors (the last one overlapping the one before it), no library
+// call: the convolutions copy and clear many short rows, where a call to memmove or memset costs more than the work.
+// The ranges must not overlap.
+template <typename T>
+inline void copy_short(const T* src, int64_t n, T* dst) {
+  using L = Lanes<T>;
+  if (n < L::N) {
+    for (int64_t v = 0; v < n; ++v) dst[v] = src[v];
+    return;
+  }
+  for (int64_t v = 0; v + L::N < n; v += L::N) L::store(dst + v, L::load(src + v));
+  L::store(dst + n - L::N, L::load(src + n - L::N));
+}
+
+template <typename T>
+inline void zero_short(T* dst, int64_t n) {
+  using L = Lanes<T>;
+  if (n < L::N) {
+    for (int64_t v = 0; v < n; ++v) dst[v] = T(0);
+    return;
+  }
+  for (int64_t v = 0; v + L::N < n; v += L::N) L::store(dst + v, typename L::V{});
+  L::store(dst + n - L::N, typename L::V{});
+}
+
+// An uninitialised buffer of n values for one thread's work (a std::vector would zero it first, for nothing).
+template <typename T>
+std::unique_ptr<T[]> scratch(int64_t n) {
+  return std::unique_ptr<T[]>(new T[n]);
+}
+
 struct Geometry {
   int64_t rows;     // padded rows: out_rows + c_q - 1
   int64_t width;    // padded keys: S + c_k - 1 + VW (VW of slack so a chunk never reads past a row)
@@ -53,28 +106,15 @@ void pad_map(const T* src, int64_t src_rows, int64_t s, int64_t src_row0, int64_
     const int64_t row = out_row0 + p + row_shift;  // absolute row
     T* out = pad + p * g.width;
     if (row < src_row0 || row >= src_row0 + src_rows || row < 0) {
-      std::fill(out, out + g.width, T(0));
+      zero_short(out, g.width);
       continue;
     }
     const int64_t keys = std::min(s, row + 1);
-    std::fill(out, out + col_shift, T(0));
-    std::copy(src + (row - src_row0) * s, src + (row - src_row0) * s + keys, out + col_shift);
-    std::fill(out + col_shift + keys, out + g.width, T(0));
+    zero_short(out, col_shift);
+    copy_short(src + (row - src_row0) * s, keys, out + col_shift);
+    zero_short(out + col_shift + keys, g.width - col_shift - keys);
   }
 }
-
-// One vector register of T (GCC vector extensions), loaded from any address.
-template <typename T>
-struct Lanes {
-  typedef T V __attribute__((vector_size(VBYTES)));
-  static constexpr int64_t N = VBYTES / sizeof(T);
-  static V load(const T* p) {
-    V v;
-    std::memcpy(&v, p, sizeof(V));
-    return v;
-  }
-  static void store(T* p, const V& v) { std::memcpy(p, &v, sizeof(V)); }
-};
 
 // The sum of a vector's lanes as a tree of half-vector additions, a chain of log2(lanes) of them: a loop over the
 // lanes would be a chain of one per lane, which a short row's work cannot hide.
@@ -91,6 +131,14 @@ auto sum_lanes(const V& v) {
     std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(H), sizeof(H));
     return sum_lanes(lo + hi);
   }
+}
+
+// Zero a block of vector sums one vector at a time (`= {}` on the array becomes a call to memset, and the sums a
+// block of memory instead of registers).
+template <typename V, int A, int B>
+inline void clear(V (&acc)[A][B]) {
+  for (int a = 0; a < A; ++a)
+    for (int b = 0; b < B; ++b) acc[a][b] = V{};
 }
 
 // acc[k] (k < n_rows) = sum_{i, j} w[i, j] * pad[r + k + i, c0 + j + (NV vectors of keys)]: padded row p serves tap
@@ -139,8 +187,8 @@ void correlate_rows(const T* pad, const Geometry& g, const T* w, int64_t c_q, in
   auto limit = [&](int64_t r) { return std::max<int64_t>(0, std::min(s, out_row0 + r + 1)); };
   for (int64_t r = 0; r < out_rows; r += ROWS) {
     const int64_t n_rows = std::min<int64_t>(ROWS, out_rows - r);
-    int64_t keys[ROWS] = {};
-    for (int k = 0; k < n_rows; ++k) keys[k] = limit(r + k);
+    int64_t keys[ROWS] = {}, done[ROWS] = {};  // keys of each row, and how far its outputs are written
+    for (int k = 0; k < n_rows; ++k) done[k] = keys[k] = limit(r + k);
     auto emit = [&](int64_t c0, auto& acc) {  // the chunk's keys of each row, up to its last
       constexpr int nv = std::extent_v<std::remove_reference_t<decltype(acc[0])>>;
       constexpr int64_t width = nv * L::N;
@@ -149,26 +197,31 @@ void correlate_rows(const T* pad, const Geometry& g, const T* w, int64_t c_q, in
         T* dst = y + (r + k) * s + c0;
         if (c0 + width <= keys[k]) {  // a whole chunk: straight to the map
           for (int v = 0; v < nv; ++v) L::store(dst + v * L::N, acc[k][v]);
-          continue;
+        } else if (c0 + width <= s) {  // the row's last chunk, its future lanes zero
+          for (int v = 0; v < nv; ++v) L::store(dst + v * L::N, lane_index<T>() < T(keys[k] - c0 - v * L::N) ? acc[k][v] : V{});
+          done[k] = c0 + width;
+        } else {
+          alignas(64) T out[VW];
+          for (int v = 0; v < nv; ++v) L::store(out + v * L::N, acc[k][v]);
+          copy_short(out, keys[k] - c0, dst);
         }
-        alignas(64) T out[VW];
-        for (int v = 0; v < nv; ++v) L::store(out + v * L::N, acc[k][v]);
-        std::copy(out, out + (keys[k] - c0), dst);
       }
     };
     const T* rows = pad + r * g.width;
     int64_t c0 = 0;
     for (; c0 + L::N < keys[n_rows - 1]; c0 += VW) {
-      V acc[ROWS][NV] = {};
+      V acc[ROWS][NV];
+      clear(acc);
       correlate_chunk<T, CK, CQ, ROWS, NV>(rows + c0, g.width, w, c_q, c_k, n_rows, acc);
       emit(c0, acc);
     }
     if (c0 < keys[n_rows - 1]) {  // at most one vector of keys left
-      V acc[ROWS][1] = {};
+      V acc[ROWS][1];
+      clear(acc);
       correlate_chunk<T, CK, CQ, ROWS, 1>(rows + c0, g.width, w, c_q, c_k, n_rows, acc);
       emit(c0, acc);
     }
-    for (int k = 0; k < n_rows; ++k) std::fill(y + (r + k) * s + keys[k], y + (r + k + 1) * s, T(0));
+    for (int k = 0; k < n_rows; ++k) zero_short(y + (r + k) * s + done[k], s - done[k]);
   }
 }
 
@@ -189,7 +242,8 @@ void kernel_grad(const T* dpad, const T* pad, const Geometry& g, int64_t c_q, in
   for (int64_t i0 = 0; i0 < c_q; i0 += NQ) {
     for (int64_t j0 = 0; j0 < c_k; j0 += JC) {
       const int64_t nj = std::min<int64_t>(JC, c_k - j0);
-      V acc[NQ][JC] = {};
+      V acc[NQ][JC];
+      clear(acc);
       for (int64_t p = i0; p < out_rows + c_q - 1; ++p) {  // padded input row; dy rows p - i0 - i, some of them zero
         const int64_t keys = std::max<int64_t>(0, std::min(s, out_row0 + p - i0 + 1));  // widest of those dy rows
         const T* row = pad + p * g.width + j0;
@@ -239,11 +293,14 @@ at::Tensor sum_parts(const at::Tensor& per) {
 // zero rows, and c_q - 1 zero rows after them.
 template <typename T>
 void pad_grad(const T* dy, int64_t out_rows, int64_t s, int64_t out_row0, int64_t c_q, const Geometry& g, T* dpad) {
-  std::fill(dpad, dpad + (out_rows + 2 * (c_q - 1)) * g.width, T(0));
+  zero_short(dpad, (c_q - 1) * g.width);
   for (int64_t r = 0; r < out_rows; ++r) {
     const int64_t keys = std::max<int64_t>(0, std::min(s, out_row0 + r + 1));
-    std::copy(dy + r * s, dy + r * s + keys, dpad + (r + c_q - 1) * g.width);
+    T* row = dpad + (r + c_q - 1) * g.width;
+    copy_short(dy + r * s, keys, row);
+    zero_short(row + keys, g.width - keys);
   }
+  zero_short(dpad + (out_rows + c_q - 1) * g.width, (c_q - 1) * g.width);
 }
 
 // f(integral_constant<int, c_k>, integral_constant<int, c_q>): for fp32 maps the kernel's size compiled in where it
@@ -303,12 +360,12 @@ at::Tensor conv(const at::Tensor& x_in, int64_t x_row0, const at::Tensor& w_in, 
     const scalar_t* wp = w.data_ptr<scalar_t>();
     scalar_t* yp = y.data_ptr<scalar_t>();
     at::parallel_for(0, b * h, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> pad(g.rows * g.width);
+      const auto pad = scratch<scalar_t>(g.rows * g.width);  // pad_map writes all of it
       for (int64_t n = begin; n < end; ++n) {
-        pad_map(xp + n * x_rows * s, x_rows, s, x_row0, out_row0, row_shift, left, g, pad.data());
+        pad_map(xp + n * x_rows * s, x_rows, s, x_row0, out_row0, row_shift, left, g, pad.get());
         const scalar_t* wn = wp + (n % h) * c_q * c_k;
         with_kernel<scalar_t>(c_k, c_q, [&](auto ck, auto cq) {
-          correlate_rows<scalar_t, decltype(ck)::value, decltype(cq)::value>(pad.data(), g, wn, c_q, c_k, out_rows, s,
+          correlate_rows<scalar_t, decltype(ck)::value, decltype(cq)::value>(pad.get(), g, wn, c_q, c_k, out_rows, s,
                                                                               out_row0, yp + n * out_rows * s);
         });
       }
@@ -332,12 +389,12 @@ at::Tensor conv_kernel_grad(const at::Tensor& dy_in, int64_t dy_row0, const at::
     const scalar_t* dyp = dy.data_ptr<scalar_t>();
     scalar_t* dwp = per_map.data_ptr<scalar_t>();
     at::parallel_for(0, b * h, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> pad(g.rows * g.width), dpad((out_rows + 2 * (c_q - 1)) * g.width);
+      const auto pad = scratch<scalar_t>(g.rows * g.width), dpad = scratch<scalar_t>((out_rows + 2 * (c_q - 1)) * g.width);
       for (int64_t n = begin; n < end; ++n) {
-        pad_map(xp + n * x_rows * s, x_rows, s, x_row0, dy_row0, -(c_q - 1), left, g, pad.data());
-        pad_grad(dyp + n * out_rows * s, out_rows, s, dy_row0, c_q, g, dpad.data());
+        pad_map(xp + n * x_rows * s, x_rows, s, x_row0, dy_row0, -(c_q - 1), left, g, pad.get());
+        pad_grad(dyp + n * out_rows * s, out_rows, s, dy_row0, c_q, g, dpad.get());
         with_kernel<scalar_t>(c_k, c_q, [&](auto ck, auto cq) {
-          kernel_grad<scalar_t, decltype(ck)::value, decltype(cq)::value>(dpad.data(), pad.data(), g, c_q, c_k,
+          kernel_grad<scalar_t, decltype(ck)::value, decltype(cq)::value>(dpad.get(), pad.get(), g, c_q, c_k,
                                                                           out_rows, s, dy_row0, dwp + n * c_q * c_k);
         });
       }
@@ -469,7 +526,7 @@ void causal_softmax_row(const T* x, int64_t keys, int64_t s, T* out) {  // out m
     for (int64_t v = 0; v < keys; ++v) total += (out[v] = std::exp(x[v] - top));
     for (int64_t v = 0; v < keys; ++v) out[v] /= total;
   }
-  std::fill(out + done, out + s, T(0));
+  zero_short(out + done, s - done);
 }
 
 // out[o][v] = sum_i w[o, i] in[i][v] for v in [0, n): C inputs `istride` apart, C outputs `ostride` apart (never
@@ -571,15 +628,15 @@ void mix_into(const at::Tensor& x, const at::Tensor& m_in, bool transpose, at::T
     const scalar_t* mp = m.data_ptr<scalar_t>();
     scalar_t* yp = y.data_ptr<scalar_t>();
     at::parallel_for(0, b * groups * chunks, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> buf(c * CH);
+      const auto buf = scratch<scalar_t>(c * CH);
       for (int64_t t = begin; t < end; ++t) {
         const int64_t bg = t / chunks, k0 = (t % chunks) * CH, len = std::min(CH, n - k0);
         with_group(c, [&](auto cc) {
           mix_rows<scalar_t, decltype(cc)::value>(xp + bg * c * n + k0, n, mp + (bg % groups) * c * c, c, len,
-                                                  buf.data(), CH);
+                                                  buf.get(), CH);
         });
         for (int64_t o = 0; o < c; ++o)
-          std::copy(buf.data() + o * CH, buf.data() + o * CH + len, yp + (bg * c + o) * n + k0);
+          copy_short(buf.get() + o * CH, len, yp + (bg * c + o) * n + k0);
       }
     });
   });
@@ -620,7 +677,7 @@ at::Tensor mix_backward_(at::Tensor dy, const at::Tensor& x_in, const at::Tensor
     scalar_t* dp = dy.data_ptr<scalar_t>();
     scalar_t* pp = per.data_ptr<scalar_t>();
     at::parallel_for(0, b * groups * chunks, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> buf(c * CH);
+      const auto buf = scratch<scalar_t>(c * CH);
       for (int64_t t = begin; t < end; ++t) {
         const int64_t bg = t / chunks, k0 = (t % chunks) * CH, len = std::min(CH, n - k0);
         scalar_t* dyc = dp + bg * c * n + k0;
@@ -631,9 +688,9 @@ at::Tensor mix_backward_(at::Tensor dy, const at::Tensor& x_in, const at::Tensor
           std::fill(pp + t * c * c, pp + (t + 1) * c * c, scalar_t(0));
           dots.add(dyc, n, xc, n, c, len, pp + t * c * c);
           dots.finish(pp + t * c * c);
-          mix_rows<scalar_t, C>(dyc, n, mp + (bg % groups) * c * c, c, len, buf.data(), CH);
+          mix_rows<scalar_t, C>(dyc, n, mp + (bg % groups) * c * c, c, len, buf.get(), CH);
         });
-        for (int64_t i = 0; i < c; ++i) std::copy(buf.data() + i * CH, buf.data() + i * CH + len, dyc + i * n);
+        for (int64_t i = 0; i < c; ++i) copy_short(buf.get() + i * CH, len, dyc + i * n);
       }
     });
   });
@@ -643,8 +700,8 @@ at::Tensor mix_backward_(at::Tensor dy, const at::Tensor& x_in, const at::Tensor
 // Write a row of n computed values, then zeros up to key s.
 template <typename T>
 void put_row(const T* a, int64_t n, int64_t s, T* out) {
-  std::copy(a, a + n, out);
-  std::fill(out + n, out + s, T(0));
+  copy_short(a, n, out);
+  zero_short(out + n, s - n);
 }
 
 // The softmax stage of one block for one (batch, group of C heads), row by row: the pre-softmax head mix, the causal
@@ -670,12 +727,12 @@ struct Stage {
       if (pre)
         mix_rows<T, C>(x + at, head, pre, c, nw, buf, s);
       else
-        for (int64_t o = 0; o < c; ++o) std::copy(x + at + o * head, x + at + o * head + n, buf + o * s);
+        for (int64_t o = 0; o < c; ++o) copy_short(x + at + o * head, n, buf + o * s);
       for (int64_t o = 0; o < c; ++o) causal_softmax_row(buf + o * s, n, nw, buf + o * s);
       for (int64_t o = 0; o < c && probs; ++o) put_row(buf + o * s, n, s, probs + at + o * head);
       if (weights && post) {
         mix_rows<T, C>(buf, s, post, c, nw, weights + at, head);
-        for (int64_t o = 0; o < c; ++o) std::fill(weights + at + o * head + nw, weights + at + o * head + s, T(0));
+        for (int64_t o = 0; o < c; ++o) zero_short(weights + at + o * head + nw, s - nw);
       } else if (weights) {
         for (int64_t o = 0; o < c; ++o) put_row(buf + o * s, n, s, weights + at + o * head);
       }
@@ -693,14 +750,14 @@ struct Stage {
         dots_post.add(dw + at, head, p + at, head, c, nw, d_post);
         mix_rows<T, C>(dw + at, head, post_t, c, nw, buf, s);
       } else {
-        for (int64_t i = 0; i < c; ++i) std::copy(dw + at + i * head, dw + at + i * head + nw, buf + i * s);
+        for (int64_t i = 0; i < c; ++i) copy_short(dw + at + i * head, nw, buf + i * s);
       }
       for (int64_t i = 0; i < c; ++i)  // now the gradient of the pre mix's output
         softmax_grad_row(p + at + i * head, buf + i * s, nw, buf + i * s);
       if (pre) {
         dots_pre.add(buf, s, x + at, head, c, nw, d_pre);
         mix_rows<T, C>(buf, s, pre_t, c, nw, dw + at, head);
-        for (int64_t o = 0; o < c; ++o) std::fill(dw + at + o * head + nw, dw + at + o * head + s, T(0));
+        for (int64_t o = 0; o < c; ++o) zero_short(dw + at + o * head + nw, s - nw);
       } else {
         for (int64_t o = 0; o < c; ++o) put_row(buf + o * s, n, s, dw + at + o * head);
       }
@@ -749,11 +806,11 @@ template <typename T, typename F>
 void stage_tasks(const Mixes& m, int64_t b, int64_t rows, int64_t s, int64_t row0, F&& f) {
   const int64_t parts = (rows + STAGE_ROWS - 1) / STAGE_ROWS;
   at::parallel_for(0, b * m.groups * parts, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> buf(m.c * s);
+    const auto buf = scratch<T>(m.c * s);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t bg = t / parts, r0 = (t % parts) * STAGE_ROWS, r1 = std::min(rows, r0 + STAGE_ROWS);
       with_group(m.c, [&](auto c) {
-        f(stage_of<T, decltype(c)::value>(m, bg % m.groups, rows, s, row0), t, bg, r0, r1, buf.data());
+        f(stage_of<T, decltype(c)::value>(m, bg % m.groups, rows, s, row0), t, bg, r0, r1, buf.get());
       });
     }
   });
@@ -1005,7 +1062,10 @@ _Pragma("omp simd")
 
 // Schemas here, CPU kernels below: other backends (fake tensors for memory plans) get Python implementations
 // (`kernel.py`).
-TORCH_LIBRARY(mta_ablate, m) {
+#ifndef MTA_NS  // -DMTA_NS=name: the ops under another name, to load and time two builds in one process
+#define MTA_NS mta_ablate
+#endif
+TORCH_LIBRARY(MTA_NS, m) {
   m.def("conv(Tensor x, int x_row0, Tensor w, int out_row0, int out_rows, int left, bool flip) -> Tensor");
   m.def("conv_kernel_grad(Tensor dy, int dy_row0, Tensor x, int x_row0, int c_q, int c_k, int left) -> Tensor");
   m.def("mix(Tensor x, Tensor m, bool transpose) -> Tensor");
@@ -1018,7 +1078,7 @@ TORCH_LIBRARY(mta_ablate, m) {
   m.def("mixed_softmax_backward_(Tensor(a!) dw, Tensor p, Tensor? post, Tensor? x, Tensor? pre, int row0) -> Tensor[]");
 }
 
-TORCH_LIBRARY_IMPL(mta_ablate, CPU, m) {
+TORCH_LIBRARY_IMPL(MTA_NS, CPU, m) {
   m.impl("conv", &conv);
   m.impl("conv_kernel_grad", &conv_kernel_grad);
   m.impl("mix", &mix);
