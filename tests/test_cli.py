@@ -77,6 +77,8 @@ def test_train_bench_compares_variants_and_the_bare_loop():
     assert rows["baseline"]["mta_params"] == 0 < rows["mta_toy"]["mta_params"] < rows["mta_paper"]["mta_params"]
     assert rows["mta_paper"]["mta_params"] == rows["mta_paper, pure torch"]["mta_params"]
     assert all(r["tokens_per_s"] > 0 and r["activation_mib"] > 0 for r in rows.values())
+    assert rows["baseline"]["paired_vs_baseline"] == 1.0 and all(r["paired_step_ms"] > 0 for r in rows.values())
+    assert {r["paired_vs_baseline"] for r in rows.values()} != {1.0}
     assert first["lightning_overhead"]["bare_step_ms"] > 0 and "lightning_overhead" not in second
     assert second["model"]["dim"] == 64 and second["shape"]["seq"] == 8
 

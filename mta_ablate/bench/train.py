@@ -6,7 +6,10 @@
    two shapes: the `tiny` model (B16 x 128) and the needle ladder's model (`toy` with 4 layers and 4 heads, B16 x
    256), trained through the same Lightning path that `mta-ablate train` uses, on the same pre-generated batches;
    per-step wall time from the batch-start/end hooks.
-2. Lightning vs a bare torch loop (same model init, same batches, same AdamW + schedule + clipping), per step, at
+2. The same variants in bare torch loops that take turns one step at a time (`paired_step_times`): the step-time
+   ratio to the baseline is the median over rounds of the ratio within a round (`paired_vs_baseline`), which a shared
+   machine's slow phases move far less than the ratio of medians from runs seconds apart.
+3. Lightning vs a bare torch loop (same model init, same batches, same AdamW + schedule + clipping), per step, at
    the first shape.
 Runs are interleaved round-robin and the first `warmup` steps of each run are dropped; medians are reported.
 "Activation memory" is what autograd saves for one training forward (unique storages), which, unlike the process RSS,
@@ -120,33 +123,56 @@ def lightning_step_times(model_config: ModelConfig, batches: list, seed: int = 0
     return timer.times
 
 
+class _BareLoop:
+    """A plain torch loop doing the same work as LMModule's training step: forward, loss, backward, clipping, AdamW
+    and its schedule (the same init and optimizer construction, through LMModule)."""
+
+    def __init__(self, model_config: ModelConfig, steps: int, seed: int = 0):
+        from lightning_modules.lm_module import LMModule
+
+        torch.manual_seed(seed)
+        self.train = _train_config(steps)
+        module = LMModule(model_config, self.train)
+        self.model = module.model
+        optim = module.configure_optimizers()
+        self.optimizer, self.scheduler = optim["optimizer"], optim["lr_scheduler"]["scheduler"]
+        self.model.train()
+
+    def step(self, batch: dict) -> float:
+        """One training step; returns its wall time in seconds."""
+        start = time.perf_counter()
+        loss = lm_loss(self.model(batch["tokens"]), batch["targets"], batch["loss_weight"])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
+
+
 def bare_step_times(model_config: ModelConfig, batches: list, seed: int = 0) -> list[float]:
     """Seconds per step of a plain torch loop doing the same work as LMModule."""
-    from lightning_modules.lm_module import LMModule
+    loop = _BareLoop(model_config, len(batches), seed)
+    return [loop.step(batch) for batch in batches]
 
-    torch.manual_seed(seed)
-    train = _train_config(len(batches))
-    module = LMModule(model_config, train)  # same init and the same optimizer/schedule construction
-    model = module.model
-    optim = module.configure_optimizers()
-    optimizer, scheduler = optim["optimizer"], optim["lr_scheduler"]["scheduler"]
-    model.train()
-    times = []
-    start = time.perf_counter()
+
+def paired_step_times(configs: dict[str, ModelConfig], batches: list, seed: int = 0) -> dict[str, list[float]]:
+    """Seconds per step of each variant's bare loop, the variants taking turns one step at a time on the same batch:
+    step i of every variant runs within the same second or so, so a slow phase of a shared machine (where a step's
+    time moves by 20% between runs of a few seconds) hits the variants of a round alike. `PURE_TORCH` runs its op on
+    the pure-torch path."""
+    loops = {v: _BareLoop(c, len(batches), seed) for v, c in configs.items()}
+    times: dict[str, list[float]] = {v: [] for v in configs}
     for batch in batches:
-        loss = lm_loss(model(batch["tokens"]), batch["targets"], batch["loss_weight"])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        now = time.perf_counter()
-        times.append(now - start)
-        start = now
+        for v, loop in loops.items():
+            with kernel.path("torch" if v == PURE_TORCH else "fused"):
+                times[v].append(loop.step(batch))
     return times
 
 
-# -- the bare twin: the training path transcribed in plain torch, to catch drift in the Lightning path -----------
+def paired_ratio(times: list[float], base: list[float], warmup: int) -> float:
+    """Median over rounds of a variant's step time over the baseline's in the same round."""
+    return statistics.median(t / b for t, b in zip(times[warmup:], base[warmup:], strict=True))
 
 
 def twin_lr_factor(step: int, warmup: int, max_steps: int, schedule: str, min_ratio: float) -> float:
@@ -236,6 +262,7 @@ def _bench_shape(shape: TrainShape, steps: int, repeats: int, warmup: int, bare:
                 runs[v].append(lightning_step_times(configs[v], batches))
         if bare:
             bare_runs.append(bare_step_times(configs["baseline"], batches))
+    paired = paired_step_times(configs, batches * repeats)
     base_ms = _median_ms(runs["baseline"], warmup)
     rows = []
     for v in variants:
@@ -250,6 +277,8 @@ def _bench_shape(shape: TrainShape, steps: int, repeats: int, warmup: int, bare:
                 "step_ms": ms,
                 "tokens_per_s": shape.batch * shape.seq / (ms / 1e3),
                 "step_time_vs_baseline": ms / base_ms,
+                "paired_step_ms": statistics.median(paired[v][warmup:]) * 1e3,
+                "paired_vs_baseline": paired_ratio(paired[v], paired["baseline"], warmup),
                 "activation_mib": saved / 2**20,
                 "params": counts["total"],
                 "mta_params": counts["mta"],

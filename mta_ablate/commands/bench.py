@@ -208,7 +208,8 @@ def run_train(args) -> int:
             title=f"{s['name']}: dim {m['dim']}, {m['n_layers']} layers, {m['n_heads']} heads, "
             f"batch {s['batch']} x {s['seq']} tokens, through the Lightning path"
         )
-        for col in ("variant", "step ms", "tokens/s", "x baseline", "activation MiB", "params", "MTA params"):
+        paired = "x baseline, paired"
+        for col in ("variant", "step ms", "tokens/s", "x baseline", paired, "activation MiB", "params", "MTA params"):
             table.add_column(col, justify="right")
         for r in shape["variants"]:
             table.add_row(
@@ -216,11 +217,16 @@ def run_train(args) -> int:
                 f"{r['step_ms']:.1f}",
                 f"{r['tokens_per_s']:,.0f}",
                 f"{r['step_time_vs_baseline']:.2f}",
+                f"{r['paired_vs_baseline']:.2f}",
                 f"{r['activation_mib']:.1f}",
                 f"{r['params']:,}",
                 f"{r['mta_params']:,}",
             )
         console.print(table)
+        console.print(
+            "x baseline, paired: bare torch loops of the variants taking turns step by step, the median over rounds of "
+            "the step-time ratio within a round"
+        )
         o = shape.get("lightning_overhead")
         if o:
             console.print(
