@@ -159,8 +159,8 @@ def bare_step_times(model_config: ModelConfig, batches: list, seed: int = 0) -> 
 def paired_step_times(configs: dict[str, ModelConfig], batches: list, seed: int = 0) -> dict[str, list[float]]:
     """Seconds per step of each variant's bare loop, the variants taking turns one step at a time on the same batch:
     step i of every variant runs within the same second or so, so a slow phase of a shared machine (where a step's
-    time moves by 20% between runs of a few seconds) hits the variants of a round alike. `PURE_TORCH` runs its op on
-    the pure-torch path."""
+    time moved by up to 40% between runs a few seconds apart) hits the variants of a round alike. `PURE_TORCH` runs
+    its op on the pure-torch path."""
     loops = {v: _BareLoop(c, len(batches), seed) for v, c in configs.items()}
     times: dict[str, list[float]] = {v: [] for v in configs}
     for batch in batches:
@@ -173,6 +173,9 @@ def paired_step_times(configs: dict[str, ModelConfig], batches: list, seed: int 
 def paired_ratio(times: list[float], base: list[float], warmup: int) -> float:
     """Median over rounds of a variant's step time over the baseline's in the same round."""
     return statistics.median(t / b for t, b in zip(times[warmup:], base[warmup:], strict=True))
+
+
+# -- the bare twin: the training path transcribed in plain torch, to catch drift in the Lightning path -----------
 
 
 def twin_lr_factor(step: int, warmup: int, max_steps: int, schedule: str, min_ratio: float) -> float:

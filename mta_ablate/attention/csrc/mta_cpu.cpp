@@ -198,7 +198,10 @@ void correlate_rows(const T* pad, const Geometry& g, const T* w, int64_t c_q, in
         if (c0 + width <= keys[k]) {  // a whole chunk: straight to the map
           for (int v = 0; v < nv; ++v) L::store(dst + v * L::N, acc[k][v]);
         } else if (c0 + width <= s) {  // the row's last chunk, its future lanes zero
-          for (int v = 0; v < nv; ++v) L::store(dst + v * L::N, lane_index<T>() < T(keys[k] - c0 - v * L::N) ? acc[k][v] : V{});
+          for (int v = 0; v < nv; ++v) {
+            const auto keep = lane_index<T>() < T(keys[k] - c0 - v * L::N);
+            L::store(dst + v * L::N, keep ? acc[k][v] : V{});
+          }
           done[k] = c0 + width;
         } else {
           alignas(64) T out[VW];
@@ -389,7 +392,8 @@ at::Tensor conv_kernel_grad(const at::Tensor& dy_in, int64_t dy_row0, const at::
     const scalar_t* dyp = dy.data_ptr<scalar_t>();
     scalar_t* dwp = per_map.data_ptr<scalar_t>();
     at::parallel_for(0, b * h, 1, [&](int64_t begin, int64_t end) {
-      const auto pad = scratch<scalar_t>(g.rows * g.width), dpad = scratch<scalar_t>((out_rows + 2 * (c_q - 1)) * g.width);
+      const auto pad = scratch<scalar_t>(g.rows * g.width);
+      const auto dpad = scratch<scalar_t>((out_rows + 2 * (c_q - 1)) * g.width);
       for (int64_t n = begin; n < end; ++n) {
         pad_map(xp + n * x_rows * s, x_rows, s, x_row0, dy_row0, -(c_q - 1), left, g, pad.get());
         pad_grad(dyp + n * out_rows * s, out_rows, s, dy_row0, c_q, g, dpad.get());
